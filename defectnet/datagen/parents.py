@@ -1,0 +1,403 @@
+"""Parent crystals: where every doped sample starts.
+
+Three sources share one interface (``ParentSource.parents()`` → ordered list of ``Parent``):
+
+* ``BuiltinParents``: an offline, deterministic generator. Common semiconductor prototypes
+  (diamond to kesterite and double perovskite) are decorated with element choices whose
+  pymatgen oxidation states balance the charge. Lattice constants are first guessed from
+  radii; the pipeline then relaxes cell and positions with the interatomic potential and
+  discards parents that move too far or have imaginary modes.
+* ``FileParents``: a folder of CIF / POSCAR / extxyz files.
+* ``MaterialsProjectParents``: structures through ``mp-api`` when a key and network exist.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.build import bulk
+from ase.data import covalent_radii
+from ase.spacegroup import crystal
+
+from defectnet.elements import atomic_number
+
+
+@dataclass(frozen=True)
+class Parent:
+    """A host crystal: stable id, formula, prototype name, and an (unrelaxed) cell."""
+
+    id: str
+    formula: str
+    prototype: str
+    atoms: Atoms
+
+
+class ParentSource:
+    """A deterministic, ordered collection of parent crystals."""
+
+    def parents(self) -> list[Parent]:
+        raise NotImplementedError
+
+    def select(self, num_parents: int | None, seed: int, include: Sequence[str] = ()) -> list[Parent]:
+        """``include`` (ids or formulas) first, then a seeded random draw to ``num_parents``."""
+        pool = self.parents()
+        chosen: list[Parent] = []
+        for key in include:
+            match = [p for p in pool if key in (p.id, p.formula)]
+            if not match:
+                raise ValueError(
+                    f"parents.include: no parent has id or formula '{key}'; "
+                    "list the available ones with `defectnet-generate stage=list_parents`."
+                )
+            if match[0] not in chosen:
+                chosen.append(match[0])
+        rest = [p for p in pool if p not in chosen]
+        n_more = len(rest) if num_parents is None else max(0, num_parents - len(chosen))
+        order = np.random.default_rng(seed).permutation(len(rest))
+        chosen += [rest[i] for i in sorted(order[:n_more])]
+        return chosen
+
+
+# --- built-in prototypes ----------------------------------------------------------------------
+
+def _radius(symbol: str, oxidation: int) -> float:
+    """Bond radius guess: Shannon ionic radius for ionic sites, else covalent radius."""
+    import warnings
+
+    from pymatgen.core import Species
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # missing radii fall back to covalent ones below
+        try:
+            r = Species(symbol, oxidation).ionic_radius
+        except ValueError:
+            r = None
+    return float(r) if r else float(covalent_radii[atomic_number(symbol)])
+
+
+def _tetrahedral(symbols_oxi: Sequence[tuple[str, int]]) -> float:
+    """Cation–anion bond guess for tetrahedral (covalent) frameworks: covalent radii."""
+    cations = [covalent_radii[atomic_number(s)] for s, o in symbols_oxi if o > 0]
+    anions = [covalent_radii[atomic_number(s)] for s, o in symbols_oxi if o < 0]
+    return float(np.mean(cations) + np.mean(anions))
+
+
+def _ionic(cation: tuple[str, int], anion: tuple[str, int]) -> float:
+    return _radius(*cation) + _radius(*anion)
+
+
+def _crystal(*args, **kwargs) -> Atoms:
+    """ASE's space-group builder, reduced to the primitive cell with spglib.
+
+    (ASE's own ``primitive_cell=True`` drops or duplicates atoms that sit near cell faces.)
+    """
+    import spglib
+
+    conv = crystal(*args, **kwargs)
+    cell = (conv.cell[:], conv.get_scaled_positions(), conv.numbers)
+    lattice, positions, numbers = spglib.standardize_cell(cell, to_primitive=True,
+                                                          no_idealize=True, symprec=1e-3)
+    return Atoms(numbers=numbers, cell=lattice, scaled_positions=positions, pbc=True)
+
+
+def _diamond(e, o):
+    d = 2 * covalent_radii[atomic_number(e[0])]
+    return bulk(e[0], "diamond", a=4 * d / math.sqrt(3))
+
+
+def _zincblende(e, o):
+    d = _tetrahedral(list(zip(e, o)))
+    return bulk(e[0] + e[1], "zincblende", a=4 * d / math.sqrt(3))
+
+
+def _wurtzite(e, o):
+    d = _tetrahedral(list(zip(e, o)))
+    a = d * math.sqrt(8 / 3)
+    return bulk(e[0] + e[1], "wurtzite", a=a, c=a * math.sqrt(8 / 3), u=0.375)
+
+
+def _rocksalt(e, o):
+    return bulk(e[0] + e[1], "rocksalt", a=2 * _ionic((e[0], o[0]), (e[1], o[1])))
+
+
+def _fluorite(e, o):
+    # e = (cation, anion) for AX2 (fluorite) and (anion... ) handled by the caller's order.
+    cat, an = (0, 1) if o[0] > 0 else (1, 0)
+    a = 4 * _ionic((e[cat], o[cat]), (e[an], o[an])) / math.sqrt(3)
+    # Fluorite: the 4a site holds the minority species; antifluorite swaps the roles.
+    four_a, eight_c = (e[0], e[1])
+    return _crystal([four_a, eight_c], basis=[(0, 0, 0), (0.25, 0.25, 0.25)], spacegroup=225,
+                   cellpar=[a, a, a, 90, 90, 90])
+
+
+def _chalcopyrite(e, o):
+    a = 4 * _tetrahedral(list(zip(e, o))) / math.sqrt(3)
+    return _crystal(list(e), basis=[(0, 0, 0), (0, 0, 0.5), (0.25, 0.25, 0.125)],
+                   spacegroup=122, cellpar=[a, a, 2 * a, 90, 90, 90])
+
+
+def _perovskite(e, o):
+    a = 2 * _ionic((e[1], o[1]), (e[2], o[2]))
+    return _crystal(list(e), basis=[(0.5, 0.5, 0.5), (0, 0, 0), (0.5, 0, 0)], spacegroup=221,
+                   cellpar=[a, a, a, 90, 90, 90])
+
+
+def _spinel(e, o):
+    a = 4 * _ionic((e[1], o[1]), (e[2], o[2]))
+    return _crystal(list(e), basis=[(0.125, 0.125, 0.125), (0.5, 0.5, 0.5), (0.26, 0.26, 0.26)],
+                   spacegroup=227, setting=2, cellpar=[a, a, a, 90, 90, 90])
+
+
+def _kesterite(e, o):
+    a = 4 * _tetrahedral(list(zip(e, o))) / math.sqrt(3)
+    symbols = [e[0], e[0], e[1], e[2], e[3]]
+    basis = [(0, 0, 0), (0, 0.5, 0.25), (0, 0.5, 0.75), (0, 0, 0.5), (0.756, 0.757, 0.872)]
+    return _crystal(symbols, basis=basis, spacegroup=82, cellpar=[a, a, 2 * a, 90, 90, 90])
+
+
+def _stannite(e, o):
+    a = 4 * _tetrahedral(list(zip(e, o))) / math.sqrt(3)
+    basis = [(0, 0.5, 0.25), (0, 0, 0), (0, 0, 0.5), (0.245, 0.245, 0.128)]
+    return _crystal(list(e), basis=basis, spacegroup=121, cellpar=[a, a, 2 * a, 90, 90, 90])
+
+
+def _kesterite_mixed_anion(e, o):
+    """Kesterite with an ordered 1:1 mix of two chalcogens: a pentanary parent."""
+    atoms = _kesterite(e[:4], o[:4])
+    anions = [i for i, s in enumerate(atoms.get_chemical_symbols()) if s == e[3]]
+    order = sorted(anions, key=lambda i: tuple(np.round(atoms.get_scaled_positions()[i], 3)))
+    for i in order[1::2]:
+        atoms[i].symbol = e[4]
+    scale = (_tetrahedral(list(zip(e, o))) / _tetrahedral(list(zip(e[:4], o[:4])))) ** 1
+    atoms.set_cell(atoms.cell * scale, scale_atoms=True)
+    return atoms
+
+
+def _double_perovskite(e, o):
+    a = 2 * (_ionic((e[1], o[1]), (e[3], o[3])) + _ionic((e[2], o[2]), (e[3], o[3])))
+    basis = [(0.25, 0.25, 0.25), (0, 0, 0), (0.5, 0.5, 0.5), (0.25, 0, 0)]
+    return _crystal(list(e), basis=basis, spacegroup=225, cellpar=[a, a, a, 90, 90, 90])
+
+
+@dataclass(frozen=True)
+class Prototype:
+    """A structure type, its site formula, and the element pools that fill its sites."""
+
+    name: str
+    stoichiometry: tuple[int, ...]
+    build: Callable[[tuple[str, ...], tuple[int, ...]], Atoms]
+    # Each family: oxidation state per site, then the element pool per site.
+    families: tuple[tuple[tuple[int, ...], tuple[tuple[str, ...], ...]], ...]
+
+
+_III, _V = ("B", "Al", "Ga", "In"), ("N", "P", "As", "Sb")
+_II_T, _VI = ("Be", "Mg", "Mn", "Zn", "Cd", "Hg"), ("O", "S", "Se", "Te")
+_TETRA_AB = (
+    ((3, -3), (_III, _V)),
+    ((2, -2), (_II_T, _VI)),
+    ((1, -1), (("Cu", "Ag"), ("Cl", "Br", "I"))),
+    ((4, -4), (("Si", "Ge", "Sn"), ("C",))),
+)
+_KESTERITE = ((1, 2, 4, -2), (("Cu", "Ag"),
+                              ("Zn", "Cd", "Mg", "Mn", "Fe", "Co", "Ni", "Hg", "Sr", "Ba"),
+                              ("Si", "Ge", "Sn", "Ti", "Zr"), ("S", "Se", "Te")))
+
+PROTOTYPES: tuple[Prototype, ...] = (
+    Prototype("diamond", (1,), _diamond, (((0,), (("C", "Si", "Ge", "Sn"),)),)),
+    Prototype("zincblende", (1, 1), _zincblende, _TETRA_AB),
+    Prototype("wurtzite", (1, 1), _wurtzite, _TETRA_AB),
+    Prototype("rocksalt", (1, 1), _rocksalt, (
+        ((2, -2), (("Mg", "Ca", "Sr", "Ba", "Zn", "Cd", "Pb", "Sn", "Ge", "Mn", "Ni", "Co", "Fe"),
+                   _VI)),
+        ((1, -1), (("Li", "Na", "K", "Rb", "Ag"), ("F", "Cl", "Br", "I"))),
+        ((3, -3), (("Sc", "Y", "La"), _V)),
+    )),
+    Prototype("fluorite", (1, 2), _fluorite, (
+        ((2, -1), (("Ca", "Sr", "Ba", "Cd", "Pb"), ("F", "Cl"))),
+        ((4, -2), (("Zr", "Hf", "Ce"), ("O",))),
+    )),
+    Prototype("antifluorite", (1, 2), _fluorite, (
+        ((-2, 1), (("O", "S", "Se", "Te"), ("Li", "Na", "K"))),
+        ((-4, 2), (("Si", "Ge", "Sn"), ("Mg",))),
+    )),
+    Prototype("chalcopyrite", (1, 1, 2), _chalcopyrite, (
+        ((1, 3, -2), (("Cu", "Ag"), ("Al", "Ga", "In"), ("S", "Se", "Te"))),
+        ((2, 4, -3), (("Zn", "Cd", "Mg", "Be"), ("Si", "Ge", "Sn"), _V)),
+    )),
+    Prototype("perovskite", (1, 1, 3), _perovskite, (
+        ((1, 2, -1), (("Na", "K", "Rb", "Cs"), ("Mg", "Ca", "Sr", "Zn", "Cd", "Ge", "Sn", "Pb"),
+                      ("F", "Cl", "Br", "I"))),
+        ((2, 4, -2), (("Ca", "Sr", "Ba", "Pb"), ("Ti", "Zr", "Hf", "Sn", "Ge"), ("O", "S"))),
+        ((3, 3, -2), (("La", "Y"), ("Al", "Ga", "In", "Sc"), ("O",))),
+    )),
+    Prototype("spinel", (1, 2, 4), _spinel, (
+        ((2, 3, -2), (("Mg", "Zn", "Cd", "Mn", "Fe", "Co", "Ni"), ("Al", "Ga", "In", "Cr", "Sc"),
+                      ("O", "S", "Se"))),
+    )),
+    Prototype("kesterite", (2, 1, 1, 4), _kesterite, (_KESTERITE,)),
+    Prototype("stannite", (2, 1, 1, 4), _stannite, (_KESTERITE,)),
+    Prototype("double_perovskite", (2, 1, 1, 6), _double_perovskite, (
+        ((1, 1, 3, -1), (("K", "Rb", "Cs"), ("Li", "Na", "K", "Ag", "Cu", "Tl"),
+                         ("Al", "Ga", "In", "Sc", "Y", "Sb", "Bi", "La"), ("F", "Cl", "Br", "I"))),
+    )),
+    Prototype("kesterite_mixed_anion", (2, 1, 1, 2, 2), _kesterite_mixed_anion, (
+        ((1, 2, 4, -2, -2), _KESTERITE[1] + (("S", "Se", "Te"),)),
+    )),
+)
+
+
+def _charge_balanced(elements, oxidations, stoichiometry) -> bool:
+    """Every element allows its assigned state (pymatgen) and the charges sum to zero."""
+    from pymatgen.core import Element
+
+    if len(set(elements)) != len(elements):
+        return False
+    if sum(o * n for o, n in zip(oxidations, stoichiometry)) != 0:
+        return False
+    return all(o == 0 or o in Element(e).oxidation_states for e, o in zip(elements, oxidations))
+
+
+def _formula(elements, stoichiometry) -> str:
+    return "".join(e + (str(n) if n > 1 else "") for e, n in zip(elements, stoichiometry))
+
+
+class BuiltinParents(ParentSource):
+    """Charge-balanced decorations of the built-in prototypes, in a fixed order.
+
+    ``orders`` filters by the number of distinct elements (1 = elemental, 5 = pentanary).
+    """
+
+    def __init__(self, prototypes: Sequence[str] | None = None,
+                 orders: Sequence[int] = (1, 2, 3, 4, 5)):
+        known = {p.name: p for p in PROTOTYPES}
+        names = list(prototypes) if prototypes else list(known)
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"parents.prototypes: unknown prototype(s) {unknown}; "
+                             f"choose among {sorted(known)}.")
+        self.prototypes = [known[n] for n in names]
+        self.orders = set(orders)
+
+    def specs(self) -> list[tuple[Prototype, tuple[str, ...], tuple[int, ...]]]:
+        out = []
+        for proto in self.prototypes:
+            if len(proto.stoichiometry) not in self.orders:
+                continue
+            for oxidations, pools in proto.families:
+                for elements in itertools.product(*pools):
+                    if proto.name == "kesterite_mixed_anion" and elements[3] >= elements[4]:
+                        continue  # one ordering per anion pair
+                    if _charge_balanced(elements, oxidations, proto.stoichiometry):
+                        out.append((proto, elements, oxidations))
+        return out
+
+    def parents(self) -> list[Parent]:
+        out = []
+        for proto, elements, oxidations in self.specs():
+            formula = _formula(elements, proto.stoichiometry)
+            out.append(_LazyParent(f"{proto.name}-{formula}", formula, proto, elements, oxidations))
+        return out
+
+
+class _LazyParent(Parent):
+    """A built-in parent whose cell is only built when first used (thousands are listed)."""
+
+    def __init__(self, id, formula, proto, elements, oxidations):
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "formula", formula)
+        object.__setattr__(self, "prototype", proto.name)
+        object.__setattr__(self, "_build", (proto.build, elements, oxidations))
+
+    def __eq__(self, other):
+        return isinstance(other, Parent) and other.id == self.id
+
+    def __hash__(self):
+        return hash(self.id)
+
+    @property
+    def atoms(self) -> Atoms:
+        build, elements, oxidations = self._build
+        return build(elements, oxidations)
+
+
+# --- parents from files -------------------------------------------------------------------------
+
+PARENT_FILE_PATTERNS = ("*.cif", "POSCAR*", "*.vasp", "*.poscar", "*.extxyz", "*.xyz")
+
+
+def read_structure(path: Path) -> Atoms:
+    """Read one crystal file with ASE; errors name the file and what to fix."""
+    from ase.io import read
+
+    try:
+        atoms = read(str(path), index=0)
+    except Exception as exc:  # ASE raises many types for malformed files
+        raise ValueError(
+            f"{path}: could not be read as a crystal structure ({type(exc).__name__}: {exc}); "
+            "check that it is a valid CIF, POSCAR or extended-XYZ file."
+        ) from exc
+    if len(atoms) == 0:
+        raise ValueError(f"{path}: the structure holds no atoms.")
+    if not atoms.pbc.all() or atoms.cell.rank < 3:
+        raise ValueError(f"{path}: the structure needs a full periodic cell (3 lattice vectors).")
+    for s in set(atoms.get_chemical_symbols()):
+        atomic_number(s, where=str(path))
+    return atoms
+
+
+class FileParents(ParentSource):
+    """Every crystal file in a folder; the id is the file name without its extension."""
+
+    def __init__(self, folder: str):
+        self.folder = Path(folder).expanduser()
+
+    def parents(self) -> list[Parent]:
+        if not self.folder.is_dir():
+            raise FileNotFoundError(
+                f"parents.folder: '{self.folder}' is not a folder; point it at a folder of "
+                "CIF / POSCAR / extxyz files."
+            )
+        files = sorted({p for pat in PARENT_FILE_PATTERNS for p in self.folder.glob(pat)})
+        if not files:
+            raise FileNotFoundError(
+                f"parents.folder: '{self.folder}' holds no file matching {PARENT_FILE_PATTERNS}."
+            )
+        out = []
+        for path in files:
+            atoms = read_structure(path)
+            out.append(Parent(path.stem, atoms.get_chemical_formula(empirical=True), "file", atoms))
+        return out
+
+
+class MaterialsProjectParents(ParentSource):
+    """Semiconductors from the Materials Project through ``mp-api`` (needs a key and network)."""
+
+    def __init__(self, api_key: str | None = None, band_gap: Sequence[float] = (0.1, 6.0),
+                 num_elements: Sequence[int] = (2, 5), max_sites: int = 20,
+                 limit: int = 2000):
+        self.api_key, self.band_gap, self.num_elements = api_key, band_gap, num_elements
+        self.max_sites, self.limit = max_sites, limit
+
+    def parents(self) -> list[Parent]:
+        try:
+            from mp_api.client import MPRester
+        except ImportError as exc:
+            raise ImportError("parents=materials_project needs the optional extra: "
+                              "pip install 'defectnet[mp]'.") from exc
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        with MPRester(self.api_key) as mpr:
+            docs = mpr.materials.summary.search(
+                band_gap=tuple(self.band_gap), num_elements=tuple(self.num_elements),
+                num_sites=(1, self.max_sites), is_stable=True,
+                fields=["material_id", "formula_pretty", "structure"],
+            )
+        docs = sorted(docs, key=lambda d: str(d.material_id))[: self.limit]
+        return [Parent(str(d.material_id), d.formula_pretty, "materials_project",
+                       AseAtomsAdaptor.get_atoms(d.structure)) for d in docs]

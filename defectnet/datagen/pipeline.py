@@ -1,0 +1,242 @@
+"""Data generation: parents → candidates → doped supercells → relaxation → phonon spectra.
+
+The plan is a pure function of the config: sample ``i`` belongs to parent ``i // spp`` and draws
+its randomness from ``(seed, i)``, so any shard reproduces exactly its part of the data set and a
+rerun skips what its shard file already holds. Parent work (relaxation, stability check,
+pristine spectrum) is stored once per parent and shared by all shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from importlib.metadata import version as package_version
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from defectnet.datagen.calculators import ForceField
+from defectnet.datagen.parents import Parent
+from defectnet.datagen.recommender import recommend
+from defectnet.datagen.records import RecordShard, read_json, write_json_atomic
+from defectnet.datagen.relax import relax
+from defectnet.datagen.supercell import choose_supercell, substitute
+from defectnet.elements import composition_vector
+from defectnet.spectra import EnergyGrid, spectrum_from_modes, weight_outside
+
+log = logging.getLogger(__name__)
+
+# Keys that only say how or where to run, not what the data set is.
+RUNTIME_KEYS = ("shard", "num_shards", "stage", "out_dir", "cache", "progress")
+
+
+def settings_hash(cfg: DictConfig) -> str:
+    """Hash of everything that defines the data set (not how it is run)."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    data = {k: v for k, v in data.items() if k not in RUNTIME_KEYS and k != "hydra"}
+    data.get("calculator", {}).pop("device", None)
+    data.get("calculator", {}).pop("batch_size", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def grid_from_config(cfg: DictConfig) -> EnergyGrid:
+    s = cfg.spectra
+    return EnergyGrid(float(s.e_min), float(s.e_max), int(s.n_points))
+
+
+def atoms_to_dict(atoms: Atoms) -> dict:
+    return {"numbers": atoms.numbers.tolist(), "cell": atoms.cell[:].tolist(),
+            "positions": atoms.positions.tolist()}
+
+
+def atoms_from_dict(d: dict) -> Atoms:
+    return Atoms(numbers=d["numbers"], cell=d["cell"], positions=d["positions"], pbc=True)
+
+
+@dataclass
+class Context:
+    """What every sample of a run shares."""
+
+    cfg: DictConfig
+    forcefield: ForceField
+    phonons: object
+    grid: EnergyGrid
+    out_dir: Path
+    settings_hash: str
+
+    def provenance(self, parent: Parent, seed_key) -> dict:
+        return {"parent_id": parent.id, "formula": parent.formula,
+                "calculator": self.forcefield.describe(), "phonons": self.phonons.settings(),
+                "settings_hash": self.settings_hash, "seed": seed_key,
+                "defectnet": package_version("defectnet")}
+
+    def spectrum(self, modes) -> np.ndarray:
+        return spectrum_from_modes(modes.energies_mev, self.grid, float(self.cfg.spectra.fwhm_mev),
+                                   modes.weights)
+
+
+def prepare_parent(ctx: Context, parent: Parent) -> dict:
+    """Relax the parent (cell + positions), check it is stable, compute its pristine spectrum.
+
+    Stored as ``parents/<id>.json``; a stored result is reused, never recomputed.
+    """
+    path = ctx.out_dir / "parents" / f"{parent.id}.json"
+    if path.exists():
+        return read_json(path)
+    pc = ctx.cfg.parent_relax
+    t0 = time.perf_counter()
+    result = {"id": parent.id, "formula": parent.formula, "prototype": parent.prototype,
+              "settings_hash": ctx.settings_hash}
+    try:
+        relaxed = relax(parent.atoms, ctx.forcefield.calculator(), fmax=pc.fmax, steps=pc.steps,
+                        relax_cell=pc.relax_cell, optimizer=pc.optimizer)
+        result["relax"] = relaxed.summary()
+        result["structure"] = atoms_to_dict(relaxed.atoms)
+        if abs(relaxed.volume_change) > pc.max_volume_change:
+            raise UnstableParent(f"volume changed by {relaxed.volume_change:+.1%} on relaxation "
+                                 f"(limit ±{pc.max_volume_change:.0%})")
+        ps = ctx.cfg.pristine_supercell
+        matrix, _ = choose_supercell(relaxed.atoms, ps.min_atoms, ps.max_atoms, where=parent.id)
+        modes = ctx.phonons.modes(relaxed.atoms, matrix, ctx.forcefield)
+        frac = modes.imaginary_fraction(pc.imaginary_tolerance_mev)
+        result["phonons"] = {"n_displacements": modes.n_displacements,
+                             "min_energy_mev": modes.min_energy, "imaginary_fraction": frac,
+                             "supercell_matrix": matrix.tolist()}
+        if frac > pc.max_imaginary_fraction:
+            raise UnstableParent(f"{frac:.1%} of modes imaginary beyond "
+                                 f"{pc.imaginary_tolerance_mev} meV (down to "
+                                 f"{modes.min_energy:.2f} meV; limit {pc.max_imaginary_fraction:.1%})")
+        result["pristine"] = ctx.spectrum(modes).tolist()
+        result["status"] = "ok"
+    except UnstableParent as exc:
+        result.update(status="discarded", reason=str(exc))
+    except Exception as exc:  # recorded, never silently dropped
+        result.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    write_json_atomic(path, result)
+    return result
+
+
+class UnstableParent(RuntimeError):
+    """A parent that relaxes too far or has imaginary modes: discarded, with the reason."""
+
+
+def make_sample(ctx: Context, parent: Parent, parent_state: dict, index: int) -> dict:
+    """One doped supercell → a record with both spectra, candidates and concentrations."""
+    cfg = ctx.cfg
+    timing = {}
+    t0 = time.perf_counter()
+    host = atoms_from_dict(parent_state["structure"])
+    candidates = recommend(host, per_type=cfg.recommender.per_type,
+                           candidates=OmegaConf.to_container(cfg.candidates)
+                           if cfg.candidates is not None else None)
+    _, supercell = choose_supercell(host, cfg.supercell.min_atoms, cfg.supercell.max_atoms,
+                                    where=parent.id)
+    rng = np.random.default_rng([int(cfg.seed), index])
+    s = cfg.sampling
+    sub = substitute(supercell, candidates, rng, n_dopants=tuple(s.n_dopants),
+                     concentration=tuple(s.concentration), n_distractors=tuple(s.n_distractors),
+                     max_total=s.max_total)
+    timing["setup_s"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    rc = cfg.relax
+    relaxed = relax(sub.atoms, ctx.forcefield.calculator(), fmax=rc.fmax, steps=rc.steps,
+                    relax_cell=rc.relax_cell, optimizer=rc.optimizer)
+    timing["relax_s"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    modes = ctx.phonons.modes(relaxed.atoms, np.eye(3, dtype=int), ctx.forcefield)
+    timing["phonons_s"] = time.perf_counter() - t2
+    timing["total_s"] = time.perf_counter() - t0
+    return {
+        "n_atoms": len(sub.atoms),
+        "doped_formula": relaxed.atoms.get_chemical_formula(),
+        "counts": sub.counts,
+        "concentrations": sub.concentrations,
+        "candidates": [c.as_dict() for c in sub.candidates],
+        "distractors": sub.distractors,
+        "pristine": parent_state["pristine"],
+        "doped": ctx.spectrum(modes).tolist(),
+        "composition": composition_vector(host.get_chemical_symbols()).tolist(),
+        "relax": relaxed.summary(),
+        "phonons": {"n_displacements": modes.n_displacements,
+                    "min_energy_mev": modes.min_energy,
+                    "weight_above_grid": weight_outside(modes.energies_mev, ctx.grid,
+                                                        modes.weights)},
+        "timing": {k: round(v, 3) for k, v in timing.items()},
+    }
+
+
+def plan(cfg: DictConfig, parents: list[Parent]) -> list[tuple[int, Parent]]:
+    """Every (sample index, parent) of the data set, in order."""
+    spp = int(cfg.samples_per_parent)
+    return [(p_i * spp + j, p) for p_i, p in enumerate(parents) for j in range(spp)]
+
+
+def shard_path(out_dir: Path, shard: int, num_shards: int) -> Path:
+    return out_dir / "records" / f"shard-{shard:04d}-of-{num_shards:04d}.jsonl"
+
+
+def check_output_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise PermissionError(
+            f"out_dir: cannot write to '{out_dir}' ({exc.strerror}); choose a writable folder "
+            "with out_dir=/path/to/folder."
+        ) from exc
+
+
+def run_shard(cfg: DictConfig) -> dict:
+    """Generate this shard's samples; returns counts of what was done, skipped and failed."""
+    shard, num_shards = int(cfg.shard), int(cfg.num_shards)
+    if not 0 <= shard < num_shards:
+        raise ValueError(f"shard={shard} must lie in [0, num_shards={num_shards}).")
+    out_dir = Path(cfg.out_dir)
+    check_output_dir(out_dir)
+    h = settings_hash(cfg)
+    records = RecordShard(shard_path(out_dir, shard, num_shards))
+    other = {r["provenance"]["settings_hash"] for r in records.records} - {h}
+    if other:
+        raise ValueError(
+            f"{records.path}: records were made with settings {sorted(other)}, the current "
+            f"config gives {h}; restore that config to resume, or choose a new out_dir."
+        )
+    source = instantiate(cfg.parents)
+    parents = source.select(cfg.num_parents, int(cfg.seed), list(cfg.include))
+    mine = [(i, p) for i, p in plan(cfg, parents) if i % num_shards == shard]
+    todo = [(i, p) for i, p in mine if f"{p.id}/{i}" not in records.done]
+    stats = {"planned": len(mine), "skipped": len(mine) - len(todo), "ok": 0, "failed": 0}
+    if not todo:
+        log.info("shard %d/%d: all %d samples already done", shard, num_shards, len(mine))
+        return stats
+    ctx = Context(cfg, instantiate(cfg.calculator), instantiate(cfg.phonons),
+                  grid_from_config(cfg), out_dir, h)
+    bar = tqdm(todo, desc=f"shard {shard}/{num_shards}", unit="sample",
+               disable=not cfg.get("progress", True))
+    for index, parent in bar:
+        record = {"sample_id": f"{parent.id}/{index}", "index": index,
+                  "provenance": ctx.provenance(parent, [int(cfg.seed), index])}
+        try:
+            state = prepare_parent(ctx, parent)
+            if state["status"] != "ok":
+                raise RuntimeError(f"parent {state['status']}: {state['reason']}")
+            record.update(make_sample(ctx, parent, state, index), status="ok")
+            stats["ok"] += 1
+        except Exception as exc:  # recorded with its reason, then the run goes on
+            record.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
+            log.debug("sample %s failed:\n%s", record["sample_id"], traceback.format_exc())
+            stats["failed"] += 1
+        records.append(record)
+        bar.set_postfix(ok=stats["ok"], failed=stats["failed"])
+    return stats

@@ -1,0 +1,54 @@
+"""Geometry relaxation with an interatomic potential (ASE optimisers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+
+OPTIMISERS = ("BFGS", "FIRE", "LBFGS")
+
+
+@dataclass
+class RelaxResult:
+    """The relaxed copy and whether it met ``fmax`` within the step limit."""
+
+    atoms: Atoms
+    converged: bool
+    steps: int
+    fmax: float
+    volume_change: float
+
+    def summary(self) -> dict:
+        return {"converged": self.converged, "steps": self.steps, "fmax": round(self.fmax, 5),
+                "volume_change": round(self.volume_change, 5)}
+
+
+def relax(atoms: Atoms, calculator: Calculator, fmax: float = 0.01, steps: int = 300,
+          relax_cell: bool = False, optimizer: str = "BFGS") -> RelaxResult:
+    """Relax positions (and the cell when ``relax_cell``) until every force is below ``fmax``.
+
+    The input is left untouched. Not converging is not an error: the caller records it.
+    """
+    import ase.optimize
+    from ase.filters import FrechetCellFilter
+
+    if optimizer not in OPTIMISERS:
+        raise ValueError(f"relax.optimizer: '{optimizer}' is not one of {OPTIMISERS}.")
+    work = atoms.copy()
+    work.calc = calculator
+    target = FrechetCellFilter(work) if relax_cell else work
+    opt = getattr(ase.optimize, optimizer)(target, logfile=None)
+    converged = bool(opt.run(fmax=fmax, steps=steps))
+    forces = target.get_forces()
+    final = work.copy()
+    final.calc = None
+    return RelaxResult(
+        atoms=final,
+        converged=converged,
+        steps=int(opt.get_number_of_steps()),
+        fmax=float(np.sqrt((forces**2).sum(axis=1)).max()),
+        volume_change=float(final.get_volume() / atoms.get_volume() - 1.0),
+    )

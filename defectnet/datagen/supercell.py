@@ -1,0 +1,154 @@
+"""Adaptive supercells and random substitution of dopants on host sites.
+
+The supercell is chosen so that one substituted site is a small, fixed fraction of the cell
+(≈ 0.2 % at 433–500 atoms) and the cell is as compact as possible (largest distance between
+periodic images), which keeps a dopant from seeing its own image.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from ase import Atoms
+from ase.build import make_supercell
+
+from defectnet.datagen.recommender import Candidate
+
+
+class SupercellRangeError(ValueError):
+    """No supercell of the parent has a number of atoms inside the requested range."""
+
+
+def _compactness(cell: np.ndarray) -> float:
+    """Smallest distance between opposite faces over the cube root of the volume (1 = cube)."""
+    vol = abs(np.linalg.det(cell))
+    widths = [vol / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)]
+    return min(widths) / vol ** (1 / 3)
+
+
+def _conventional(atoms: Atoms) -> Atoms:
+    import spglib
+
+    lattice, positions, numbers = spglib.standardize_cell(
+        (atoms.cell[:], atoms.get_scaled_positions(), atoms.numbers), to_primitive=False,
+        no_idealize=True, symprec=1e-3)
+    return Atoms(numbers=numbers, cell=lattice, scaled_positions=positions, pbc=True)
+
+
+def _factor_triples(low: int, high: int):
+    """All (n1, n2, n3) of positive integers whose product lies in [low, high]."""
+    for n1 in range(1, high + 1):
+        for n2 in range(1, high // n1 + 1):
+            for n3 in range(max(1, math.ceil(low / (n1 * n2))), high // (n1 * n2) + 1):
+                yield n1, n2, n3
+
+
+def choose_supercell(atoms: Atoms, min_atoms: int, max_atoms: int, *, where: str = "parent"
+                     ) -> tuple[np.ndarray, Atoms]:
+    """Integer matrix P (rows multiply ``atoms.cell``) and the supercell, most compact first.
+
+    Diagonal multiples of the given cell and of its conventional cell are searched; among
+    those inside ``[min_atoms, max_atoms]`` the most compact wins, then the smallest.
+    """
+    if min_atoms > max_atoms or max_atoms < 1:
+        raise SupercellRangeError(f"supercell range [{min_atoms}, {max_atoms}] is empty; "
+                                  "set supercell.min_atoms ≤ supercell.max_atoms.")
+    bases = [(np.eye(3, dtype=int), atoms)]
+    conv = _conventional(atoms)
+    if len(conv) != len(atoms):
+        to_conv = np.rint(np.linalg.solve(atoms.cell[:].T, conv.cell[:].T).T).astype(int)
+        bases.append((to_conv, atoms))
+    best = None
+    for base_matrix, base in bases:
+        n_base = len(base) * round(abs(np.linalg.det(base_matrix)))
+        for n in _factor_triples(math.ceil(min_atoms / n_base), max_atoms // n_base):
+            count = n_base * math.prod(n)
+            matrix = np.diag(n) @ base_matrix
+            score = (-round(_compactness(matrix @ atoms.cell[:]), 6), count)
+            if best is None or score < best[0]:
+                best = (score, matrix)
+    if best is None:
+        raise SupercellRangeError(
+            f"{where}: no supercell of the {len(atoms)}-atom cell has between {min_atoms} and "
+            f"{max_atoms} atoms; widen supercell.min_atoms / supercell.max_atoms."
+        )
+    matrix = best[1]
+    return matrix, make_supercell(atoms, matrix, order="cell-major")
+
+
+@dataclass
+class Substitution:
+    """The doped cell and what was put in it (counts are atoms, concentrations fractions)."""
+
+    atoms: Atoms
+    counts: dict[str, int]
+    sites: dict[str, list[int]]
+    distractors: list[str]
+    candidates: list[Candidate] = field(default_factory=list)
+
+    @property
+    def concentrations(self) -> dict[str, float]:
+        n = len(self.atoms)
+        return {el: c / n for el, c in self.counts.items()}
+
+
+def _log_uniform_int(rng: np.random.Generator, low: int, high: int) -> int:
+    if high <= low:
+        return low
+    return int(min(high, math.floor(math.exp(rng.uniform(math.log(low), math.log(high + 1))))))
+
+
+def substitute(
+    supercell: Atoms,
+    candidates: Sequence[Candidate],
+    rng: np.random.Generator,
+    n_dopants: Sequence[int] = (1, 6),
+    concentration: Sequence[float] = (0.002, 0.25),
+    n_distractors: Sequence[int] = (0, 3),
+    max_total: float = 0.5,
+) -> Substitution:
+    """Put 1…k distinct dopants on random sites of the host elements they replace.
+
+    The number of sites per dopant is drawn log-uniformly so that dilute (one site) and
+    concentrated (up to ``concentration[1]``) samples are both common. Candidates not used
+    become distractors: offered to the model, truly absent. All dopants together take at
+    most ``max_total`` of the sites, so the host stays the host.
+    """
+    by_dopant: dict[str, Candidate] = {}
+    for c in candidates:
+        by_dopant.setdefault(c.dopant, c)
+    if not by_dopant:
+        raise ValueError("substitute: no dopant candidates were given for this host.")
+    n_atoms = len(supercell)
+    lo, hi = n_dopants
+    k = int(rng.integers(lo, min(hi, len(by_dopant)) + 1)) if len(by_dopant) >= lo else len(by_dopant)
+    names = list(by_dopant)
+    chosen = [names[i] for i in sorted(rng.choice(len(names), size=k, replace=False))]
+    symbols = supercell.get_chemical_symbols()
+    free = {s: [i for i, x in enumerate(symbols) if x == s] for s in set(symbols)}
+    min_sites = max(1, math.ceil(concentration[0] * n_atoms - 1e-9))
+    max_sites = max(min_sites, math.floor(concentration[1] * n_atoms + 1e-9))
+    budget = max(1, math.floor(max_total * n_atoms + 1e-9))
+    counts, sites = {}, {}
+    for dopant in chosen:
+        pool = free[by_dopant[dopant].replaces]
+        if not pool or budget <= 0:
+            continue
+        n = min(_log_uniform_int(rng, min_sites, max_sites), len(pool), budget)
+        budget -= n
+        picked = sorted(rng.choice(pool, size=n, replace=False).tolist())
+        for i in picked:
+            symbols[i] = dopant
+        free[by_dopant[dopant].replaces] = [i for i in pool if i not in set(picked)]
+        counts[dopant], sites[dopant] = n, picked
+    unused = [d for d in names if d not in counts]
+    n_dis = int(rng.integers(n_distractors[0], n_distractors[1] + 1))
+    distractors = [unused[i] for i in sorted(rng.choice(len(unused), size=min(n_dis, len(unused)),
+                                                          replace=False))] if unused else []
+    doped = supercell.copy()
+    doped.set_chemical_symbols(symbols)
+    offered = [by_dopant[d] for d in names if d in counts or d in distractors]
+    return Substitution(doped, counts, sites, distractors, offered)

@@ -1,0 +1,121 @@
+"""Energy grid, broadening, resampling and normalisation of phonon spectra.
+
+Every spectrum in DefectNet is a float32 array on one fixed grid of energies in meV, normalised
+to unit area, so that pristine and doped spectra, simulated and measured, compare bin by bin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+THZ_TO_MEV = 4.135667696  # h·(1 THz) in meV
+FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+
+
+@dataclass(frozen=True)
+class EnergyGrid:
+    """Bin centres ``e_min … e_max`` (meV, inclusive) with ``n_points`` points."""
+
+    e_min: float = 0.0
+    e_max: float = 200.0
+    n_points: int = 100
+
+    def __post_init__(self) -> None:
+        if not self.e_max > self.e_min:
+            raise ValueError(
+                f"energy grid: e_max ({self.e_max}) must exceed e_min ({self.e_min}); "
+                "fix spectra.grid in the config."
+            )
+        if self.n_points < 2:
+            raise ValueError("energy grid: n_points must be at least 2.")
+
+    @property
+    def energies(self) -> np.ndarray:
+        return np.linspace(self.e_min, self.e_max, self.n_points, dtype=np.float64)
+
+    @property
+    def step(self) -> float:
+        return (self.e_max - self.e_min) / (self.n_points - 1)
+
+    def as_dict(self) -> dict:
+        return {"e_min": self.e_min, "e_max": self.e_max, "n_points": self.n_points, "unit": "meV"}
+
+
+def normalise(spectrum: np.ndarray, grid: EnergyGrid) -> np.ndarray:
+    """Scale to unit area (trapezoid rule on the grid); an all-zero spectrum is an error."""
+    spectrum = np.asarray(spectrum, dtype=np.float64)
+    area = np.trapezoid(spectrum, dx=grid.step)
+    if not np.isfinite(area) or area <= 0:
+        raise ValueError(
+            "spectrum has no positive weight on the energy grid "
+            f"[{grid.e_min}, {grid.e_max}] meV; check the energy unit and the grid range."
+        )
+    return (spectrum / area).astype(np.float32)
+
+
+def broaden_modes(
+    frequencies_mev: np.ndarray,
+    grid: EnergyGrid,
+    fwhm_mev: float,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """Density of states from discrete modes: a Gaussian of the instrument FWHM per mode.
+
+    ``weights`` multiplies each mode (q-point weights, or neutron weights in a later step).
+    Modes below ``e_min`` (imaginary modes are given as negative energies) and above
+    ``e_max`` only contribute their tails. The result is not normalised.
+    """
+    freqs = np.asarray(frequencies_mev, dtype=np.float64).ravel()
+    w = np.ones_like(freqs) if weights is None else np.asarray(weights, np.float64).ravel()
+    if w.shape != freqs.shape:
+        raise ValueError("broaden_modes: weights and frequencies differ in length.")
+    if fwhm_mev <= 0:
+        raise ValueError("broaden_modes: fwhm_mev must be positive (instrument resolution).")
+    sigma = fwhm_mev * FWHM_TO_SIGMA
+    e = grid.energies
+    dos = np.zeros_like(e)
+    # Chunked so that a 1,500-mode × many-q spectrum never builds a huge matrix at once.
+    for start in range(0, freqs.size, 4096):
+        f = freqs[start : start + 4096]
+        ww = w[start : start + 4096]
+        g = np.exp(-0.5 * ((e[None, :] - f[:, None]) / sigma) ** 2)
+        dos += (ww[:, None] * g).sum(axis=0)
+    return dos / (sigma * np.sqrt(2 * np.pi))
+
+
+def weight_outside(frequencies_mev: np.ndarray, grid: EnergyGrid, weights=None) -> float:
+    """Fraction of mode weight that lies above the grid's upper edge (lost to the grid)."""
+    freqs = np.asarray(frequencies_mev, dtype=np.float64).ravel()
+    w = np.ones_like(freqs) if weights is None else np.asarray(weights, np.float64).ravel()
+    return float(w[freqs > grid.e_max].sum() / w.sum())
+
+
+def resample(energies_mev: np.ndarray, values: np.ndarray, grid: EnergyGrid) -> np.ndarray:
+    """Linear interpolation of a tabulated spectrum onto the grid; zero outside its range."""
+    energies_mev = np.asarray(energies_mev, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    if energies_mev.ndim != 1 or energies_mev.shape != values.shape:
+        raise ValueError("resample: energies and values must be 1-D arrays of equal length.")
+    if np.any(np.diff(energies_mev) <= 0):
+        raise ValueError("resample: energies must be strictly increasing.")
+    return np.interp(grid.energies, energies_mev, values, left=0.0, right=0.0)
+
+
+def gaussian_smooth(spectrum: np.ndarray, grid: EnergyGrid, fwhm_mev: float) -> np.ndarray:
+    """Convolve a spectrum on the grid with a Gaussian of the given FWHM (area preserving)."""
+    if fwhm_mev <= 0:
+        return np.asarray(spectrum, dtype=np.float32)
+    sigma = fwhm_mev * FWHM_TO_SIGMA
+    e = grid.energies
+    kernel = np.exp(-0.5 * ((e[:, None] - e[None, :]) / sigma) ** 2)
+    kernel /= kernel.sum(axis=0, keepdims=True)  # each input bin spreads its full weight
+    return (kernel @ np.asarray(spectrum, dtype=np.float64)).astype(np.float32)
+
+
+def spectrum_from_modes(
+    frequencies_mev: np.ndarray, grid: EnergyGrid, fwhm_mev: float, weights=None
+) -> np.ndarray:
+    """Broadened, unit-area spectrum on the grid: the form every record stores."""
+    return normalise(broaden_modes(frequencies_mev, grid, fwhm_mev, weights), grid)
