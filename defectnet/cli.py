@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+ROOT_DIR = Path(__file__).resolve().parent.parent
+CONF_DIR = str(ROOT_DIR / "conf")
 log = logging.getLogger("defectnet")
+# `paths.root_dir`: the checkout, wherever the command is started from (DEFECTNET_ROOT wins).
+OmegaConf.register_new_resolver(
+    "defectnet_root", lambda: os.environ.get("DEFECTNET_ROOT", str(ROOT_DIR)), replace=True)
 
 
 def run_generation(cfg: DictConfig) -> dict:
@@ -44,5 +49,18 @@ def generate(cfg: DictConfig) -> None:
     run_generation(cfg)
 
 
-if __name__ == "__main__":
-    generate()
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def train(cfg: DictConfig) -> float | None:
+    """Returns the value of ``optimized_metric`` for Hydra sweepers."""
+    from defectnet.training import train as run_training
+
+    metrics = run_training(cfg)
+    return metrics.get(cfg.get("optimized_metric") or "", None)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
+def evaluate(cfg: DictConfig) -> None:
+    from defectnet.training import evaluate as run_evaluation
+
+    metrics = run_evaluation(cfg)
+    print(json.dumps(metrics, indent=2))

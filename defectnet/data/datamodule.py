@@ -1,0 +1,167 @@
+"""LightningDataModule over one cached data set, held in memory.
+
+Splits: test-OOD holds out whole parents (by parent id, never by record); the remaining samples
+are split at random into train / val / test-ID, so test-ID shares parents with training.
+Augmentation is applied on the device, batch-wise, to training batches only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from defectnet.data.cache import PDoSDataset, load_cache
+from defectnet.elements import DOPANTS, NOBLE_GASES, N_DOPANTS
+
+PROPOSABLE_MASK = torch.tensor([s not in NOBLE_GASES for s in DOPANTS], dtype=torch.bool)
+
+
+@dataclass
+class Splits:
+    """Sample indices per split and the held-out parents."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test_id: np.ndarray
+    test_ood: np.ndarray
+    ood_parents: list[str]
+
+
+def split_indices(parent_index: np.ndarray, parents: list[str], seed: int, ood_fraction: float,
+                  val_fraction: float, test_id_fraction: float,
+                  ood_parents: list[str] | None = None) -> Splits:
+    """Deterministic splits; ``ood_parents`` (ids) overrides the random choice of held-out ones."""
+    rng = np.random.default_rng(seed)
+    n_parents = len(parents)
+    if ood_parents:
+        unknown = sorted(set(ood_parents) - set(parents))
+        if unknown:
+            raise ValueError(f"data.ood_parents: {unknown} are not in the data set's parents.")
+        held = sorted(parents.index(p) for p in ood_parents)
+    else:
+        n_ood = math.ceil(ood_fraction * n_parents) if n_parents > 1 and ood_fraction > 0 else 0
+        held = sorted(rng.permutation(n_parents)[:n_ood].tolist())
+    is_ood = np.isin(parent_index, held)
+    rest = rng.permutation(np.flatnonzero(~is_ood))
+    n_val = int(round(val_fraction * len(rest)))
+    n_test = int(round(test_id_fraction * len(rest)))
+    return Splits(train=np.sort(rest[n_val + n_test:]), val=np.sort(rest[:n_val]),
+                  test_id=np.sort(rest[n_val:n_val + n_test]), test_ood=np.flatnonzero(is_ood),
+                  ood_parents=[parents[i] for i in held])
+
+
+class SpectrumAugmentation:
+    """Training-time perturbations of a batch (spectra, mask, targets).
+
+    * ``extra_distractors``: up to this many extra candidates per sample that are absent
+      (target 0) and not host elements, so the model learns to send distractors to zero;
+    * ``counts``: total neutron counts per spectrum for Poisson-like counting noise (null: off);
+    * ``max_extra_fwhm``: extra Gaussian smoothing with an FWHM drawn in [0, max] meV.
+    """
+
+    def __init__(self, extra_distractors: int = 0, counts: float | None = None,
+                 max_extra_fwhm: float = 0.0, energy_step: float = 2.0):
+        self.extra_distractors = extra_distractors
+        self.counts = counts
+        self.max_extra_fwhm = max_extra_fwhm
+        self.energy_step = energy_step
+
+    def __call__(self, x: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor):
+        x = x.clone()
+        if self.extra_distractors > 0:
+            mask = self._add_distractors(x, mask)
+        if self.max_extra_fwhm > 0:
+            x[:, :2] = self._smooth(x[:, :2])
+        if self.counts:
+            spec = x[:, :2].clamp_min(0)
+            sigma = torch.sqrt(spec / (self.counts * self.energy_step))
+            noisy = (spec + sigma * torch.randn_like(spec)).clamp_min(0)
+            x[:, :2] = noisy / (noisy.sum(-1, keepdim=True) * self.energy_step).clamp_min(1e-12)
+        return x, mask, targets
+
+    def _add_distractors(self, x, mask):
+        host = x[:, 2, :N_DOPANTS] > 0
+        allowed = PROPOSABLE_MASK.to(x.device)[None] & ~host & (mask == 0)
+        scores = torch.rand_like(mask).masked_fill(~allowed, -1.0)
+        k = torch.randint(0, self.extra_distractors + 1, (mask.shape[0], 1), device=mask.device)
+        rank = scores.argsort(dim=1, descending=True).argsort(dim=1)
+        extra = (rank < k) & allowed
+        return torch.where(extra, torch.ones_like(mask), mask)
+
+    def _smooth(self, spectra):
+        b, c, n = spectra.shape
+        fwhm = torch.rand(b, 1, 1, device=spectra.device) * self.max_extra_fwhm
+        sigma = (fwhm / 2.3548 / self.energy_step).clamp_min(1e-3)
+        pos = torch.arange(n, device=spectra.device, dtype=spectra.dtype)
+        kernel = torch.exp(-0.5 * ((pos[None, :, None] - pos[None, None, :]) / sigma) ** 2)
+        kernel = kernel / kernel.sum(dim=1, keepdim=True)  # each input bin keeps its weight
+        return torch.einsum("bcn,bnm->bcm", spectra, kernel)
+
+
+class PDoSDataModule(L.LightningDataModule):
+    """Serves (spectra [3, 100], candidate mask [56], targets [56], n_dopants, parent index)."""
+
+    def __init__(self, path: str, batch_size: int = 64, seed: int = 0, ood_fraction: float = 0.2,
+                 val_fraction: float = 0.1, test_id_fraction: float = 0.1,
+                 ood_parents: list[str] | None = None, num_workers: int = 0,
+                 augmentation: SpectrumAugmentation | None = None):
+        super().__init__()
+        self.path = path
+        self.batch_size = batch_size
+        self.seed = seed
+        self.fractions = (ood_fraction, val_fraction, test_id_fraction)
+        self.ood_parents = list(ood_parents) if ood_parents else None
+        self.num_workers = num_workers
+        self.augmentation = augmentation
+        self.dataset: PDoSDataset | None = None
+        self.splits: Splits | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset is not None:
+            return
+        self.dataset = load_cache(self.path)
+        if self.augmentation is not None:
+            self.augmentation.energy_step = self.dataset.grid.step
+        ood, val, test_id = self.fractions
+        self.splits = split_indices(self.dataset.parent_index.numpy(), self.dataset.parents,
+                                    self.seed, ood, val, test_id, self.ood_parents)
+        ds = self.dataset
+        self._tensors = TensorDataset(ds.inputs(), ds.mask, ds.targets,
+                                      (ds.targets > 0).sum(dim=1), ds.parent_index)
+
+    def _loader(self, idx: np.ndarray, shuffle: bool) -> DataLoader:
+        subset = torch.utils.data.Subset(self._tensors, idx.tolist())
+        return DataLoader(subset, batch_size=self.batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, drop_last=False,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self):
+        if len(self.splits.train) == 0:
+            raise ValueError(f"{self.path}: the training split is empty; the data set is too "
+                             "small for the split fractions in data.*_fraction.")
+        return self._loader(self.splits.train, shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader(self.splits.val, shuffle=False)
+
+    def test_dataloader(self):
+        return [self._loader(self.splits.test_id, shuffle=False),
+                self._loader(self.splits.test_ood, shuffle=False)]
+
+    def train_mean(self) -> torch.Tensor:
+        """Per-dopant mean concentration over training samples where it is a candidate."""
+        idx = torch.as_tensor(self.splits.train)
+        m, t = self.dataset.mask[idx], self.dataset.targets[idx]
+        return (t * m).sum(0) / m.sum(0).clamp_min(1)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.augmentation is not None and self.trainer is not None and self.trainer.training:
+            x, mask, targets, n_dop, parent = batch
+            x, mask, targets = self.augmentation(x, mask, targets)
+            batch = (x, mask, targets, n_dop, parent)
+        return batch

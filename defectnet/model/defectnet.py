@@ -1,0 +1,79 @@
+"""DefectNet: attention from a dopant-candidate query to spectral tokens.
+
+Input [B, 3, 100] (pristine PDoS, doped PDoS, host composition) → a 1-D convolutional encoder →
+100 spectral tokens × d_model with a learned embedding of the energy bin. The 56-long binary
+candidate vector becomes one d_model query through a linear layer; multi-head attention reads
+the tokens with it; a head maps the attended vector to 56 non-negative concentrations, which a
+hard mask sets to exactly zero outside the candidates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from defectnet.elements import N_DOPANTS
+
+
+class SpectralEncoder(nn.Module):
+    """Stacked same-length 1-D convolutions: [B, C_in, L] → tokens [B, L, d_model]."""
+
+    def __init__(self, in_channels: int, length: int, channels: Sequence[int],
+                 kernel_sizes: Sequence[int] | int, d_model: int, dropout: float):
+        super().__init__()
+        if isinstance(kernel_sizes, int):
+            kernel_sizes = [kernel_sizes] * len(channels)
+        if len(channels) != len(kernel_sizes):
+            raise ValueError("model.encoder: channels and kernel_sizes need the same length.")
+        layers: list[nn.Module] = []
+        c_in = in_channels
+        for c, k in zip(channels, kernel_sizes):
+            if k % 2 == 0:
+                raise ValueError(f"model.encoder.kernel_sizes: {k} is even; use odd kernels so "
+                                 "every energy bin keeps its own token.")
+            layers += [nn.Conv1d(c_in, c, k, padding=k // 2), nn.GroupNorm(1, c), nn.GELU(),
+                       nn.Dropout(dropout)]
+            c_in = c
+        layers.append(nn.Conv1d(c_in, d_model, 1))
+        self.conv = nn.Sequential(*layers)
+        self.position = nn.Parameter(torch.zeros(1, length, d_model))
+        nn.init.normal_(self.position, std=0.02)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.conv(x).transpose(1, 2)  # [B, L, d_model]
+        return self.norm(tokens + self.position)
+
+
+class DefectNet(nn.Module):
+    """Concentrations of the candidate dopants from pristine and doped spectra."""
+
+    def __init__(self, n_points: int = 100, in_channels: int = 3, d_model: int = 128,
+                 n_heads: int = 4, conv_channels: Sequence[int] = (64, 128),
+                 kernel_sizes: Sequence[int] | int = (7, 5), head_hidden: int = 128,
+                 dropout: float = 0.1, n_dopants: int = N_DOPANTS):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"model: d_model={d_model} is not divisible by n_heads={n_heads}.")
+        self.encoder = SpectralEncoder(in_channels, n_points, conv_channels, kernel_sizes,
+                                       d_model, dropout)
+        self.query = nn.Linear(n_dopants, d_model)
+        self.attention = nn.MultiheadAttention(d_model, n_heads, dropout=dropout,
+                                               batch_first=True)
+        self.head = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, head_hidden),
+                                  nn.GELU(), nn.Linear(head_hidden, n_dopants))
+        # Start near the typical dilute concentration instead of softplus(0) ≈ 0.69.
+        nn.init.constant_(self.head[-1].bias, -3.0)
+
+    def forward(self, spectra: torch.Tensor, candidates: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns concentrations [B, 56] (0 outside candidates) and attention [B, L]."""
+        tokens = self.encoder(spectra)
+        q = self.query(candidates).unsqueeze(1)  # [B, 1, d_model]
+        attended, weights = self.attention(q, tokens, tokens, need_weights=True,
+                                           average_attn_weights=True)
+        conc = F.softplus(self.head(attended.squeeze(1)))
+        return conc * candidates, weights.squeeze(1)

@@ -1,0 +1,131 @@
+"""LightningModule: DefectNet trained with a masked MSE on the candidate entries only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection, R2Score
+from torchmetrics.classification import BinaryF1Score
+
+MAX_DOPANTS = 6
+TEST_SPLITS = ("test_id", "test_ood")
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over candidate entries; entries outside the mask do not count."""
+    return ((pred - target) ** 2 * mask).sum() / mask.sum().clamp_min(1)
+
+
+class SplitMetrics(nn.Module):
+    """Metrics of one split: masked RMSE / MAE / R², distractor false positives, element F1,
+    and RMSE per number of coexisting dopants."""
+
+    def __init__(self, threshold: float):
+        super().__init__()
+        self.threshold = threshold
+        self.regression = MetricCollection({"rmse": MeanSquaredError(squared=False),
+                                            "mae": MeanAbsoluteError(), "r2": R2Score()})
+        self.distractor_fpr = MeanMetric()
+        self.element_f1 = BinaryF1Score()
+        self.rmse_by_n = nn.ModuleList(MeanSquaredError(squared=False)
+                                       for _ in range(MAX_DOPANTS + 1))
+
+    def update(self, pred, target, mask, n_dopants):
+        sel = mask.bool()
+        p, t = pred[sel], target[sel]
+        self.regression.update(p, t)
+        distractor = sel & (target == 0)
+        if distractor.any():
+            self.distractor_fpr.update((pred[distractor] > self.threshold).float())
+        self.element_f1.update((p > self.threshold).long(), (t > 0).long())
+        for n in n_dopants.unique().tolist():
+            rows = n_dopants == n
+            k = min(int(n), MAX_DOPANTS)
+            self.rmse_by_n[k].update(pred[rows][sel[rows]], target[rows][sel[rows]])
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        out = dict(self.regression.compute())
+        if self.distractor_fpr.update_count:
+            out["distractor_fpr"] = self.distractor_fpr.compute()
+        out["element_f1"] = self.element_f1.compute()
+        for n, metric in enumerate(self.rmse_by_n):
+            if metric.update_count:
+                out[f"rmse_n{n}"] = metric.compute()
+        return out
+
+    def reset(self):
+        for m in (self.regression, self.distractor_fpr, self.element_f1, *self.rmse_by_n):
+            m.reset()
+
+
+class DefectNetModule(L.LightningModule):
+    """Wraps ``DefectNet``; the optimizer and scheduler are partial configs built here."""
+
+    def __init__(self, model: nn.Module, optimizer: Callable, scheduler: Callable | None = None,
+                 threshold: float = 0.005, freeze_encoder: bool = False):
+        super().__init__()
+        # Only plain values go into checkpoints, so they load with weights_only=True.
+        self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"])
+        self.model = model
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.threshold = threshold
+        self.val_metrics = SplitMetrics(threshold)
+        self.test_metrics = nn.ModuleDict({s: SplitMetrics(threshold) for s in TEST_SPLITS})
+        self.test_outputs: dict[str, list] = {s: [] for s in TEST_SPLITS}
+        if freeze_encoder:
+            for p in self.model.encoder.parameters():
+                p.requires_grad_(False)
+
+    def forward(self, spectra, candidates):
+        return self.model(spectra, candidates)
+
+    def _step(self, batch):
+        x, mask, target, n_dopants, _ = batch
+        pred, attention = self(x, mask)
+        return pred, masked_mse(pred, target, mask), mask, target, n_dopants, attention
+
+    def training_step(self, batch, batch_idx):
+        _, loss, *_ = self._step(batch)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=batch[0].shape[0], sync_dist=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        pred, loss, mask, target, n_dop, _ = self._step(batch)
+        self.log("val/loss", loss, prog_bar=True, batch_size=batch[0].shape[0], sync_dist=True)
+        self.val_metrics.update(pred, target, mask, n_dop)
+
+    def on_validation_epoch_end(self):
+        values = self.val_metrics.compute()
+        self.log_dict({f"val/{k}": v for k, v in values.items()}, sync_dist=True)
+        self.val_metrics.reset()
+
+    def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        split = TEST_SPLITS[dataloader_idx]
+        pred, loss, mask, target, n_dop, _ = self._step(batch)
+        self.test_metrics[split].update(pred, target, mask, n_dop)
+        self.test_outputs[split].append((pred.detach().cpu(), target.cpu(), mask.cpu()))
+
+    def on_test_epoch_start(self):
+        self.test_outputs = {s: [] for s in TEST_SPLITS}
+
+    def on_test_epoch_end(self):
+        for split, metrics in self.test_metrics.items():
+            if not self.test_outputs[split]:
+                continue
+            values = metrics.compute()
+            self.log_dict({f"{split}/{k}": v for k, v in values.items()},
+                          add_dataloader_idx=False, sync_dist=True)
+            metrics.reset()
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params=params)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch"}}

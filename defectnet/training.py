@@ -1,0 +1,159 @@
+"""Training and evaluation runs, assembled from a Hydra config.
+
+``train`` fits, tests on test-ID and test-OOD, compares with the training-mean baseline, writes
+``metrics.json`` and parity plots into the run folder, and returns the metrics (the sweep
+objective is ``cfg.optimized_metric``). Resume (``ckpt_path``: the same run continues) and
+fine-tune (``init_from``: a new run starts from pretrained weights) are kept apart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from defectnet.data.datamodule import PDoSDataModule
+from defectnet.model.lit_module import TEST_SPLITS, DefectNetModule
+
+log = logging.getLogger(__name__)
+
+
+def load_weights(module: DefectNetModule, path: str) -> None:
+    """Copy the network weights of a checkpoint into ``module`` (safe load, no pickle)."""
+    ckpt = Path(path)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"init_from: no checkpoint at '{ckpt}'; pass the .ckpt of a "
+                                "pretraining run (outputs/.../checkpoints/last.ckpt).")
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    if "state_dict" not in state:
+        raise ValueError(f"init_from: '{ckpt}' is not a DefectNet Lightning checkpoint "
+                         "(no 'state_dict').")
+    weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items()
+               if k.startswith("model.")}
+    try:
+        module.model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise ValueError(f"init_from: '{ckpt}' was trained with another architecture; use the "
+                         f"same model.* settings as that run ({exc}).") from exc
+
+
+def _instantiate_all(group: DictConfig | None) -> list:
+    if not group:
+        return []
+    return [instantiate(c) for c in group.values() if c is not None and "_target_" in c]
+
+
+@torch.no_grad()
+def predict_split(module: DefectNetModule, dm: PDoSDataModule, split: str) -> dict:
+    """Predictions, targets and masks of one split, on CPU, outside the trainer."""
+    module.eval()
+    idx = torch.as_tensor(getattr(dm.splits, split))
+    x, mask, target, *_ = dm._tensors[idx]
+    pred, _ = module.to("cpu")(x, mask)
+    return {"pred": pred, "target": target, "mask": mask}
+
+
+def masked_rmse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
+    return float(torch.sqrt(((pred - target) ** 2 * mask).sum() / mask.sum().clamp_min(1)))
+
+
+def baseline_rmse(dm: PDoSDataModule, split: str) -> float:
+    """The trivial baseline: each candidate gets its mean training concentration."""
+    idx = torch.as_tensor(getattr(dm.splits, split))
+    mask, target = dm.dataset.mask[idx], dm.dataset.targets[idx]
+    return masked_rmse(dm.train_mean()[None].expand_as(target) * mask, target, mask)
+
+
+def evaluate_splits(module: DefectNetModule, dm: PDoSDataModule, out_dir: Path | None,
+                    loggers=()) -> dict:
+    """RMSE of DefectNet and of the baseline per test split; parity plots when ``out_dir``."""
+    from defectnet.plots import parity_plot
+
+    result = {}
+    for split in TEST_SPLITS:
+        if len(getattr(dm.splits, split)) == 0:
+            continue
+        p = predict_split(module, dm, split)
+        result[split] = {"n_samples": int(p["mask"].shape[0]),
+                         "rmse": masked_rmse(p["pred"], p["target"], p["mask"]),
+                         "baseline_mean_rmse": baseline_rmse(dm, split)}
+        if out_dir is not None:
+            path = parity_plot(p["pred"], p["target"], p["mask"], out_dir / f"parity_{split}.png",
+                               title=f"{split}: RMSE {result[split]['rmse']:.4f}")
+            for lg in loggers:
+                if hasattr(lg, "log_image"):
+                    lg.log_image(key=f"{split}/parity", images=[str(path)])
+    return result
+
+
+def _finish_wandb() -> None:
+    """End the W&B run so that jobs of a multirun stay separate runs."""
+    import sys
+
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit, test, compare with the baseline; returns every metric as a float."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(int(cfg.seed), workers=True)
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.get("ckpt_path") and cfg.get("init_from"):
+        raise ValueError("Set either ckpt_path= (resume this run) or init_from= (fine-tune from "
+                         "pretrained weights), not both.")
+    dm: PDoSDataModule = instantiate(cfg.data)
+    module: DefectNetModule = instantiate(cfg.model)
+    if cfg.get("init_from"):
+        load_weights(module, cfg.init_from)
+        log.info("fine-tuning from %s", cfg.init_from)
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    loggers = _instantiate_all(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if cfg.get("test", True):
+            best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+            trainer.test(module, datamodule=dm, ckpt_path=best, weights_only=True)
+            metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+            if trainer.is_global_zero:
+                if best:
+                    load_weights(module, best)
+                metrics["comparison"] = evaluate_splits(module, dm, out_dir, loggers)
+        if trainer.is_global_zero:
+            metrics["ood_parents"] = dm.splits.ood_parents
+            (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            log.info("metrics written to %s", out_dir / "metrics.json")
+    finally:
+        _finish_wandb()
+    return metrics
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Test a checkpoint on test-ID and test-OOD of a data set; metrics to JSON."""
+    if not cfg.get("ckpt_path"):
+        raise ValueError("ckpt_path=: give the checkpoint to evaluate.")
+    dm: PDoSDataModule = instantiate(cfg.data)
+    module: DefectNetModule = instantiate(cfg.model)
+    load_weights(module, cfg.ckpt_path)
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
+    trainer.test(module, datamodule=dm)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics["comparison"] = evaluate_splits(module, dm, out_dir)
+    metrics["checkpoint"] = str(cfg.ckpt_path)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics

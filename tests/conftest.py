@@ -1,0 +1,56 @@
+"""Shared fixtures: composed Hydra configs and one CHGNet model per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+from defectnet.cli import CONF_DIR, ROOT_DIR
+
+DEMO_CACHE = ROOT_DIR / "data" / "demo" / "dataset.safetensors"
+
+# A Si run small enough for a test: 8-atom cells, one dopant at a time.
+TINY_SI = [
+    "num_parents=0", "include=[diamond-Si]", "samples_per_parent=2", "progress=false",
+    "supercell.min_atoms=8", "supercell.max_atoms=8",
+    "pristine_supercell.min_atoms=8", "pristine_supercell.max_atoms=16",
+    "sampling.n_dopants=[1,1]", "sampling.concentration=[0.1,0.15]", "sampling.n_distractors=[0,0]",
+]
+
+
+def compose_config(name: str, overrides: list[str]) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
+
+@pytest.fixture
+def generate_cfg(tmp_path: Path):
+    def make(*overrides: str) -> DictConfig:
+        return compose_config("generate", [f"out_dir={tmp_path / 'gen'}", *TINY_SI, *overrides])
+
+    return make
+
+
+@pytest.fixture
+def train_cfg(tmp_path: Path):
+    """Training config with the run folder in tmp_path, as Hydra would set it."""
+
+    def make(*overrides: str) -> DictConfig:
+        cfg = compose_config("train", ["logger=csv", *overrides])
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / "run")
+        return cfg
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def chgnet():
+    from defectnet.datagen.calculators import CHGNetForceField
+
+    return CHGNetForceField()

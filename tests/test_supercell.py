@@ -1,0 +1,40 @@
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from defectnet.datagen.recommender import Candidate
+from defectnet.datagen.supercell import SupercellRangeError, choose_supercell, substitute
+
+
+def test_adaptive_supercell_meets_the_paper_range():
+    for atoms in (bulk("Si", "diamond", a=5.43), bulk("ZnO", "wurtzite", a=3.25, c=5.2)):
+        _, sc = choose_supercell(atoms, 433, 500)
+        assert 433 <= len(sc) <= 500
+        assert 1 / len(sc) == pytest.approx(0.002, rel=0.2)
+
+
+def test_impossible_range_is_a_clear_error():
+    with pytest.raises(SupercellRangeError, match="widen supercell.min_atoms"):
+        choose_supercell(bulk("Si", "diamond", a=5.43), 9, 9)
+
+
+def test_substitution_counts_concentrations_and_distractors():
+    _, sc = choose_supercell(bulk("GaAs", "zincblende", a=5.65), 60, 70)
+    cands = [Candidate("Zn", "Ga", "p", "t"), Candidate("Se", "As", "n", "t"),
+             Candidate("In", "Ga", "iso", "t"), Candidate("Sb", "As", "iso", "t")]
+    for seed in range(10):
+        s = substitute(sc, cands, np.random.default_rng(seed), n_dopants=(1, 2),
+                       n_distractors=(1, 2))
+        symbols = s.atoms.get_chemical_symbols()
+        for el, n in s.counts.items():
+            assert symbols.count(el) == n and s.concentrations[el] == n / len(sc)
+            assert n / len(sc) <= 0.25 + 1e-9
+        assert not set(s.distractors) & set(s.counts)
+        assert set(s.distractors) <= {c.dopant for c in s.candidates}
+        # dopants sit only on the sublattice they replace
+        for el, idx in s.sites.items():
+            host = {c.replaces for c in cands if c.dopant == el}
+            assert {sc[i].symbol for i in idx} == host
+    a = substitute(sc, cands, np.random.default_rng(3))
+    b = substitute(sc, cands, np.random.default_rng(3))
+    assert a.sites == b.sites
