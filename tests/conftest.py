@@ -30,8 +30,8 @@ def compose_config(name: str, overrides: list[str]) -> DictConfig:
 
 @pytest.fixture
 def generate_cfg(tmp_path: Path):
-    def make(*overrides: str) -> DictConfig:
-        return compose_config("generate", [f"out_dir={tmp_path / 'gen'}", *TINY_SI, *overrides])
+    def make(*overrides: str, out: str = "gen") -> DictConfig:
+        return compose_config("generate", [f"out_dir={tmp_path / out}", *TINY_SI, *overrides])
 
     return make
 

@@ -29,7 +29,7 @@ from defectnet.datagen.recommender import recommend
 from defectnet.datagen.records import RecordShard, read_json, write_json_atomic
 from defectnet.datagen.relax import relax
 from defectnet.datagen.supercell import choose_supercell, substitute
-from defectnet.elements import composition_vector
+from defectnet.elements import composition_vector, dopant_index
 from defectnet.spectra import EnergyGrid, spectrum_from_modes, weight_outside
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ def plan(cfg: DictConfig, parents: list[Parent]) -> list[tuple[int, Parent]]:
 
 
 def shard_path(out_dir: Path, shard: int, num_shards: int) -> Path:
-    return out_dir / "records" / f"shard-{shard:04d}-of-{num_shards:04d}.jsonl"
+    return Path(out_dir) / "records" / f"shard-{shard:04d}-of-{num_shards:04d}.jsonl"
 
 
 def check_output_dir(out_dir: Path) -> None:
@@ -202,6 +202,9 @@ def run_shard(cfg: DictConfig) -> dict:
     shard, num_shards = int(cfg.shard), int(cfg.num_shards)
     if not 0 <= shard < num_shards:
         raise ValueError(f"shard={shard} must lie in [0, num_shards={num_shards}).")
+    if cfg.candidates is not None:
+        for dopant in cfg.candidates:
+            dopant_index(dopant, where="candidates")
     out_dir = Path(cfg.out_dir)
     check_output_dir(out_dir)
     h = settings_hash(cfg)

@@ -1,0 +1,59 @@
+"""The force fields behind the pipeline, used for real (no mocks)."""
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from defectnet.datagen.calculators import MACEForceField
+
+
+def test_chgnet_forces_match_its_ase_calculator(chgnet):
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    atoms.positions[0] += [0.05, 0.0, 0.02]
+    batch = chgnet.forces([atoms, atoms])
+    assert len(batch) == 2 and batch[0].shape == (8, 3)
+    ase_atoms = atoms.copy()
+    ase_atoms.calc = chgnet.calculator()
+    assert np.allclose(batch[0], ase_atoms.get_forces(), atol=1e-4)
+    assert np.allclose(batch[0].sum(axis=0), 0, atol=1e-4)  # Newton's third law
+    assert "chgnet" in chgnet.describe()["version"]
+
+
+def _tiny_mace_model():
+    import mace  # noqa: F401  (before e3nn)
+    import torch
+    from e3nn import o3
+    from mace import modules
+
+    torch.manual_seed(0)
+    return modules.MACE(
+        r_max=4.0, num_bessel=4, num_polynomial_cutoff=3, max_ell=1,
+        interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
+        interaction_cls_first=modules.interaction_classes["RealAgnosticInteractionBlock"],
+        num_interactions=1, num_elements=2, hidden_irreps=o3.Irreps("8x0e + 8x1o"),
+        MLP_irreps=o3.Irreps("8x0e"), atomic_energies=np.array([-4.0, -3.5]),
+        avg_num_neighbors=8.0, atomic_numbers=[14, 32], correlation=2,
+        gate=torch.nn.functional.silu,
+    ).double()
+
+
+def test_mace_model_file_loads_through_the_user_path(tmp_path):
+    import torch
+
+    path = tmp_path / "tiny.model"
+    torch.save(_tiny_mace_model(), path)
+    ff = MACEForceField(model_path=str(path))
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    atoms[0].symbol = "Ge"
+    atoms.positions[1] += 0.05
+    forces = ff.forces([atoms])[0]
+    assert forces.shape == (8, 3) and np.isfinite(forces).all()
+    assert np.abs(forces).max() > 0 and np.allclose(forces.sum(axis=0), 0, atol=1e-8)
+    assert ff.describe() == {"name": "mace_mp", "version": ff.version} and "tiny.model" in ff.version
+
+
+def test_missing_mace_file_says_where_and_how(tmp_path):
+    missing = tmp_path / "mace-mp-0.model"
+    with pytest.raises(FileNotFoundError) as err:
+        MACEForceField(model_path=str(missing))
+    assert str(missing) in str(err.value) and "calculator.model_path" in str(err.value)
