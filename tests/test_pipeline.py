@@ -1,0 +1,115 @@
+"""Generation end to end: records, resume after a kill, provenance, failures, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from defectnet.cli import ROOT_DIR, run_generation
+from defectnet.data.cache import load_cache
+from defectnet.datagen.pipeline import run_shard, shard_path
+from defectnet.datagen.records import RecordShard
+from defectnet.elements import UnknownElementError
+
+
+def test_generation_end_to_end_then_rerun_does_nothing(generate_cfg):
+    cfg = generate_cfg("samples_per_parent=3", "candidates=[Ge,C,Sn]",
+                       "sampling.n_distractors=[1,1]")
+    out = run_generation(cfg)
+    assert out["generate"] == {"planned": 3, "skipped": 0, "ok": 3, "failed": 0}
+    records = RecordShard(shard_path(cfg.out_dir, 0, 1)).records
+    r = records[0]
+    assert r["status"] == "ok" and r["n_atoms"] == 8
+    assert len(r["pristine"]) == len(r["doped"]) == 100 and len(r["composition"]) == 100
+    assert len(r["distractors"]) == 1 and r["distractors"][0] not in r["counts"]
+    prov = r["provenance"]
+    assert prov["parent_id"] == "diamond-Si" and prov["formula"] == "Si"
+    assert prov["calculator"]["name"] == "chgnet" and prov["seed"] == [0, r["index"]]
+    assert len(prov["settings_hash"]) == 16
+    ds = load_cache(cfg.cache)
+    assert len(ds) == 3 and ds.parents == ["diamond-Si"]
+    assert (ds.targets[ds.mask == 0] == 0).all() and ((ds.targets > 0) <= (ds.mask > 0)).all()
+    # same config again: everything is skipped, nothing recomputed
+    again = run_shard(cfg)
+    assert again == {"planned": 3, "skipped": 3, "ok": 0, "failed": 0}
+
+
+def test_same_seed_same_data(generate_cfg):
+    a = generate_cfg("samples_per_parent=2", out="a")
+    b = generate_cfg("samples_per_parent=2", out="b")
+    run_shard(a), run_shard(b)
+    ra = RecordShard(shard_path(a.out_dir, 0, 1)).records
+    rb = RecordShard(shard_path(b.out_dir, 0, 1)).records
+    assert [r["counts"] for r in ra] == [r["counts"] for r in rb]
+    assert np.allclose([r["doped"] for r in ra], [r["doped"] for r in rb], atol=1e-4)
+
+
+def test_killed_run_resumes_without_losing_or_repeating(generate_cfg, tmp_path):
+    overrides = ["samples_per_parent=6", "candidates=[Ge,C,Sn,Al,P]"]
+    cfg = generate_cfg(*overrides)
+    path = shard_path(cfg.out_dir, 0, 1)
+    cmd = [sys.executable, str(ROOT_DIR / "scripts" / "generate.py"), f"out_dir={cfg.out_dir}",
+           "num_parents=0", "include=[diamond-Si]", "progress=false",
+           "supercell.min_atoms=8", "supercell.max_atoms=8", "pristine_supercell.min_atoms=8",
+           "pristine_supercell.max_atoms=16", "sampling.n_dopants=[1,1]",
+           "sampling.concentration=[0.1,0.15]", "sampling.n_distractors=[0,0]", *overrides,
+           f"hydra.run.dir={tmp_path / 'hydra'}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if path.exists() and path.read_bytes().count(b"\n") >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = path.read_bytes()
+    done_before = before.count(b"\n")
+    assert 2 <= done_before < 6, "the run should have been killed part-way"
+    parent_file = cfg.out_dir + "/parents/diamond-Si.json"
+    parent_mtime = os.path.getmtime(parent_file)
+
+    stats = run_shard(cfg)
+    assert stats["skipped"] == done_before and stats["ok"] == 6 - done_before
+    after = path.read_bytes()
+    assert after.startswith(before.rsplit(b"\n", 1)[0])  # finished lines kept byte for byte
+    ids = [json.loads(line)["sample_id"] for line in after.splitlines()]
+    assert len(ids) == len(set(ids)) == 6
+    assert os.path.getmtime(parent_file) == parent_mtime  # parent work not redone
+
+
+def test_torn_last_line_is_cut_on_resume(tmp_path):
+    path = tmp_path / "shard-0000-of-0001.jsonl"
+    path.write_bytes(b'{"sample_id": "a/0"}\n{"sample_id": "a/1", "pri')
+    shard = RecordShard(path)
+    assert shard.done == {"a/0"} and path.read_bytes() == b'{"sample_id": "a/0"}\n'
+
+
+def test_failed_sample_is_recorded_with_its_reason(generate_cfg):
+    cfg = generate_cfg("supercell.min_atoms=9", "supercell.max_atoms=9")
+    stats = run_shard(cfg)
+    assert stats["failed"] == 2 and stats["ok"] == 0
+    records = RecordShard(shard_path(cfg.out_dir, 0, 1)).records
+    assert all(r["status"] == "failed" and "widen supercell.min_atoms" in r["reason"]
+               for r in records)
+
+
+def test_changed_settings_refuse_to_mix_into_old_records(generate_cfg):
+    run_shard(generate_cfg("samples_per_parent=1"))
+    with pytest.raises(ValueError, match="restore that config to resume"):
+        run_shard(generate_cfg("samples_per_parent=1", "spectra.fwhm_mev=5.0"))
+
+
+def test_bad_inputs_give_clear_errors(generate_cfg, tmp_path):
+    with pytest.raises(UnknownElementError, match="candidates: 'Xx'"):
+        run_shard(generate_cfg("candidates=[Xx]"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(PermissionError, match="out_dir: cannot write"):
+        run_shard(generate_cfg(out="a-file/sub"))
+    with pytest.raises(ValueError, match="shard=2 must lie"):
+        run_shard(generate_cfg("shard=2", "num_shards=2"))
