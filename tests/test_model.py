@@ -1,0 +1,32 @@
+import torch
+
+from defectnet.model.defectnet import DefectNet
+from defectnet.model.lit_module import masked_mse
+
+
+def _batch(b=6):
+    torch.manual_seed(0)
+    mask = torch.zeros(b, 56)
+    mask[:, [4, 5, 13, 31]] = 1
+    return torch.rand(b, 3, 100), mask
+
+
+def test_shapes_attention_and_hard_mask():
+    net = DefectNet(d_model=32, n_heads=4, conv_channels=[16, 32], kernel_sizes=[5, 3]).eval()
+    x, mask = _batch()
+    conc, attention = net(x, mask)
+    assert conc.shape == (6, 56) and attention.shape == (6, 100)
+    assert torch.allclose(attention.sum(-1), torch.ones(6), atol=1e-5)
+    assert (conc[mask == 0] == 0).all() and (conc[mask == 1] > 0).all()
+
+
+def test_no_gradient_flows_from_outside_the_candidates():
+    net = DefectNet(d_model=32, n_heads=4, conv_channels=[16, 32], kernel_sizes=[5, 3])
+    x, mask = _batch()
+    conc, _ = net(x, mask)
+    conc.retain_grad()
+    target = torch.rand(6, 56)  # garbage outside the mask must not matter
+    masked_mse(conc, target, mask).backward()
+    assert (conc.grad[mask == 0] == 0).all() and conc.grad[mask == 1].abs().sum() > 0
+    clean = target * mask
+    assert masked_mse(conc, target, mask) == masked_mse(conc, clean, mask)
