@@ -1,0 +1,109 @@
+"""Training through the Hydra configs, as the Lightning+Hydra template tests it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import open_dict
+
+from defectnet.cli import ROOT_DIR
+from defectnet.training import evaluate, train
+
+from .conftest import DEMO_CACHE, compose_config
+
+SMALL = ["model.model.d_model=32", "model.model.n_heads=2", "model.model.conv_channels=[16,32]",
+         "model.model.head_hidden=32"]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> Path:
+    """A checkpoint from two short epochs on the demo set."""
+    out = tmp_path_factory.mktemp("pretrained")
+    cfg = compose_config("train", ["experiment=demo", "logger=none", "trainer.max_epochs=2",
+                                   "test=false", *SMALL])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+    train(cfg)
+    return out / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.parametrize("experiment", ["demo", "pretrain", "finetune_sige", "finetune_mgb2"])
+def test_fast_dev_run_every_experiment(experiment, train_cfg, pretrained):
+    overrides = [f"experiment={experiment}", "debug=fdr", f"data.path={DEMO_CACHE}", *SMALL]
+    if experiment.startswith("finetune"):
+        overrides.append(f"init_from={pretrained}")
+    cfg = train_cfg(*overrides)
+    metrics = train(cfg)
+    assert "test_id/rmse" in metrics and metrics["comparison"]["test_id"]["n_samples"] > 0
+    if cfg.data.ood_fraction > 0:  # the fine-tuning sets hold no parent out
+        assert "test_ood/rmse" in metrics
+
+
+def test_fine_tuning_starts_from_the_pretrained_weights_and_can_freeze(train_cfg, pretrained):
+    from hydra.utils import instantiate
+
+    from defectnet.training import load_weights
+
+    cfg = train_cfg("experiment=finetune_sige", f"init_from={pretrained}", *SMALL)
+    module = instantiate(cfg.model)
+    load_weights(module, cfg.init_from)
+    state = torch.load(pretrained, weights_only=True)["state_dict"]
+    assert torch.equal(module.model.query.weight, state["model.query.weight"])
+    assert not any(p.requires_grad for p in module.model.encoder.parameters())
+    with pytest.raises(FileNotFoundError, match="init_from: no checkpoint"):
+        load_weights(module, "/nonexistent.ckpt")
+
+
+def test_missing_data_set_is_a_clear_error(train_cfg):
+    with pytest.raises(ValueError, match="no such data set file"):
+        train(train_cfg("experiment=pretrain", "debug=fdr", "data.path=/nonexistent.safetensors"))
+
+
+def test_resume_continues_the_epoch_count(train_cfg, tmp_path):
+    first = train_cfg("logger=none", "trainer.max_epochs=2", "test=false", *SMALL)
+    train(first)
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 1
+    resumed = train_cfg("logger=none", "trainer.max_epochs=3", "test=false", f"ckpt_path={last}",
+                        *SMALL)
+    with open_dict(resumed):
+        resumed.paths.output_dir = str(tmp_path / "resumed")
+    train(resumed)
+    state = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["epoch"] == 2 and state["global_step"] > torch.load(last)["global_step"]
+
+
+def test_ddp_on_two_cpu_processes(train_cfg):
+    metrics = train(train_cfg("trainer=ddp_sim", "debug=fdr", "trainer.devices=2",
+                              "trainer.accelerator=cpu", *SMALL))
+    assert "test_id/rmse" in metrics
+
+
+def test_evaluate_a_checkpoint(pretrained, tmp_path):
+    cfg = compose_config("eval", [f"ckpt_path={pretrained}", *SMALL])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "eval")
+    metrics = evaluate(cfg)
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["test_ood/rmse"] == pytest.approx(metrics["test_ood/rmse"])
+    assert (tmp_path / "eval" / "parity_test_ood.png").stat().st_size > 1000
+
+
+def test_multirun_sweeps_d_model(tmp_path):
+    cmd = [sys.executable, str(ROOT_DIR / "train.py"), "-m", "debug=fdr",
+           "model.model.d_model=64,128", f"hydra.sweep.dir={tmp_path}"]
+    subprocess.run(cmd, check=True, capture_output=True, cwd=tmp_path, timeout=600)
+    runs = sorted(p.parent for p in tmp_path.glob("*/metrics.json"))
+    assert [p.name for p in runs] == ["0", "1"]
+    overrides = [(p / ".hydra" / "overrides.yaml").read_text() for p in runs]
+    assert "model.model.d_model=64" in overrides[0] and "model.model.d_model=128" in overrides[1]
+
+
+def test_defectnet_beats_the_mean_baseline(train_cfg):
+    metrics = train(train_cfg("experiment=demo", "logger=none", "trainer.max_epochs=40"))
+    for split in ("test_id", "test_ood"):
+        c = metrics["comparison"][split]
+        assert c["rmse"] < c["baseline_mean_rmse"], (split, c)
