@@ -33,7 +33,10 @@ def run_generation(cfg: DictConfig) -> dict:
     if cfg.stage in ("generate", "all"):
         out["generate"] = run_shard(cfg)
         log.info("shard %s/%s: %s", cfg.shard, cfg.num_shards, out["generate"])
-    if cfg.stage in ("consolidate", "all"):
+    if cfg.stage == "all" and cfg.num_shards > 1:
+        log.info("shard %s of %s done; once every shard is, merge them with stage=consolidate",
+                 cfg.shard, cfg.num_shards)
+    elif cfg.stage in ("consolidate", "all"):
         ds, report = consolidate(Path(cfg.out_dir) / "records", grid_from_config(cfg))
         save_cache(ds, Path(cfg.cache))
         out["consolidate"] = report

@@ -70,6 +70,7 @@ def save_cache(ds: PDoSDataset, path: Path) -> None:
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -21,6 +21,7 @@ def write_json_atomic(path: Path, obj) -> None:
             json.dump(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
