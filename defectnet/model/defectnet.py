@@ -68,10 +68,17 @@ class DefectNet(nn.Module):
         # Start near the typical dilute concentration instead of softplus(0) ≈ 0.69.
         nn.init.constant_(self.head[-1].bias, -3.0)
 
+    @staticmethod
+    def scale(spectra: torch.Tensor) -> torch.Tensor:
+        """Unit-area spectra are ~1/(energy range) high; scale both PDoS channels by the
+        pristine maximum so the encoder sees O(1) values and the doped/pristine ratio is kept."""
+        peak = spectra[:, :1].amax(dim=-1, keepdim=True).clamp_min(1e-12)
+        return torch.cat([spectra[:, :2] / peak, spectra[:, 2:]], dim=1)
+
     def forward(self, spectra: torch.Tensor, candidates: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns concentrations [B, 56] (0 outside candidates) and attention [B, L]."""
-        tokens = self.encoder(spectra)
+        tokens = self.encoder(self.scale(spectra))
         q = self.query(candidates).unsqueeze(1)  # [B, 1, d_model]
         attended, weights = self.attention(q, tokens, tokens, need_weights=True,
                                            average_attn_weights=True)
