@@ -15,13 +15,19 @@ import numpy as np
 from ase.build import bulk
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from phonopy import Phonopy
 
 from defectnet.cli import CONF_DIR
 from defectnet.datagen.calculators import CHGNetForceField, MACEForceField
-from defectnet.datagen.phonons import FiniteDisplacement, from_phonopy_atoms
+from defectnet.datagen.phonons import (
+    FiniteDisplacement,
+    from_phonopy_atoms,
+    mesh_modes,
+    to_phonopy_atoms,
+)
 from defectnet.datagen.relax import relax
 from defectnet.datagen.supercell import choose_supercell
-from defectnet.spectra import EnergyGrid, broaden_modes
+from defectnet.spectra import THZ_TO_MEV, EnergyGrid, broaden_modes
 
 
 def si_optical_peak(ff) -> tuple[float, float, float]:
@@ -30,13 +36,10 @@ def si_optical_peak(ff) -> tuple[float, float, float]:
     matrix, _ = choose_supercell(prim, 200, 260)
     phonon = FiniteDisplacement().phonopy(prim, matrix, ff)
     phonon.run_qpoints([[0, 0, 0]])
-    gamma = float(phonon.get_qpoints_dict()["frequencies"].max() * 4.135667696)
-    phonon.run_mesh(60.0, is_gamma_center=True)
-    mesh = phonon.get_mesh_dict()
-    freqs = mesh["frequencies"] * 4.135667696
-    weights = np.repeat(mesh["weights"][:, None], freqs.shape[1], axis=1)
+    gamma = float(phonon.qpoints.frequencies.max() * THZ_TO_MEV)
+    modes = mesh_modes(phonon, 60.0, n_displacements=len(phonon.displacements))
     grid = EnergyGrid(0, 80, 321)
-    dos = broaden_modes(freqs.ravel(), grid, 1.0, weights.ravel())
+    dos = broaden_modes(modes.energies_mev, grid, 1.0, modes.weights)
     upper = grid.energies > 0.7 * gamma
     peak = float(grid.energies[upper][np.argmax(dos[upper])])
     return gamma, peak, float(prim.cell.lengths()[0] * np.sqrt(2))
@@ -50,10 +53,6 @@ def doped_sample_time(ff, n_atoms: int, cfg: DictConfig) -> dict:
     relaxed = relax(cell, ff.calculator(), fmax=cfg.relax.fmax, steps=cfg.relax.steps)
     t_relax = time.perf_counter() - t0
     method: FiniteDisplacement = instantiate(cfg.phonons)
-    from phonopy import Phonopy
-
-    from defectnet.datagen.phonons import to_phonopy_atoms
-
     phonon = Phonopy(to_phonopy_atoms(relaxed.atoms), np.eye(3, dtype=int),
                      primitive_matrix=np.eye(3))
     phonon.generate_displacements(distance=method.displacement, is_plusminus=method.plusminus)

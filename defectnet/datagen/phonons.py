@@ -91,9 +91,8 @@ class FiniteDisplacement:
 def mesh_modes(phonon, mesh: float, n_displacements: int) -> Modes:
     """Mode energies on phonopy's q-mesh, weighted by the q-point multiplicities."""
     phonon.run_mesh(mesh, with_eigenvectors=False, is_gamma_center=True)
-    result = phonon.get_mesh_dict()
-    freqs = np.asarray(result["frequencies"]) * THZ_TO_MEV  # [n_q, n_bands]
-    weights = np.repeat(np.asarray(result["weights"], dtype=np.float64)[:, None],
+    freqs = np.asarray(phonon.mesh.frequencies) * THZ_TO_MEV  # [n_q, n_bands]
+    weights = np.repeat(np.asarray(phonon.mesh.weights, dtype=np.float64)[:, None],
                         freqs.shape[1], axis=1)
     weights *= freqs.shape[1] / weights.sum()
     return Modes(freqs.ravel(), weights.ravel(), n_displacements, len(phonon.unitcell))

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version as package_version
 from pathlib import Path
 
@@ -71,12 +71,25 @@ class Context:
     grid: EnergyGrid
     out_dir: Path
     settings_hash: str
+    _hosts: dict = field(default_factory=dict)
 
     def provenance(self, parent: Parent, seed_key) -> dict:
         return {"parent_id": parent.id, "formula": parent.formula,
                 "calculator": self.forcefield.describe(), "phonons": self.phonons.settings(),
                 "settings_hash": self.settings_hash, "seed": seed_key,
                 "defectnet": package_version("defectnet")}
+
+    def host_setup(self, parent: Parent, parent_state: dict):
+        """Relaxed host, its dopant candidates and its supercell: once per parent and run."""
+        if parent.id not in self._hosts:
+            cfg = self.cfg
+            host = atoms_from_dict(parent_state["structure"])
+            user = OmegaConf.to_container(cfg.candidates) if cfg.candidates is not None else None
+            candidates = recommend(host, per_type=cfg.recommender.per_type, candidates=user)
+            _, supercell = choose_supercell(host, cfg.supercell.min_atoms,
+                                            cfg.supercell.max_atoms, where=parent.id)
+            self._hosts[parent.id] = (host, candidates, supercell)
+        return self._hosts[parent.id]
 
     def spectrum(self, modes) -> np.ndarray:
         return spectrum_from_modes(modes.energies_mev, self.grid, float(self.cfg.spectra.fwhm_mev),
@@ -134,12 +147,7 @@ def make_sample(ctx: Context, parent: Parent, parent_state: dict, index: int) ->
     cfg = ctx.cfg
     timing = {}
     t0 = time.perf_counter()
-    host = atoms_from_dict(parent_state["structure"])
-    candidates = recommend(host, per_type=cfg.recommender.per_type,
-                           candidates=OmegaConf.to_container(cfg.candidates)
-                           if cfg.candidates is not None else None)
-    _, supercell = choose_supercell(host, cfg.supercell.min_atoms, cfg.supercell.max_atoms,
-                                    where=parent.id)
+    host, candidates, supercell = ctx.host_setup(parent, parent_state)
     rng = np.random.default_rng([int(cfg.seed), index])
     s = cfg.sampling
     sub = substitute(supercell, candidates, rng, n_dopants=tuple(s.n_dopants),
