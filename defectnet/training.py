@@ -74,6 +74,7 @@ def evaluate_splits(module: DefectNetModule, dm: PDoSDataModule, out_dir: Path |
     """RMSE of DefectNet and of the baseline per test split; parity plots when ``out_dir``."""
     from defectnet.plots import parity_plot
 
+    dm.setup("test")  # under ddp_spawn the main process has not set the data up itself
     result = {}
     for split in TEST_SPLITS:
         if len(getattr(dm.splits, split)) == 0:
@@ -133,6 +134,7 @@ def train(cfg: DictConfig) -> dict:
                     load_weights(module, best)
                 metrics["comparison"] = evaluate_splits(module, dm, out_dir, loggers)
         if trainer.is_global_zero:
+            dm.setup("test")
             metrics["ood_parents"] = dm.splits.ood_parents
             (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
             log.info("metrics written to %s", out_dir / "metrics.json")
