@@ -52,8 +52,7 @@ def _instantiate_all(group: DictConfig | None) -> list:
 def predict_split(module: DefectNetModule, dm: PDoSDataModule, split: str) -> dict:
     """Predictions, targets and masks of one split, on CPU, outside the trainer."""
     module.eval()
-    idx = torch.as_tensor(getattr(dm.splits, split))
-    x, mask, target, *_ = dm._tensors[idx]
+    x, mask, target, *_ = dm.split_tensors(split)
     pred, _ = module.to("cpu")(x, mask)
     return {"pred": pred, "target": target, "mask": mask}
 
@@ -64,8 +63,7 @@ def masked_rmse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) ->
 
 def baseline_rmse(dm: PDoSDataModule, split: str) -> float:
     """The trivial baseline: each candidate gets its mean training concentration."""
-    idx = torch.as_tensor(getattr(dm.splits, split))
-    mask, target = dm.dataset.mask[idx], dm.dataset.targets[idx]
+    _, mask, target, *_ = dm.split_tensors(split)
     return masked_rmse(dm.train_mean()[None].expand_as(target) * mask, target, mask)
 
 

@@ -16,7 +16,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from defectnet.data.cache import PDoSDataset, load_cache
-from defectnet.elements import DOPANTS, NOBLE_GASES, N_DOPANTS
+from defectnet.elements import DOPANTS, N_DOPANTS, NOBLE_GASES
+from defectnet.spectra import FWHM_TO_SIGMA
 
 PROPOSABLE_MASK = torch.tensor([s not in NOBLE_GASES for s in DOPANTS], dtype=torch.bool)
 
@@ -96,7 +97,7 @@ class SpectrumAugmentation:
     def _smooth(self, spectra):
         b, c, n = spectra.shape
         fwhm = torch.rand(b, 1, 1, device=spectra.device) * self.max_extra_fwhm
-        sigma = (fwhm / 2.3548 / self.energy_step).clamp_min(1e-3)
+        sigma = (fwhm * FWHM_TO_SIGMA / self.energy_step).clamp_min(1e-3)
         pos = torch.arange(n, device=spectra.device, dtype=spectra.dtype)
         kernel = torch.exp(-0.5 * ((pos[None, :, None] - pos[None, None, :]) / sigma) ** 2)
         kernel = kernel / kernel.sum(dim=1, keepdim=True)  # each input bin keeps its weight
@@ -152,6 +153,10 @@ class PDoSDataModule(L.LightningDataModule):
     def test_dataloader(self):
         return [self._loader(self.splits.test_id, shuffle=False),
                 self._loader(self.splits.test_ood, shuffle=False)]
+
+    def split_tensors(self, split: str) -> tuple[torch.Tensor, ...]:
+        """(spectra, mask, targets, n_dopants, parent index) of one split, whole."""
+        return self._tensors[torch.as_tensor(getattr(self.splits, split))]
 
     def train_mean(self) -> torch.Tensor:
         """Per-dopant mean concentration over training samples where it is a candidate."""

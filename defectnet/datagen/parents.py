@@ -127,13 +127,11 @@ def _rocksalt(e, o):
 
 
 def _fluorite(e, o):
-    # e = (cation, anion) for AX2 (fluorite) and (anion... ) handled by the caller's order.
-    cat, an = (0, 1) if o[0] > 0 else (1, 0)
-    a = 4 * _ionic((e[cat], o[cat]), (e[an], o[an])) / math.sqrt(3)
-    # Fluorite: the 4a site holds the minority species; antifluorite swaps the roles.
-    four_a, eight_c = (e[0], e[1])
-    return _crystal([four_a, eight_c], basis=[(0, 0, 0), (0.25, 0.25, 0.25)], spacegroup=225,
-                   cellpar=[a, a, a, 90, 90, 90])
+    """AX2 (fluorite) or A2X (antifluorite): e[0] on the 4a site, e[1] on the 8c sites."""
+    cation, anion = (0, 1) if o[0] > 0 else (1, 0)
+    a = 4 * _ionic((e[cation], o[cation]), (e[anion], o[anion])) / math.sqrt(3)
+    return _crystal([e[0], e[1]], basis=[(0, 0, 0), (0.25, 0.25, 0.25)], spacegroup=225,
+                    cellpar=[a, a, a, 90, 90, 90])
 
 
 def _chalcopyrite(e, o):
@@ -174,7 +172,7 @@ def _kesterite_mixed_anion(e, o):
     order = sorted(anions, key=lambda i: tuple(np.round(atoms.get_scaled_positions()[i], 3)))
     for i in order[1::2]:
         atoms[i].symbol = e[4]
-    scale = (_tetrahedral(list(zip(e, o))) / _tetrahedral(list(zip(e[:4], o[:4])))) ** 1
+    scale = _tetrahedral(list(zip(e, o))) / _tetrahedral(list(zip(e[:4], o[:4])))
     atoms.set_cell(atoms.cell * scale, scale_atoms=True)
     return atoms
 

@@ -65,12 +65,6 @@ def from_substitution_probabilities(atoms: Atoms, per_type: int) -> list[Candida
     return out
 
 
-def _valence_group(symbol: str) -> int:
-    from pymatgen.core import Element
-
-    return Element(symbol).group
-
-
 def from_periodic_neighbours(atoms: Atoms) -> list[Candidate]:
     """Elements one group and one period around each host element (isovalent, n, p)."""
     from pymatgen.core import Element

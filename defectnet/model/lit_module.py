@@ -74,7 +74,7 @@ class DefectNetModule(L.LightningModule):
         self.threshold = threshold
         self.val_metrics = SplitMetrics(threshold)
         self.test_metrics = nn.ModuleDict({s: SplitMetrics(threshold) for s in TEST_SPLITS})
-        self.test_outputs: dict[str, list] = {s: [] for s in TEST_SPLITS}
+        self.tested: set[str] = set()  # splits that had at least one batch
         if freeze_encoder:
             for p in self.model.encoder.parameters():
                 p.requires_grad_(False)
@@ -107,14 +107,14 @@ class DefectNetModule(L.LightningModule):
         split = TEST_SPLITS[dataloader_idx]
         pred, loss, mask, target, n_dop, _ = self._step(batch)
         self.test_metrics[split].update(pred, target, mask, n_dop)
-        self.test_outputs[split].append((pred.detach().cpu(), target.cpu(), mask.cpu()))
+        self.tested.add(split)
 
     def on_test_epoch_start(self):
-        self.test_outputs = {s: [] for s in TEST_SPLITS}
+        self.tested = set()
 
     def on_test_epoch_end(self):
         for split, metrics in self.test_metrics.items():
-            if not self.test_outputs[split]:
+            if split not in self.tested:
                 continue
             values = metrics.compute()
             self.log_dict({f"{split}/{k}": v for k, v in values.items()},
