@@ -37,6 +37,10 @@ def test_generation_end_to_end_then_rerun_does_nothing(generate_cfg):
     # same config again: everything is skipped, nothing recomputed
     again = run_shard(cfg)
     assert again == {"planned": 3, "skipped": 3, "ok": 0, "failed": 0}
+    # split differently into shards: what any shard file holds still counts as done
+    resharded = generate_cfg("samples_per_parent=3", "candidates=[Ge,C,Sn]",
+                             "sampling.n_distractors=[1,1]", "shard=1", "num_shards=2")
+    assert run_shard(resharded) == {"planned": 1, "skipped": 1, "ok": 0, "failed": 0}
 
 
 def test_same_seed_same_data(generate_cfg):

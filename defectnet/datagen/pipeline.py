@@ -26,7 +26,7 @@ from tqdm import tqdm
 from defectnet.datagen.calculators import ForceField
 from defectnet.datagen.parents import Parent
 from defectnet.datagen.recommender import recommend
-from defectnet.datagen.records import RecordShard, read_json, write_json_atomic
+from defectnet.datagen.records import RecordShard, read_json, read_shards, write_json_atomic
 from defectnet.datagen.relax import relax
 from defectnet.datagen.supercell import choose_supercell, substitute
 from defectnet.elements import composition_vector, dopant_index
@@ -34,8 +34,9 @@ from defectnet.spectra import EnergyGrid, spectrum_from_modes, weight_outside
 
 log = logging.getLogger(__name__)
 
-# Keys that only say how or where to run, not what the data set is.
-RUNTIME_KEYS = ("shard", "num_shards", "stage", "out_dir", "cache", "progress")
+# Keys that only say how or where to run (and what the folder is called), not what the data
+# set is.
+RUNTIME_KEYS = ("name", "shard", "num_shards", "stage", "out_dir", "cache", "progress")
 
 
 def settings_hash(cfg: DictConfig) -> str:
@@ -217,16 +218,18 @@ def run_shard(cfg: DictConfig) -> dict:
     check_output_dir(out_dir)
     h = settings_hash(cfg)
     records = RecordShard(shard_path(out_dir, shard, num_shards))
-    other = {r["provenance"]["settings_hash"] for r in records.records} - {h}
+    existing = read_shards(out_dir / "records")  # every shard file: resharding skips them too
+    other = {r["provenance"]["settings_hash"] for r in existing} - {h}
     if other:
         raise ValueError(
-            f"{records.path}: records were made with settings {sorted(other)}, the current "
-            f"config gives {h}; restore that config to resume, or choose a new out_dir."
+            f"{out_dir / 'records'}: records were made with settings {sorted(other)}, the "
+            f"current config gives {h}; restore that config to resume, or choose a new out_dir."
         )
+    done = {r["sample_id"] for r in existing}
     source = instantiate(cfg.parents)
     parents = source.select(cfg.num_parents, int(cfg.seed), list(cfg.include))
     mine = [(i, p) for i, p in plan(cfg, parents) if i % num_shards == shard]
-    todo = [(i, p) for i, p in mine if f"{p.id}/{i}" not in records.done]
+    todo = [(i, p) for i, p in mine if f"{p.id}/{i}" not in done]
     stats = {"planned": len(mine), "skipped": len(mine) - len(todo), "ok": 0, "failed": 0}
     if not todo:
         log.info("shard %d/%d: all %d samples already done", shard, num_shards, len(mine))
