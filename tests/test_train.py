@@ -100,3 +100,16 @@ def test_multirun_sweeps_d_model(tmp_path):
     assert [p.name for p in runs] == ["0", "1"]
     overrides = [(p / ".hydra" / "overrides.yaml").read_text() for p in runs]
     assert "model.model.d_model=64" in overrides[0] and "model.model.d_model=128" in overrides[1]
+
+
+def test_defectnet_beats_the_mean_baseline_in_distribution(train_cfg, tmp_path):
+    """On the two-host set, averaged over three seeds (each run is ~30 s on CPU)."""
+    ours, baseline = [], []
+    for seed in (0, 1, 2):
+        cfg = train_cfg("experiment=demo_si_ge", "logger=none", f"seed={seed}")
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / f"seed{seed}")
+        c = train(cfg)["comparison"]["test_id"]
+        ours.append(c["rmse"])
+        baseline.append(c["baseline_mean_rmse"])
+    assert sum(ours) < 0.97 * sum(baseline), (ours, baseline)
