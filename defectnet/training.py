@@ -134,6 +134,9 @@ def train(cfg: DictConfig) -> dict:
         if trainer.is_global_zero:
             dm.setup("test")
             metrics["ood_parents"] = dm.splits.ood_parents
+            for split, c in metrics.get("comparison", {}).items():
+                log.info("%-8s %3d samples  DefectNet RMSE %.4f  training-mean baseline %.4f",
+                         split, c["n_samples"], c["rmse"], c["baseline_mean_rmse"])
             (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
             log.info("metrics written to %s", out_dir / "metrics.json")
     finally:
