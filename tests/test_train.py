@@ -102,6 +102,7 @@ def test_multirun_sweeps_d_model(tmp_path):
     assert "model.model.d_model=64" in overrides[0] and "model.model.d_model=128" in overrides[1]
 
 
+@pytest.mark.slow
 def test_defectnet_beats_the_mean_baseline_in_distribution(train_cfg, tmp_path):
     """On the two-host set, averaged over three seeds (each run is ~30 s on CPU)."""
     ours, baseline = [], []
