@@ -15,7 +15,8 @@ CONF_DIR = str(ROOT_DIR / "conf")
 log = logging.getLogger("defectnet")
 # `paths.root_dir`: the checkout, wherever the command is started from (DEFECTNET_ROOT wins).
 OmegaConf.register_new_resolver(
-    "defectnet_root", lambda: os.environ.get("DEFECTNET_ROOT", str(ROOT_DIR)), replace=True)
+    "defectnet_root", lambda: os.environ.get("DEFECTNET_ROOT", str(ROOT_DIR)), replace=True
+)
 
 
 def run_generation(cfg: DictConfig) -> dict:
@@ -34,14 +35,23 @@ def run_generation(cfg: DictConfig) -> dict:
         out["generate"] = run_shard(cfg)
         log.info("shard %s/%s: %s", cfg.shard, cfg.num_shards, out["generate"])
     if cfg.stage == "all" and cfg.num_shards > 1:
-        log.info("shard %s of %s done; once every shard is, merge them with stage=consolidate",
-                 cfg.shard, cfg.num_shards)
+        log.info(
+            "shard %s of %s done; once every shard is, merge them with stage=consolidate",
+            cfg.shard,
+            cfg.num_shards,
+        )
     elif cfg.stage in ("consolidate", "all"):
         ds, report = consolidate(Path(cfg.out_dir) / "records", grid_from_config(cfg))
         save_cache(ds, Path(cfg.cache))
         out["consolidate"] = report
-        log.info("cache %s: %d samples from %d parents; %d failed %s", cfg.cache, report["ok"],
-                 len(ds.parents), report["failed"], json.dumps(report["failures"]))
+        log.info(
+            "cache %s: %d samples from %d parents; %d failed %s",
+            cfg.cache,
+            report["ok"],
+            len(ds.parents),
+            report["failed"],
+            json.dumps(report["failures"]),
+        )
     if cfg.stage not in ("generate", "consolidate", "all"):
         raise ValueError(f"stage='{cfg.stage}': choose generate, consolidate, all or list_parents.")
     return out

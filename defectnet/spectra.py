@@ -119,3 +119,30 @@ def spectrum_from_modes(
 ) -> np.ndarray:
     """Broadened, unit-area spectrum on the grid: the form every record stores."""
     return normalise(broaden_modes(frequencies_mev, grid, fwhm_mev, weights), grid)
+
+
+def neutron_weight(symbol: str) -> float:
+    """Total bound scattering cross-section over mass (barn/u): how strongly an element's
+    motion shows in an inelastic neutron spectrum (incoherent approximation)."""
+    import periodictable
+
+    element = getattr(periodictable, symbol, None)
+    if element is None or element.neutron.total is None:
+        raise ValueError(f"neutron_weight: no neutron cross-section for '{symbol}'.")
+    return float(element.neutron.total) / float(element.mass)
+
+
+def neutron_weighted_spectrum(
+    frequencies_mev: np.ndarray,
+    weights: np.ndarray,
+    element_projections: dict[str, np.ndarray],
+    grid: EnergyGrid,
+    fwhm_mev: float,
+) -> np.ndarray:
+    """Generalised (neutron-weighted) DOS: each mode weighted by Σ_el |e_el|² σ_el / M_el.
+
+    ``element_projections[el]`` is, per mode, the share of the eigenvector norm on that
+    element (the shares sum to 1 over elements), as ``phonons.mesh_modes`` returns them.
+    """
+    w = sum(neutron_weight(el) * proj for el, proj in element_projections.items())
+    return spectrum_from_modes(frequencies_mev, grid, fwhm_mev, np.asarray(weights) * w)

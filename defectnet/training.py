@@ -27,19 +27,27 @@ def load_weights(module: DefectNetModule, path: str) -> None:
     """Copy the network weights of a checkpoint into ``module`` (safe load, no pickle)."""
     ckpt = Path(path)
     if not ckpt.is_file():
-        raise FileNotFoundError(f"init_from: no checkpoint at '{ckpt}'; pass the .ckpt of a "
-                                "pretraining run (outputs/.../checkpoints/last.ckpt).")
+        raise FileNotFoundError(
+            f"init_from: no checkpoint at '{ckpt}'; pass the .ckpt of a "
+            "pretraining run (outputs/.../checkpoints/last.ckpt)."
+        )
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     if "state_dict" not in state:
-        raise ValueError(f"init_from: '{ckpt}' is not a DefectNet Lightning checkpoint "
-                         "(no 'state_dict').")
-    weights = {k.removeprefix("model."): v for k, v in state["state_dict"].items()
-               if k.startswith("model.")}
+        raise ValueError(
+            f"init_from: '{ckpt}' is not a DefectNet Lightning checkpoint (no 'state_dict')."
+        )
+    weights = {
+        k.removeprefix("model."): v
+        for k, v in state["state_dict"].items()
+        if k.startswith("model.")
+    }
     try:
         module.model.load_state_dict(weights)
     except RuntimeError as exc:
-        raise ValueError(f"init_from: '{ckpt}' was trained with another architecture; use the "
-                         f"same model.* settings as that run ({exc}).") from exc
+        raise ValueError(
+            f"init_from: '{ckpt}' was trained with another architecture; use the "
+            f"same model.* settings as that run ({exc})."
+        ) from exc
 
 
 def _instantiate_all(group: DictConfig | None) -> list:
@@ -67,8 +75,9 @@ def baseline_rmse(dm: PDoSDataModule, split: str) -> float:
     return masked_rmse(dm.train_mean()[None].expand_as(target) * mask, target, mask)
 
 
-def evaluate_splits(module: DefectNetModule, dm: PDoSDataModule, out_dir: Path | None,
-                    loggers=()) -> dict:
+def evaluate_splits(
+    module: DefectNetModule, dm: PDoSDataModule, out_dir: Path | None, loggers=()
+) -> dict:
     """RMSE of DefectNet and of the baseline per test split; parity plots when ``out_dir``."""
     from defectnet.plots import parity_plot
 
@@ -78,12 +87,19 @@ def evaluate_splits(module: DefectNetModule, dm: PDoSDataModule, out_dir: Path |
         if len(getattr(dm.splits, split)) == 0:
             continue
         p = predict_split(module, dm, split)
-        result[split] = {"n_samples": int(p["mask"].shape[0]),
-                         "rmse": masked_rmse(p["pred"], p["target"], p["mask"]),
-                         "baseline_mean_rmse": baseline_rmse(dm, split)}
+        result[split] = {
+            "n_samples": int(p["mask"].shape[0]),
+            "rmse": masked_rmse(p["pred"], p["target"], p["mask"]),
+            "baseline_mean_rmse": baseline_rmse(dm, split),
+        }
         if out_dir is not None:
-            path = parity_plot(p["pred"], p["target"], p["mask"], out_dir / f"parity_{split}.png",
-                               title=f"{split}: RMSE {result[split]['rmse']:.4f}")
+            path = parity_plot(
+                p["pred"],
+                p["target"],
+                p["mask"],
+                out_dir / f"parity_{split}.png",
+                title=f"{split}: RMSE {result[split]['rmse']:.4f}",
+            )
             for lg in loggers:
                 if hasattr(lg, "log_image"):
                     lg.log_image(key=f"{split}/parity", images=[str(path)])
@@ -108,8 +124,10 @@ def train(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("ckpt_path") and cfg.get("init_from"):
-        raise ValueError("Set either ckpt_path= (resume this run) or init_from= (fine-tune from "
-                         "pretrained weights), not both.")
+        raise ValueError(
+            "Set either ckpt_path= (resume this run) or init_from= (fine-tune from "
+            "pretrained weights), not both."
+        )
     dm: PDoSDataModule = instantiate(cfg.data)
     module: DefectNetModule = instantiate(cfg.model)
     if cfg.get("init_from"):
@@ -135,8 +153,13 @@ def train(cfg: DictConfig) -> dict:
             dm.setup("test")
             metrics["ood_parents"] = dm.splits.ood_parents
             for split, c in metrics.get("comparison", {}).items():
-                log.info("%-8s %3d samples  DefectNet RMSE %.4f  training-mean baseline %.4f",
-                         split, c["n_samples"], c["rmse"], c["baseline_mean_rmse"])
+                log.info(
+                    "%-8s %3d samples  DefectNet RMSE %.4f  training-mean baseline %.4f",
+                    split,
+                    c["n_samples"],
+                    c["rmse"],
+                    c["baseline_mean_rmse"],
+                )
             (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
             log.info("metrics written to %s", out_dir / "metrics.json")
     finally:

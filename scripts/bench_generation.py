@@ -53,8 +53,9 @@ def doped_sample_time(ff, n_atoms: int, cfg: DictConfig) -> dict:
     relaxed = relax(cell, ff.calculator(), fmax=cfg.relax.fmax, steps=cfg.relax.steps)
     t_relax = time.perf_counter() - t0
     method: FiniteDisplacement = instantiate(cfg.phonons)
-    phonon = Phonopy(to_phonopy_atoms(relaxed.atoms), np.eye(3, dtype=int),
-                     primitive_matrix=np.eye(3))
+    phonon = Phonopy(
+        to_phonopy_atoms(relaxed.atoms), np.eye(3, dtype=int), primitive_matrix=np.eye(3)
+    )
     phonon.generate_displacements(distance=method.displacement, is_plusminus=method.plusminus)
     n_disp = len(phonon.supercells_with_displacements)
     t1 = time.perf_counter()
@@ -62,12 +63,20 @@ def doped_sample_time(ff, n_atoms: int, cfg: DictConfig) -> dict:
         method.modes(relaxed.atoms, np.eye(3, dtype=int), ff)
         t_phon, how = time.perf_counter() - t1, "measured"
     else:
-        cells = [from_phonopy_atoms(c) for c in phonon.supercells_with_displacements[: cfg.sample_calls]]
+        cells = [
+            from_phonopy_atoms(c) for c in phonon.supercells_with_displacements[: cfg.sample_calls]
+        ]
         ff.forces(cells)
         per_call = (time.perf_counter() - t1) / len(cells)
         t_phon, how = per_call * n_disp, f"projected from {len(cells)} calls"
-    return {"atoms": len(cell), "relax_steps": relaxed.steps, "relax_s": t_relax,
-            "displacements": n_disp, "phonons_s": t_phon, "how": how}
+    return {
+        "atoms": len(cell),
+        "relax_steps": relaxed.steps,
+        "relax_s": t_relax,
+        "displacements": n_disp,
+        "phonons_s": t_phon,
+        "how": how,
+    }
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench_generation")
@@ -80,18 +89,24 @@ def main(cfg: DictConfig) -> None:
             print(f"  {name:8s} not available here: {str(exc).splitlines()[0][:110]}…")
             continue
         gamma, peak, a = si_optical_peak(ff)
-        print(f"  {name:8s} a = {a:.3f} Å   optical Γ = {gamma:.1f} meV   "
-              f"PDoS top peak = {peak:.1f} meV   (measured Si: ≈ 63–64 meV)")
+        print(
+            f"  {name:8s} a = {a:.3f} Å   optical Γ = {gamma:.1f} meV   "
+            f"PDoS top peak = {peak:.1f} meV   (measured Si: ≈ 63–64 meV)"
+        )
     ff = instantiate(cfg.calculator)
     print(f"\nDoped Si (1 Ge + 1 C), full finite displacements, {ff.describe()['version']}:")
-    print(f"  {'atoms':>6} {'relax steps':>11} {'relax s':>8} {'displacements':>13} "
-          f"{'phonons s':>10} {'total min':>9}  how")
+    print(
+        f"  {'atoms':>6} {'relax steps':>11} {'relax s':>8} {'displacements':>13} "
+        f"{'phonons s':>10} {'total min':>9}  how"
+    )
     for n in cfg.sizes:
         r = doped_sample_time(ff, n, cfg)
         total = (r["relax_s"] + r["phonons_s"]) / 60
-        print(f"  {r['atoms']:>6} {r['relax_steps']:>11} {r['relax_s']:>8.1f} "
-              f"{r['displacements']:>13} {r['phonons_s']:>10.1f} {total:>9.2f}  {r['how']}",
-              flush=True)
+        print(
+            f"  {r['atoms']:>6} {r['relax_steps']:>11} {r['relax_s']:>8.1f} "
+            f"{r['displacements']:>13} {r['phonons_s']:>10.1f} {total:>9.2f}  {r['how']}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

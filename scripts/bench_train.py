@@ -24,7 +24,9 @@ def main(cfg: DictConfig) -> None:
     net = module.model
     opt = module.optimizer_factory(params=net.parameters())
     g = torch.Generator().manual_seed(0)
-    batches = [torch.randint(0, len(ds), (cfg.batch_size,), generator=g) for _ in range(cfg.steps + 5)]
+    batches = [
+        torch.randint(0, len(ds), (cfg.batch_size,), generator=g) for _ in range(cfg.steps + 5)
+    ]
     net.train()
     for i, idx in enumerate(batches):
         if i == 5:
@@ -45,11 +47,15 @@ def main(cfg: DictConfig) -> None:
                 times.append(time.perf_counter() - t)
     times = torch.tensor(times) * 1e3
     n_params = sum(p.numel() for p in net.parameters())
-    print(f"DefectNet ({n_params:,} parameters), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, CPU")
+    print(
+        f"DefectNet ({n_params:,} parameters), torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, CPU"
+    )
     print(f"  training:  {train_rate:,.0f} samples/s (batch {cfg.batch_size}, {cfg.steps} steps)")
-    print(f"  inference: {times.median():.2f} ms median, {times.quantile(0.9):.2f} ms p90 "
-          f"per single spectrum")
+    print(
+        f"  inference: {times.median():.2f} ms median, {times.quantile(0.9):.2f} ms p90 "
+        f"per single spectrum"
+    )
 
 
 if __name__ == "__main__":

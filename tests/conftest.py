@@ -15,10 +15,17 @@ DEMO_CACHE = ROOT_DIR / "data" / "demo" / "dataset.safetensors"
 
 # A Si run small enough for a test: 8-atom cells, one dopant at a time.
 TINY_SI = [
-    "num_parents=0", "include=[diamond-Si]", "samples_per_parent=2", "progress=false",
-    "supercell.min_atoms=8", "supercell.max_atoms=8",
-    "pristine_supercell.min_atoms=8", "pristine_supercell.max_atoms=16",
-    "sampling.n_dopants=[1,1]", "sampling.concentration=[0.1,0.15]", "sampling.n_distractors=[0,0]",
+    "num_parents=0",
+    "include=[diamond-Si]",
+    "samples_per_parent=2",
+    "progress=false",
+    "supercell.min_atoms=8",
+    "supercell.max_atoms=8",
+    "pristine_supercell.min_atoms=8",
+    "pristine_supercell.max_atoms=16",
+    "sampling.n_dopants=[1,1]",
+    "sampling.concentration=[0.1,0.15]",
+    "sampling.n_distractors=[0,0]",
 ]
 
 

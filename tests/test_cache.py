@@ -14,10 +14,17 @@ def _dataset(n=8):
     mask[:, [13, 31]] = 1
     targets = torch.zeros(n, 56)
     targets[:, 31] = torch.rand(n, generator=g) * 0.2
-    return PDoSDataset(pristine=torch.rand(n, 100, generator=g), doped=torch.rand(n, 100, generator=g),
-                       composition=torch.rand(n, 100, generator=g), mask=mask, targets=targets,
-                       parent_index=torch.arange(n) % 2, parents=["p0", "p1"], grid=EnergyGrid(),
-                       meta={"note": "test"})
+    return PDoSDataset(
+        pristine=torch.rand(n, 100, generator=g),
+        doped=torch.rand(n, 100, generator=g),
+        composition=torch.rand(n, 100, generator=g),
+        mask=mask,
+        targets=targets,
+        parent_index=torch.arange(n) % 2,
+        parents=["p0", "p1"],
+        grid=EnergyGrid(),
+        meta={"note": "test"},
+    )
 
 
 def test_round_trip(tmp_path):
@@ -43,8 +50,13 @@ def test_corrupt_file_is_named(tmp_path):
 def test_version_mismatch(tmp_path):
     ds = _dataset()
     path = tmp_path / "old.safetensors"
-    save_file({k: getattr(ds, k) for k in ("pristine", "doped", "composition", "mask", "targets",
-                                           "parent_index")}, str(path),
-              metadata={"format_version": "0", "parents": json.dumps(ds.parents)})
+    save_file(
+        {
+            k: getattr(ds, k)
+            for k in ("pristine", "doped", "composition", "mask", "targets", "parent_index")
+        },
+        str(path),
+        metadata={"format_version": "0", "parents": json.dumps(ds.parents)},
+    )
     with pytest.raises(CacheError, match="format version '0'"):
         load_cache(path)

@@ -27,12 +27,20 @@ def _tiny_mace_model():
 
     torch.manual_seed(0)
     return modules.MACE(
-        r_max=4.0, num_bessel=4, num_polynomial_cutoff=3, max_ell=1,
+        r_max=4.0,
+        num_bessel=4,
+        num_polynomial_cutoff=3,
+        max_ell=1,
         interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
         interaction_cls_first=modules.interaction_classes["RealAgnosticInteractionBlock"],
-        num_interactions=1, num_elements=2, hidden_irreps=o3.Irreps("8x0e + 8x1o"),
-        MLP_irreps=o3.Irreps("8x0e"), atomic_energies=np.array([-4.0, -3.5]),
-        avg_num_neighbors=8.0, atomic_numbers=[14, 32], correlation=2,
+        num_interactions=1,
+        num_elements=2,
+        hidden_irreps=o3.Irreps("8x0e + 8x1o"),
+        MLP_irreps=o3.Irreps("8x0e"),
+        atomic_energies=np.array([-4.0, -3.5]),
+        avg_num_neighbors=8.0,
+        atomic_numbers=[14, 32],
+        correlation=2,
         gate=torch.nn.functional.silu,
     ).double()
 
@@ -49,7 +57,9 @@ def test_mace_model_file_loads_through_the_user_path(tmp_path):
     forces = ff.forces([atoms])[0]
     assert forces.shape == (8, 3) and np.isfinite(forces).all()
     assert np.abs(forces).max() > 0 and np.allclose(forces.sum(axis=0), 0, atol=1e-8)
-    assert ff.describe() == {"name": "mace_mp", "version": ff.version} and "tiny.model" in ff.version
+    assert (
+        ff.describe() == {"name": "mace_mp", "version": ff.version} and "tiny.model" in ff.version
+    )
 
 
 def test_missing_mace_file_says_where_and_how(tmp_path):

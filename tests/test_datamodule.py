@@ -7,8 +7,9 @@ from defectnet.data.datamodule import SpectrumAugmentation, split_indices
 def test_ood_split_holds_out_whole_parents_and_is_deterministic():
     parents = [f"p{i}" for i in range(10)]
     parent_index = np.repeat(np.arange(10), 12)
-    s = split_indices(parent_index, parents, seed=3, ood_fraction=0.2, val_fraction=0.1,
-                      test_id_fraction=0.1)
+    s = split_indices(
+        parent_index, parents, seed=3, ood_fraction=0.2, val_fraction=0.1, test_id_fraction=0.1
+    )
     ood = set(parent_index[s.test_ood])
     assert len(ood) == 2 and {parents[i] for i in ood} == set(s.ood_parents)
     for split in (s.train, s.val, s.test_id):
@@ -31,7 +32,7 @@ def test_augmentation_adds_only_absent_non_host_distractors_and_keeps_area():
     targets = mask * 0.1
     aug = SpectrumAugmentation(extra_distractors=3, counts=1e5, max_extra_fwhm=4.0, energy_step=2.0)
     x2, m2, t2 = aug(x, mask, targets)
-    added = (m2 - mask)
+    added = m2 - mask
     assert (added >= 0).all() and added.sum() > 0
     assert (added[:, 13] == 0).all()  # never the host element
     assert (added[:, [1, 9, 17, 35, 53]] == 0).all()  # never a noble gas

@@ -14,8 +14,12 @@ E = EnergyGrid().energies
 
 
 def _one_sample(generate_cfg, host, dopant):
-    cfg = generate_cfg(f"include=[diamond-{host}]", f"candidates=[{dopant}]",
-                       "samples_per_parent=1", out=f"{host}-{dopant}")
+    cfg = generate_cfg(
+        f"include=[diamond-{host}]",
+        f"candidates=[{dopant}]",
+        "samples_per_parent=1",
+        out=f"{host}-{dopant}",
+    )
     assert run_shard(cfg)["ok"] == 1
     (record,) = RecordShard(shard_path(cfg.out_dir, 0, 1)).records
     assert record["counts"] == {dopant: 1}
@@ -42,10 +46,15 @@ def test_light_c_in_ge_adds_a_mode_above_the_host_band(generate_cfg):
     _assert_local_mode_above_band(*_one_sample(generate_cfg, "Ge", "C"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "CHGNet 0.3.0 softens the Si–C bond: a relaxed substitutional C has a self force constant "
-    "of ≈ 7.5 eV/Å² (Einstein energy ≈ 51 meV), below CHGNet's Si band top (≈ 54.7 meV), so the "
-    "measured 75 meV local mode is missing. A potential that has it (MACE-MP-0 file) passes."))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "CHGNet 0.3.0 softens the Si–C bond: a relaxed substitutional C has a self force "
+        "constant of ≈ 7.5 eV/Å² (Einstein energy ≈ 51 meV), below CHGNet's Si band top "
+        "(≈ 54.7 meV), so the measured 75 meV local mode is missing. A potential that has it "
+        "(MACE-MP-0 file) passes."
+    ),
+)
 def test_light_c_in_si_adds_a_mode_above_the_host_band(generate_cfg):
     _assert_local_mode_above_band(*_one_sample(generate_cfg, "Si", "C"))
 

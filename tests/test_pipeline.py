@@ -18,8 +18,9 @@ from defectnet.elements import UnknownElementError
 
 
 def test_generation_end_to_end_then_rerun_does_nothing(generate_cfg):
-    cfg = generate_cfg("samples_per_parent=3", "candidates=[Ge,C,Sn]",
-                       "sampling.n_distractors=[1,1]")
+    cfg = generate_cfg(
+        "samples_per_parent=3", "candidates=[Ge,C,Sn]", "sampling.n_distractors=[1,1]"
+    )
     out = run_generation(cfg)
     assert out["generate"] == {"planned": 3, "skipped": 0, "ok": 3, "failed": 0}
     records = RecordShard(shard_path(cfg.out_dir, 0, 1)).records
@@ -38,8 +39,13 @@ def test_generation_end_to_end_then_rerun_does_nothing(generate_cfg):
     again = run_shard(cfg)
     assert again == {"planned": 3, "skipped": 3, "ok": 0, "failed": 0}
     # split differently into shards: what any shard file holds still counts as done
-    resharded = generate_cfg("samples_per_parent=3", "candidates=[Ge,C,Sn]",
-                             "sampling.n_distractors=[1,1]", "shard=1", "num_shards=2")
+    resharded = generate_cfg(
+        "samples_per_parent=3",
+        "candidates=[Ge,C,Sn]",
+        "sampling.n_distractors=[1,1]",
+        "shard=1",
+        "num_shards=2",
+    )
     assert run_shard(resharded) == {"planned": 1, "skipped": 1, "ok": 0, "failed": 0}
 
 
@@ -57,12 +63,23 @@ def test_killed_run_resumes_without_losing_or_repeating(generate_cfg, tmp_path):
     overrides = ["samples_per_parent=6", "candidates=[Ge,C,Sn,Al,P]"]
     cfg = generate_cfg(*overrides)
     path = shard_path(cfg.out_dir, 0, 1)
-    cmd = [sys.executable, str(ROOT_DIR / "scripts" / "generate.py"), f"out_dir={cfg.out_dir}",
-           "num_parents=0", "include=[diamond-Si]", "progress=false",
-           "supercell.min_atoms=8", "supercell.max_atoms=8", "pristine_supercell.min_atoms=8",
-           "pristine_supercell.max_atoms=16", "sampling.n_dopants=[1,1]",
-           "sampling.concentration=[0.1,0.15]", "sampling.n_distractors=[0,0]", *overrides,
-           f"hydra.run.dir={tmp_path / 'hydra'}"]
+    cmd = [
+        sys.executable,
+        str(ROOT_DIR / "scripts" / "generate.py"),
+        f"out_dir={cfg.out_dir}",
+        "num_parents=0",
+        "include=[diamond-Si]",
+        "progress=false",
+        "supercell.min_atoms=8",
+        "supercell.max_atoms=8",
+        "pristine_supercell.min_atoms=8",
+        "pristine_supercell.max_atoms=16",
+        "sampling.n_dopants=[1,1]",
+        "sampling.concentration=[0.1,0.15]",
+        "sampling.n_distractors=[0,0]",
+        *overrides,
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -98,8 +115,9 @@ def test_failed_sample_is_recorded_with_its_reason(generate_cfg):
     stats = run_shard(cfg)
     assert stats["failed"] == 2 and stats["ok"] == 0
     records = RecordShard(shard_path(cfg.out_dir, 0, 1)).records
-    assert all(r["status"] == "failed" and "widen supercell.min_atoms" in r["reason"]
-               for r in records)
+    assert all(
+        r["status"] == "failed" and "widen supercell.min_atoms" in r["reason"] for r in records
+    )
 
 
 def test_changed_settings_refuse_to_mix_into_old_records(generate_cfg):

@@ -6,8 +6,13 @@ from defectnet.elements import DOPANTS, NOBLE_GASES
 
 
 def _valid(cands, host):
-    return all(c.dopant in DOPANTS and c.dopant not in NOBLE_GASES and c.dopant not in host
-               and c.replaces in host for c in cands)
+    return all(
+        c.dopant in DOPANTS
+        and c.dopant not in NOBLE_GASES
+        and c.dopant not in host
+        and c.replaces in host
+        for c in cands
+    )
 
 
 def test_substitution_probabilities_for_a_sulfide():
@@ -26,7 +31,9 @@ def test_elemental_host_falls_back_to_periodic_neighbours():
 
 def test_user_candidates_override():
     cands = recommend(bulk("GaAs", "zincblende", a=5.65), candidates={"Zn": "Ga", "Se": "As"})
-    assert [(c.dopant, c.replaces, c.source) for c in cands] == [("Zn", "Ga", "user"),
-                                                                 ("Se", "As", "user")]
+    assert [(c.dopant, c.replaces, c.source) for c in cands] == [
+        ("Zn", "Ga", "user"),
+        ("Se", "As", "user"),
+    ]
     with pytest.raises(ValueError, match="not in the host"):
         recommend(bulk("GaAs", "zincblende", a=5.65), candidates={"Zn": "Si"})

@@ -20,11 +20,16 @@ def test_impossible_range_is_a_clear_error():
 
 def test_substitution_counts_concentrations_and_distractors():
     _, sc = choose_supercell(bulk("GaAs", "zincblende", a=5.65), 60, 70)
-    cands = [Candidate("Zn", "Ga", "p", "t"), Candidate("Se", "As", "n", "t"),
-             Candidate("In", "Ga", "iso", "t"), Candidate("Sb", "As", "iso", "t")]
+    cands = [
+        Candidate("Zn", "Ga", "p", "t"),
+        Candidate("Se", "As", "n", "t"),
+        Candidate("In", "Ga", "iso", "t"),
+        Candidate("Sb", "As", "iso", "t"),
+    ]
     for seed in range(10):
-        s = substitute(sc, cands, np.random.default_rng(seed), n_dopants=(1, 2),
-                       n_distractors=(1, 2))
+        s = substitute(
+            sc, cands, np.random.default_rng(seed), n_dopants=(1, 2), n_distractors=(1, 2)
+        )
         symbols = s.atoms.get_chemical_symbols()
         for el, n in s.counts.items():
             assert symbols.count(el) == n and s.concentrations[el] == n / len(sc)

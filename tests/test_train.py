@@ -14,16 +14,21 @@ from defectnet.training import evaluate, train
 
 from .conftest import DEMO_CACHE, compose_config
 
-SMALL = ["model.model.d_model=32", "model.model.n_heads=2", "model.model.conv_channels=[16,32]",
-         "model.model.head_hidden=32"]
+SMALL = [
+    "model.model.d_model=32",
+    "model.model.n_heads=2",
+    "model.model.conv_channels=[16,32]",
+    "model.model.head_hidden=32",
+]
 
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory) -> Path:
     """A checkpoint from two short epochs on the demo set."""
     out = tmp_path_factory.mktemp("pretrained")
-    cfg = compose_config("train", ["experiment=demo", "logger=none", "trainer.max_epochs=2",
-                                   "test=false", *SMALL])
+    cfg = compose_config(
+        "train", ["experiment=demo", "logger=none", "trainer.max_epochs=2", "test=false", *SMALL]
+    )
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
     train(cfg)
@@ -67,8 +72,9 @@ def test_resume_continues_the_epoch_count(train_cfg, tmp_path):
     train(first)
     last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["epoch"] == 1
-    resumed = train_cfg("logger=none", "trainer.max_epochs=3", "test=false", f"ckpt_path={last}",
-                        *SMALL)
+    resumed = train_cfg(
+        "logger=none", "trainer.max_epochs=3", "test=false", f"ckpt_path={last}", *SMALL
+    )
     with open_dict(resumed):
         resumed.paths.output_dir = str(tmp_path / "resumed")
     train(resumed)
@@ -77,8 +83,11 @@ def test_resume_continues_the_epoch_count(train_cfg, tmp_path):
 
 
 def test_ddp_on_two_cpu_processes(train_cfg):
-    metrics = train(train_cfg("trainer=ddp_sim", "debug=fdr", "trainer.devices=2",
-                              "trainer.accelerator=cpu", *SMALL))
+    metrics = train(
+        train_cfg(
+            "trainer=ddp_sim", "debug=fdr", "trainer.devices=2", "trainer.accelerator=cpu", *SMALL
+        )
+    )
     assert "test_id/rmse" in metrics
 
 
@@ -93,8 +102,14 @@ def test_evaluate_a_checkpoint(pretrained, tmp_path):
 
 
 def test_multirun_sweeps_d_model(tmp_path):
-    cmd = [sys.executable, str(ROOT_DIR / "train.py"), "-m", "debug=fdr",
-           "model.model.d_model=64,128", f"hydra.sweep.dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        str(ROOT_DIR / "train.py"),
+        "-m",
+        "debug=fdr",
+        "model.model.d_model=64,128",
+        f"hydra.sweep.dir={tmp_path}",
+    ]
     subprocess.run(cmd, check=True, capture_output=True, cwd=tmp_path, timeout=600)
     runs = sorted(p.parent for p in tmp_path.glob("*/metrics.json"))
     assert [p.name for p in runs] == ["0", "1"]

@@ -18,7 +18,13 @@ import numpy as np
 import torch
 
 from defectnet.datagen.records import read_shards
-from defectnet.elements import DOPANTS, N_COMPOSITION, N_DOPANTS, candidate_vector, concentration_vector
+from defectnet.elements import (
+    DOPANTS,
+    N_COMPOSITION,
+    N_DOPANTS,
+    candidate_vector,
+    concentration_vector,
+)
 from defectnet.spectra import EnergyGrid
 
 FORMAT_VERSION = "1"
@@ -61,11 +67,17 @@ def save_cache(ds: PDoSDataset, path: Path) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: getattr(ds, k).contiguous() for k in
-               ("pristine", "doped", "composition", "mask", "targets", "parent_index")}
-    meta = {"format_version": FORMAT_VERSION, "parents": json.dumps(ds.parents),
-            "grid": json.dumps(ds.grid.as_dict()), "dopants": json.dumps(list(DOPANTS)),
-            "info": json.dumps(ds.meta)}
+    tensors = {
+        k: getattr(ds, k).contiguous()
+        for k in ("pristine", "doped", "composition", "mask", "targets", "parent_index")
+    }
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "parents": json.dumps(ds.parents),
+        "grid": json.dumps(ds.grid.as_dict()),
+        "dopants": json.dumps(list(DOPANTS)),
+        "info": json.dumps(ds.meta),
+    }
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -85,23 +97,31 @@ def load_cache(path: Path) -> PDoSDataset:
 
     path = Path(path)
     if not path.is_file():
-        raise CacheError(f"{path}: no such data set file; generate it with defectnet-generate "
-                         "or point data.path at an existing .safetensors cache.")
+        raise CacheError(
+            f"{path}: no such data set file; generate it with defectnet-generate "
+            "or point data.path at an existing .safetensors cache."
+        )
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CacheError(f"{path}: not a readable safetensors cache ({exc}); the file is "
-                         "corrupt or truncated: regenerate it with defectnet-generate "
-                         "stage=consolidate.") from exc
+        raise CacheError(
+            f"{path}: not a readable safetensors cache ({exc}); the file is "
+            "corrupt or truncated: regenerate it with defectnet-generate "
+            "stage=consolidate."
+        ) from exc
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
-        raise CacheError(f"{path}: cache format version {version!r}, this DefectNet reads "
-                         f"{FORMAT_VERSION!r}; rebuild it with defectnet-generate stage=consolidate.")
+        raise CacheError(
+            f"{path}: cache format version {version!r}, this DefectNet reads "
+            f"{FORMAT_VERSION!r}; rebuild it with defectnet-generate stage=consolidate."
+        )
     if json.loads(meta.get("dopants", "[]")) != list(DOPANTS):
-        raise CacheError(f"{path}: its dopant vocabulary differs from defectnet.elements.DOPANTS; "
-                         "rebuild the cache.")
+        raise CacheError(
+            f"{path}: its dopant vocabulary differs from defectnet.elements.DOPANTS; "
+            "rebuild the cache."
+        )
     missing = {"pristine", "doped", "composition", "mask", "targets", "parent_index"} - set(tensors)
     if missing:
         raise CacheError(f"{path}: tensors {sorted(missing)} are missing; rebuild the cache.")
@@ -110,14 +130,22 @@ def load_cache(path: Path) -> PDoSDataset:
     for k in SPECTRAL_KEYS:
         width = grid.n_points if k != "composition" else N_COMPOSITION
         if tuple(tensors[k].shape) != (n, width):
-            raise CacheError(f"{path}: tensor '{k}' has shape {tuple(tensors[k].shape)}, "
-                             f"expected ({n}, {width}).")
+            raise CacheError(
+                f"{path}: tensor '{k}' has shape {tuple(tensors[k].shape)}, "
+                f"expected ({n}, {width})."
+            )
     for k in ("mask", "targets"):
         if tuple(tensors[k].shape) != (n, N_DOPANTS):
-            raise CacheError(f"{path}: tensor '{k}' has shape {tuple(tensors[k].shape)}, "
-                             f"expected ({n}, {N_DOPANTS}).")
-    return PDoSDataset(**tensors, parents=json.loads(meta["parents"]), grid=grid,
-                       meta=json.loads(meta.get("info", "{}")))
+            raise CacheError(
+                f"{path}: tensor '{k}' has shape {tuple(tensors[k].shape)}, "
+                f"expected ({n}, {N_DOPANTS})."
+            )
+    return PDoSDataset(
+        **tensors,
+        parents=json.loads(meta["parents"]),
+        grid=grid,
+        meta=json.loads(meta.get("info", "{}")),
+    )
 
 
 def consolidate(records_dir: Path, grid: EnergyGrid) -> tuple[PDoSDataset, dict]:
@@ -134,32 +162,52 @@ def consolidate(records_dir: Path, grid: EnergyGrid) -> tuple[PDoSDataset, dict]
     ok = sorted((r for r in seen.values() if r["status"] == "ok"), key=lambda r: r["index"])
     failed = [r for r in seen.values() if r["status"] != "ok"]
     reasons = Counter(r["reason"][:100] for r in failed)
-    report = {"ok": len(ok), "failed": len(failed), "failures": dict(reasons),
-              "settings_hashes": sorted({r["provenance"]["settings_hash"] for r in seen.values()})}
+    report = {
+        "ok": len(ok),
+        "failed": len(failed),
+        "failures": dict(reasons),
+        "settings_hashes": sorted({r["provenance"]["settings_hash"] for r in seen.values()}),
+    }
     if not ok:
-        raise CacheError(f"{records_dir}: all {len(failed)} samples failed ({dict(reasons)}); "
-                         "nothing to cache.")
+        raise CacheError(
+            f"{records_dir}: all {len(failed)} samples failed ({dict(reasons)}); nothing to cache."
+        )
     parents = sorted({r["provenance"]["parent_id"] for r in ok})
     where = lambda r: f"{records_dir} record {r['sample_id']}"  # noqa: E731
     stack = lambda key: torch.tensor(np.array([r[key] for r in ok], dtype=np.float32))  # noqa: E731
     for r in ok:
         for key in ("pristine", "doped"):
             if len(r[key]) != grid.n_points:
-                raise CacheError(f"{where(r)}: '{key}' has {len(r[key])} points, the grid has "
-                                 f"{grid.n_points}; consolidate records made with one grid.")
+                raise CacheError(
+                    f"{where(r)}: '{key}' has {len(r[key])} points, the grid has "
+                    f"{grid.n_points}; consolidate records made with one grid."
+                )
     ds = PDoSDataset(
-        pristine=stack("pristine"), doped=stack("doped"), composition=stack("composition"),
-        mask=torch.tensor(np.array([candidate_vector([c["dopant"] for c in r["candidates"]],
-                                                     where=where(r)) for r in ok])),
-        targets=torch.tensor(np.array([concentration_vector(r["concentrations"], where=where(r))
-                                       for r in ok])),
-        parent_index=torch.tensor([parents.index(r["provenance"]["parent_id"]) for r in ok],
-                                  dtype=torch.int64),
-        parents=parents, grid=grid,
-        meta={"sample_ids": [r["sample_id"] for r in ok],
-              "n_atoms": [r["n_atoms"] for r in ok],
-              "formulas": {r["provenance"]["parent_id"]: r["provenance"]["formula"] for r in ok},
-              "calculator": ok[0]["provenance"]["calculator"],
-              "settings_hashes": report["settings_hashes"]},
+        pristine=stack("pristine"),
+        doped=stack("doped"),
+        composition=stack("composition"),
+        mask=torch.tensor(
+            np.array(
+                [
+                    candidate_vector([c["dopant"] for c in r["candidates"]], where=where(r))
+                    for r in ok
+                ]
+            )
+        ),
+        targets=torch.tensor(
+            np.array([concentration_vector(r["concentrations"], where=where(r)) for r in ok])
+        ),
+        parent_index=torch.tensor(
+            [parents.index(r["provenance"]["parent_id"]) for r in ok], dtype=torch.int64
+        ),
+        parents=parents,
+        grid=grid,
+        meta={
+            "sample_ids": [r["sample_id"] for r in ok],
+            "n_atoms": [r["n_atoms"] for r in ok],
+            "formulas": {r["provenance"]["parent_id"]: r["provenance"]["formula"] for r in ok},
+            "calculator": ok[0]["provenance"]["calculator"],
+            "settings_hashes": report["settings_hashes"],
+        },
     )
     return ds, report

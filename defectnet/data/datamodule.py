@@ -33,9 +33,15 @@ class Splits:
     ood_parents: list[str]
 
 
-def split_indices(parent_index: np.ndarray, parents: list[str], seed: int, ood_fraction: float,
-                  val_fraction: float, test_id_fraction: float,
-                  ood_parents: list[str] | None = None) -> Splits:
+def split_indices(
+    parent_index: np.ndarray,
+    parents: list[str],
+    seed: int,
+    ood_fraction: float,
+    val_fraction: float,
+    test_id_fraction: float,
+    ood_parents: list[str] | None = None,
+) -> Splits:
     """Deterministic splits; ``ood_parents`` (ids) overrides the random choice of held-out ones."""
     rng = np.random.default_rng(seed)
     n_parents = len(parents)
@@ -51,9 +57,13 @@ def split_indices(parent_index: np.ndarray, parents: list[str], seed: int, ood_f
     rest = rng.permutation(np.flatnonzero(~is_ood))
     n_val = int(round(val_fraction * len(rest)))
     n_test = int(round(test_id_fraction * len(rest)))
-    return Splits(train=np.sort(rest[n_val + n_test:]), val=np.sort(rest[:n_val]),
-                  test_id=np.sort(rest[n_val:n_val + n_test]), test_ood=np.flatnonzero(is_ood),
-                  ood_parents=[parents[i] for i in held])
+    return Splits(
+        train=np.sort(rest[n_val + n_test :]),
+        val=np.sort(rest[:n_val]),
+        test_id=np.sort(rest[n_val : n_val + n_test]),
+        test_ood=np.flatnonzero(is_ood),
+        ood_parents=[parents[i] for i in held],
+    )
 
 
 class SpectrumAugmentation:
@@ -65,8 +75,13 @@ class SpectrumAugmentation:
     * ``max_extra_fwhm``: extra Gaussian smoothing with an FWHM drawn in [0, max] meV.
     """
 
-    def __init__(self, extra_distractors: int = 0, counts: float | None = None,
-                 max_extra_fwhm: float = 0.0, energy_step: float = 2.0):
+    def __init__(
+        self,
+        extra_distractors: int = 0,
+        counts: float | None = None,
+        max_extra_fwhm: float = 0.0,
+        energy_step: float = 2.0,
+    ):
         self.extra_distractors = extra_distractors
         self.counts = counts
         self.max_extra_fwhm = max_extra_fwhm
@@ -107,10 +122,18 @@ class SpectrumAugmentation:
 class PDoSDataModule(L.LightningDataModule):
     """Serves (spectra [3, 100], candidate mask [56], targets [56], n_dopants, parent index)."""
 
-    def __init__(self, path: str, batch_size: int = 64, seed: int = 0, ood_fraction: float = 0.2,
-                 val_fraction: float = 0.1, test_id_fraction: float = 0.1,
-                 ood_parents: list[str] | None = None, num_workers: int = 0,
-                 augmentation: SpectrumAugmentation | None = None):
+    def __init__(
+        self,
+        path: str,
+        batch_size: int = 64,
+        seed: int = 0,
+        ood_fraction: float = 0.2,
+        val_fraction: float = 0.1,
+        test_id_fraction: float = 0.1,
+        ood_parents: list[str] | None = None,
+        num_workers: int = 0,
+        augmentation: SpectrumAugmentation | None = None,
+    ):
         super().__init__()
         self.path = path
         self.batch_size = batch_size
@@ -129,30 +152,47 @@ class PDoSDataModule(L.LightningDataModule):
         if self.augmentation is not None:
             self.augmentation.energy_step = self.dataset.grid.step
         ood, val, test_id = self.fractions
-        self.splits = split_indices(self.dataset.parent_index.numpy(), self.dataset.parents,
-                                    self.seed, ood, val, test_id, self.ood_parents)
+        self.splits = split_indices(
+            self.dataset.parent_index.numpy(),
+            self.dataset.parents,
+            self.seed,
+            ood,
+            val,
+            test_id,
+            self.ood_parents,
+        )
         ds = self.dataset
-        self._tensors = TensorDataset(ds.inputs(), ds.mask, ds.targets,
-                                      (ds.targets > 0).sum(dim=1), ds.parent_index)
+        self._tensors = TensorDataset(
+            ds.inputs(), ds.mask, ds.targets, (ds.targets > 0).sum(dim=1), ds.parent_index
+        )
 
     def _loader(self, idx: np.ndarray, shuffle: bool) -> DataLoader:
         subset = torch.utils.data.Subset(self._tensors, idx.tolist())
-        return DataLoader(subset, batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, drop_last=False,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            subset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            drop_last=False,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self):
         if len(self.splits.train) == 0:
-            raise ValueError(f"{self.path}: the training split is empty; the data set is too "
-                             "small for the split fractions in data.*_fraction.")
+            raise ValueError(
+                f"{self.path}: the training split is empty; the data set is too "
+                "small for the split fractions in data.*_fraction."
+            )
         return self._loader(self.splits.train, shuffle=True)
 
     def val_dataloader(self):
         return self._loader(self.splits.val, shuffle=False)
 
     def test_dataloader(self):
-        return [self._loader(self.splits.test_id, shuffle=False),
-                self._loader(self.splits.test_ood, shuffle=False)]
+        return [
+            self._loader(self.splits.test_id, shuffle=False),
+            self._loader(self.splits.test_ood, shuffle=False),
+        ]
 
     def split_tensors(self, split: str) -> tuple[torch.Tensor, ...]:
         """(spectra, mask, targets, n_dopants, parent index) of one split, whole."""

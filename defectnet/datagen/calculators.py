@@ -59,8 +59,9 @@ class CHGNetForceField(ForceField):
 
         self.device = device
         self.batch_size = batch_size
-        self.model = CHGNet.load(model_name=model_version or "0.3.0", use_device=device,
-                                 verbose=False)
+        self.model = CHGNet.load(
+            model_name=model_version or "0.3.0", use_device=device, verbose=False
+        )
         self._calc = None
 
     @property
@@ -99,8 +100,9 @@ class MACEForceField(ForceField):
 
     name = "mace_mp"
 
-    def __init__(self, model_path: str | None = None, device: str = "cpu",
-                 default_dtype: str = "float64"):
+    def __init__(
+        self, model_path: str | None = None, device: str = "cpu", default_dtype: str = "float64"
+    ):
         path = Path(os.path.expanduser(model_path)) if model_path else default_mace_mp_path()
         if not path.is_file():
             raise FileNotFoundError(

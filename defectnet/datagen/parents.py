@@ -44,7 +44,9 @@ class ParentSource:
     def parents(self) -> list[Parent]:
         raise NotImplementedError
 
-    def select(self, num_parents: int | None, seed: int, include: Sequence[str] = ()) -> list[Parent]:
+    def select(
+        self, num_parents: int | None, seed: int, include: Sequence[str] = ()
+    ) -> list[Parent]:
         """``include`` (ids or formulas) first, then a seeded random draw to ``num_parents``."""
         pool = self.parents()
         chosen: list[Parent] = []
@@ -65,6 +67,7 @@ class ParentSource:
 
 
 # --- built-in prototypes ----------------------------------------------------------------------
+
 
 def _radius(symbol: str, oxidation: int) -> float:
     """Bond radius guess: Shannon ionic radius for ionic sites, else covalent radius."""
@@ -101,8 +104,9 @@ def _crystal(*args, **kwargs) -> Atoms:
 
     conv = crystal(*args, **kwargs)
     cell = (conv.cell[:], conv.get_scaled_positions(), conv.numbers)
-    lattice, positions, numbers = spglib.standardize_cell(cell, to_primitive=True,
-                                                          no_idealize=True, symprec=1e-3)
+    lattice, positions, numbers = spglib.standardize_cell(
+        cell, to_primitive=True, no_idealize=True, symprec=1e-3
+    )
     return Atoms(numbers=numbers, cell=lattice, scaled_positions=positions, pbc=True)
 
 
@@ -130,26 +134,43 @@ def _fluorite(e, o):
     """AX2 (fluorite) or A2X (antifluorite): e[0] on the 4a site, e[1] on the 8c sites."""
     cation, anion = (0, 1) if o[0] > 0 else (1, 0)
     a = 4 * _ionic((e[cation], o[cation]), (e[anion], o[anion])) / math.sqrt(3)
-    return _crystal([e[0], e[1]], basis=[(0, 0, 0), (0.25, 0.25, 0.25)], spacegroup=225,
-                    cellpar=[a, a, a, 90, 90, 90])
+    return _crystal(
+        [e[0], e[1]],
+        basis=[(0, 0, 0), (0.25, 0.25, 0.25)],
+        spacegroup=225,
+        cellpar=[a, a, a, 90, 90, 90],
+    )
 
 
 def _chalcopyrite(e, o):
     a = 4 * _tetrahedral(list(zip(e, o))) / math.sqrt(3)
-    return _crystal(list(e), basis=[(0, 0, 0), (0, 0, 0.5), (0.25, 0.25, 0.125)],
-                   spacegroup=122, cellpar=[a, a, 2 * a, 90, 90, 90])
+    return _crystal(
+        list(e),
+        basis=[(0, 0, 0), (0, 0, 0.5), (0.25, 0.25, 0.125)],
+        spacegroup=122,
+        cellpar=[a, a, 2 * a, 90, 90, 90],
+    )
 
 
 def _perovskite(e, o):
     a = 2 * _ionic((e[1], o[1]), (e[2], o[2]))
-    return _crystal(list(e), basis=[(0.5, 0.5, 0.5), (0, 0, 0), (0.5, 0, 0)], spacegroup=221,
-                   cellpar=[a, a, a, 90, 90, 90])
+    return _crystal(
+        list(e),
+        basis=[(0.5, 0.5, 0.5), (0, 0, 0), (0.5, 0, 0)],
+        spacegroup=221,
+        cellpar=[a, a, a, 90, 90, 90],
+    )
 
 
 def _spinel(e, o):
     a = 4 * _ionic((e[1], o[1]), (e[2], o[2]))
-    return _crystal(list(e), basis=[(0.125, 0.125, 0.125), (0.5, 0.5, 0.5), (0.26, 0.26, 0.26)],
-                   spacegroup=227, setting=2, cellpar=[a, a, a, 90, 90, 90])
+    return _crystal(
+        list(e),
+        basis=[(0.125, 0.125, 0.125), (0.5, 0.5, 0.5), (0.26, 0.26, 0.26)],
+        spacegroup=227,
+        setting=2,
+        cellpar=[a, a, a, 90, 90, 90],
+    )
 
 
 def _kesterite(e, o):
@@ -202,51 +223,119 @@ _TETRA_AB = (
     ((1, -1), (("Cu", "Ag"), ("Cl", "Br", "I"))),
     ((4, -4), (("Si", "Ge", "Sn"), ("C",))),
 )
-_KESTERITE = ((1, 2, 4, -2), (("Cu", "Ag"),
-                              ("Zn", "Cd", "Mg", "Mn", "Fe", "Co", "Ni", "Hg", "Sr", "Ba"),
-                              ("Si", "Ge", "Sn", "Ti", "Zr"), ("S", "Se", "Te")))
+_KESTERITE = (
+    (1, 2, 4, -2),
+    (
+        ("Cu", "Ag"),
+        ("Zn", "Cd", "Mg", "Mn", "Fe", "Co", "Ni", "Hg", "Sr", "Ba"),
+        ("Si", "Ge", "Sn", "Ti", "Zr"),
+        ("S", "Se", "Te"),
+    ),
+)
 
 PROTOTYPES: tuple[Prototype, ...] = (
     Prototype("diamond", (1,), _diamond, (((0,), (("C", "Si", "Ge", "Sn"),)),)),
     Prototype("zincblende", (1, 1), _zincblende, _TETRA_AB),
     Prototype("wurtzite", (1, 1), _wurtzite, _TETRA_AB),
-    Prototype("rocksalt", (1, 1), _rocksalt, (
-        ((2, -2), (("Mg", "Ca", "Sr", "Ba", "Zn", "Cd", "Pb", "Sn", "Ge", "Mn", "Ni", "Co", "Fe"),
-                   _VI)),
-        ((1, -1), (("Li", "Na", "K", "Rb", "Ag"), ("F", "Cl", "Br", "I"))),
-        ((3, -3), (("Sc", "Y", "La"), _V)),
-    )),
-    Prototype("fluorite", (1, 2), _fluorite, (
-        ((2, -1), (("Ca", "Sr", "Ba", "Cd", "Pb"), ("F", "Cl"))),
-        ((4, -2), (("Zr", "Hf", "Ce"), ("O",))),
-    )),
-    Prototype("antifluorite", (1, 2), _fluorite, (
-        ((-2, 1), (("O", "S", "Se", "Te"), ("Li", "Na", "K"))),
-        ((-4, 2), (("Si", "Ge", "Sn"), ("Mg",))),
-    )),
-    Prototype("chalcopyrite", (1, 1, 2), _chalcopyrite, (
-        ((1, 3, -2), (("Cu", "Ag"), ("Al", "Ga", "In"), ("S", "Se", "Te"))),
-        ((2, 4, -3), (("Zn", "Cd", "Mg", "Be"), ("Si", "Ge", "Sn"), _V)),
-    )),
-    Prototype("perovskite", (1, 1, 3), _perovskite, (
-        ((1, 2, -1), (("Na", "K", "Rb", "Cs"), ("Mg", "Ca", "Sr", "Zn", "Cd", "Ge", "Sn", "Pb"),
-                      ("F", "Cl", "Br", "I"))),
-        ((2, 4, -2), (("Ca", "Sr", "Ba", "Pb"), ("Ti", "Zr", "Hf", "Sn", "Ge"), ("O", "S"))),
-        ((3, 3, -2), (("La", "Y"), ("Al", "Ga", "In", "Sc"), ("O",))),
-    )),
-    Prototype("spinel", (1, 2, 4), _spinel, (
-        ((2, 3, -2), (("Mg", "Zn", "Cd", "Mn", "Fe", "Co", "Ni"), ("Al", "Ga", "In", "Cr", "Sc"),
-                      ("O", "S", "Se"))),
-    )),
+    Prototype(
+        "rocksalt",
+        (1, 1),
+        _rocksalt,
+        (
+            (
+                (2, -2),
+                (
+                    ("Mg", "Ca", "Sr", "Ba", "Zn", "Cd", "Pb", "Sn", "Ge", "Mn", "Ni", "Co", "Fe"),
+                    _VI,
+                ),
+            ),
+            ((1, -1), (("Li", "Na", "K", "Rb", "Ag"), ("F", "Cl", "Br", "I"))),
+            ((3, -3), (("Sc", "Y", "La"), _V)),
+        ),
+    ),
+    Prototype(
+        "fluorite",
+        (1, 2),
+        _fluorite,
+        (
+            ((2, -1), (("Ca", "Sr", "Ba", "Cd", "Pb"), ("F", "Cl"))),
+            ((4, -2), (("Zr", "Hf", "Ce"), ("O",))),
+        ),
+    ),
+    Prototype(
+        "antifluorite",
+        (1, 2),
+        _fluorite,
+        (
+            ((-2, 1), (("O", "S", "Se", "Te"), ("Li", "Na", "K"))),
+            ((-4, 2), (("Si", "Ge", "Sn"), ("Mg",))),
+        ),
+    ),
+    Prototype(
+        "chalcopyrite",
+        (1, 1, 2),
+        _chalcopyrite,
+        (
+            ((1, 3, -2), (("Cu", "Ag"), ("Al", "Ga", "In"), ("S", "Se", "Te"))),
+            ((2, 4, -3), (("Zn", "Cd", "Mg", "Be"), ("Si", "Ge", "Sn"), _V)),
+        ),
+    ),
+    Prototype(
+        "perovskite",
+        (1, 1, 3),
+        _perovskite,
+        (
+            (
+                (1, 2, -1),
+                (
+                    ("Na", "K", "Rb", "Cs"),
+                    ("Mg", "Ca", "Sr", "Zn", "Cd", "Ge", "Sn", "Pb"),
+                    ("F", "Cl", "Br", "I"),
+                ),
+            ),
+            ((2, 4, -2), (("Ca", "Sr", "Ba", "Pb"), ("Ti", "Zr", "Hf", "Sn", "Ge"), ("O", "S"))),
+            ((3, 3, -2), (("La", "Y"), ("Al", "Ga", "In", "Sc"), ("O",))),
+        ),
+    ),
+    Prototype(
+        "spinel",
+        (1, 2, 4),
+        _spinel,
+        (
+            (
+                (2, 3, -2),
+                (
+                    ("Mg", "Zn", "Cd", "Mn", "Fe", "Co", "Ni"),
+                    ("Al", "Ga", "In", "Cr", "Sc"),
+                    ("O", "S", "Se"),
+                ),
+            ),
+        ),
+    ),
     Prototype("kesterite", (2, 1, 1, 4), _kesterite, (_KESTERITE,)),
     Prototype("stannite", (2, 1, 1, 4), _stannite, (_KESTERITE,)),
-    Prototype("double_perovskite", (2, 1, 1, 6), _double_perovskite, (
-        ((1, 1, 3, -1), (("K", "Rb", "Cs"), ("Li", "Na", "K", "Ag", "Cu", "Tl"),
-                         ("Al", "Ga", "In", "Sc", "Y", "Sb", "Bi", "La"), ("F", "Cl", "Br", "I"))),
-    )),
-    Prototype("kesterite_mixed_anion", (2, 1, 1, 2, 2), _kesterite_mixed_anion, (
-        ((1, 2, 4, -2, -2), _KESTERITE[1] + (("S", "Se", "Te"),)),
-    )),
+    Prototype(
+        "double_perovskite",
+        (2, 1, 1, 6),
+        _double_perovskite,
+        (
+            (
+                (1, 1, 3, -1),
+                (
+                    ("K", "Rb", "Cs"),
+                    ("Li", "Na", "K", "Ag", "Cu", "Tl"),
+                    ("Al", "Ga", "In", "Sc", "Y", "Sb", "Bi", "La"),
+                    ("F", "Cl", "Br", "I"),
+                ),
+            ),
+        ),
+    ),
+    Prototype(
+        "kesterite_mixed_anion",
+        (2, 1, 1, 2, 2),
+        _kesterite_mixed_anion,
+        (((1, 2, 4, -2, -2), _KESTERITE[1] + (("S", "Se", "Te"),)),),
+    ),
 )
 
 
@@ -271,14 +360,16 @@ class BuiltinParents(ParentSource):
     ``orders`` filters by the number of distinct elements (1 = elemental, 5 = pentanary).
     """
 
-    def __init__(self, prototypes: Sequence[str] | None = None,
-                 orders: Sequence[int] = (1, 2, 3, 4, 5)):
+    def __init__(
+        self, prototypes: Sequence[str] | None = None, orders: Sequence[int] = (1, 2, 3, 4, 5)
+    ):
         known = {p.name: p for p in PROTOTYPES}
         names = list(prototypes) if prototypes else list(known)
         unknown = [n for n in names if n not in known]
         if unknown:
-            raise ValueError(f"parents.prototypes: unknown prototype(s) {unknown}; "
-                             f"choose among {sorted(known)}.")
+            raise ValueError(
+                f"parents.prototypes: unknown prototype(s) {unknown}; choose among {sorted(known)}."
+            )
         self.prototypes = [known[n] for n in names]
         self.orders = set(orders)
 
@@ -376,9 +467,14 @@ class FileParents(ParentSource):
 class MaterialsProjectParents(ParentSource):
     """Semiconductors from the Materials Project through ``mp-api`` (needs a key and network)."""
 
-    def __init__(self, api_key: str | None = None, band_gap: Sequence[float] = (0.1, 6.0),
-                 num_elements: Sequence[int] = (2, 5), max_sites: int = 20,
-                 limit: int = 2000):
+    def __init__(
+        self,
+        api_key: str | None = None,
+        band_gap: Sequence[float] = (0.1, 6.0),
+        num_elements: Sequence[int] = (2, 5),
+        max_sites: int = 20,
+        limit: int = 2000,
+    ):
         self.api_key, self.band_gap, self.num_elements = api_key, band_gap, num_elements
         self.max_sites, self.limit = max_sites, limit
 
@@ -386,16 +482,26 @@ class MaterialsProjectParents(ParentSource):
         try:
             from mp_api.client import MPRester
         except ImportError as exc:
-            raise ImportError("parents=materials_project needs the optional extra: "
-                              "pip install 'defectnet[mp]'.") from exc
+            raise ImportError(
+                "parents=materials_project needs the optional extra: pip install 'defectnet[mp]'."
+            ) from exc
         from pymatgen.io.ase import AseAtomsAdaptor
 
         with MPRester(self.api_key) as mpr:
             docs = mpr.materials.summary.search(
-                band_gap=tuple(self.band_gap), num_elements=tuple(self.num_elements),
-                num_sites=(1, self.max_sites), is_stable=True,
+                band_gap=tuple(self.band_gap),
+                num_elements=tuple(self.num_elements),
+                num_sites=(1, self.max_sites),
+                is_stable=True,
                 fields=["material_id", "formula_pretty", "structure"],
             )
         docs = sorted(docs, key=lambda d: str(d.material_id))[: self.limit]
-        return [Parent(str(d.material_id), d.formula_pretty, "materials_project",
-                       AseAtomsAdaptor.get_atoms(d.structure)) for d in docs]
+        return [
+            Parent(
+                str(d.material_id),
+                d.formula_pretty,
+                "materials_project",
+                AseAtomsAdaptor.get_atoms(d.structure),
+            )
+            for d in docs
+        ]

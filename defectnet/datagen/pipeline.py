@@ -54,8 +54,11 @@ def grid_from_config(cfg: DictConfig) -> EnergyGrid:
 
 
 def atoms_to_dict(atoms: Atoms) -> dict:
-    return {"numbers": atoms.numbers.tolist(), "cell": atoms.cell[:].tolist(),
-            "positions": atoms.positions.tolist()}
+    return {
+        "numbers": atoms.numbers.tolist(),
+        "cell": atoms.cell[:].tolist(),
+        "positions": atoms.positions.tolist(),
+    }
 
 
 def atoms_from_dict(d: dict) -> Atoms:
@@ -75,10 +78,15 @@ class Context:
     _hosts: dict = field(default_factory=dict)
 
     def provenance(self, parent: Parent, seed_key) -> dict:
-        return {"parent_id": parent.id, "formula": parent.formula,
-                "calculator": self.forcefield.describe(), "phonons": self.phonons.settings(),
-                "settings_hash": self.settings_hash, "seed": seed_key,
-                "defectnet": package_version("defectnet")}
+        return {
+            "parent_id": parent.id,
+            "formula": parent.formula,
+            "calculator": self.forcefield.describe(),
+            "phonons": self.phonons.settings(),
+            "settings_hash": self.settings_hash,
+            "seed": seed_key,
+            "defectnet": package_version("defectnet"),
+        }
 
     def host_setup(self, parent: Parent, parent_state: dict):
         """Relaxed host, its dopant candidates and its supercell: once per parent and run."""
@@ -87,14 +95,16 @@ class Context:
             host = atoms_from_dict(parent_state["structure"])
             user = OmegaConf.to_container(cfg.candidates) if cfg.candidates is not None else None
             candidates = recommend(host, per_type=cfg.recommender.per_type, candidates=user)
-            _, supercell = choose_supercell(host, cfg.supercell.min_atoms,
-                                            cfg.supercell.max_atoms, where=parent.id)
+            _, supercell = choose_supercell(
+                host, cfg.supercell.min_atoms, cfg.supercell.max_atoms, where=parent.id
+            )
             self._hosts[parent.id] = (host, candidates, supercell)
         return self._hosts[parent.id]
 
     def spectrum(self, modes) -> np.ndarray:
-        return spectrum_from_modes(modes.energies_mev, self.grid, float(self.cfg.spectra.fwhm_mev),
-                                   modes.weights)
+        return spectrum_from_modes(
+            modes.energies_mev, self.grid, float(self.cfg.spectra.fwhm_mev), modes.weights
+        )
 
 
 def prepare_parent(ctx: Context, parent: Parent) -> dict:
@@ -107,27 +117,44 @@ def prepare_parent(ctx: Context, parent: Parent) -> dict:
         return read_json(path)
     pc = ctx.cfg.parent_relax
     t0 = time.perf_counter()
-    result = {"id": parent.id, "formula": parent.formula, "prototype": parent.prototype,
-              "settings_hash": ctx.settings_hash}
+    result = {
+        "id": parent.id,
+        "formula": parent.formula,
+        "prototype": parent.prototype,
+        "settings_hash": ctx.settings_hash,
+    }
     try:
-        relaxed = relax(parent.atoms, ctx.forcefield.calculator(), fmax=pc.fmax, steps=pc.steps,
-                        relax_cell=pc.relax_cell, optimizer=pc.optimizer)
+        relaxed = relax(
+            parent.atoms,
+            ctx.forcefield.calculator(),
+            fmax=pc.fmax,
+            steps=pc.steps,
+            relax_cell=pc.relax_cell,
+            optimizer=pc.optimizer,
+        )
         result["relax"] = relaxed.summary()
         result["structure"] = atoms_to_dict(relaxed.atoms)
         if abs(relaxed.volume_change) > pc.max_volume_change:
-            raise UnstableParent(f"volume changed by {relaxed.volume_change:+.1%} on relaxation "
-                                 f"(limit ±{pc.max_volume_change:.0%})")
+            raise UnstableParent(
+                f"volume changed by {relaxed.volume_change:+.1%} on relaxation "
+                f"(limit ±{pc.max_volume_change:.0%})"
+            )
         ps = ctx.cfg.pristine_supercell
         matrix, _ = choose_supercell(relaxed.atoms, ps.min_atoms, ps.max_atoms, where=parent.id)
         modes = ctx.phonons.modes(relaxed.atoms, matrix, ctx.forcefield)
         frac = modes.imaginary_fraction(pc.imaginary_tolerance_mev)
-        result["phonons"] = {"n_displacements": modes.n_displacements,
-                             "min_energy_mev": modes.min_energy, "imaginary_fraction": frac,
-                             "supercell_matrix": matrix.tolist()}
+        result["phonons"] = {
+            "n_displacements": modes.n_displacements,
+            "min_energy_mev": modes.min_energy,
+            "imaginary_fraction": frac,
+            "supercell_matrix": matrix.tolist(),
+        }
         if frac > pc.max_imaginary_fraction:
-            raise UnstableParent(f"{frac:.1%} of modes imaginary beyond "
-                                 f"{pc.imaginary_tolerance_mev} meV (down to "
-                                 f"{modes.min_energy:.2f} meV; limit {pc.max_imaginary_fraction:.1%})")
+            raise UnstableParent(
+                f"{frac:.1%} of modes imaginary beyond "
+                f"{pc.imaginary_tolerance_mev} meV (down to "
+                f"{modes.min_energy:.2f} meV; limit {pc.max_imaginary_fraction:.1%})"
+            )
         result["pristine"] = ctx.spectrum(modes).tolist()
         result["status"] = "ok"
     except UnstableParent as exc:
@@ -151,14 +178,26 @@ def make_sample(ctx: Context, parent: Parent, parent_state: dict, index: int) ->
     host, candidates, supercell = ctx.host_setup(parent, parent_state)
     rng = np.random.default_rng([int(cfg.seed), index])
     s = cfg.sampling
-    sub = substitute(supercell, candidates, rng, n_dopants=tuple(s.n_dopants),
-                     concentration=tuple(s.concentration), n_distractors=tuple(s.n_distractors),
-                     max_total=s.max_total)
+    sub = substitute(
+        supercell,
+        candidates,
+        rng,
+        n_dopants=tuple(s.n_dopants),
+        concentration=tuple(s.concentration),
+        n_distractors=tuple(s.n_distractors),
+        max_total=s.max_total,
+    )
     timing["setup_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     rc = cfg.relax
-    relaxed = relax(sub.atoms, ctx.forcefield.calculator(), fmax=rc.fmax, steps=rc.steps,
-                    relax_cell=rc.relax_cell, optimizer=rc.optimizer)
+    relaxed = relax(
+        sub.atoms,
+        ctx.forcefield.calculator(),
+        fmax=rc.fmax,
+        steps=rc.steps,
+        relax_cell=rc.relax_cell,
+        optimizer=rc.optimizer,
+    )
     timing["relax_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     modes = ctx.phonons.modes(relaxed.atoms, np.eye(3, dtype=int), ctx.forcefield)
@@ -175,10 +214,11 @@ def make_sample(ctx: Context, parent: Parent, parent_state: dict, index: int) ->
         "doped": ctx.spectrum(modes).tolist(),
         "composition": composition_vector(host.get_chemical_symbols()).tolist(),
         "relax": relaxed.summary(),
-        "phonons": {"n_displacements": modes.n_displacements,
-                    "min_energy_mev": modes.min_energy,
-                    "weight_above_grid": weight_outside(modes.energies_mev, ctx.grid,
-                                                        modes.weights)},
+        "phonons": {
+            "n_displacements": modes.n_displacements,
+            "min_energy_mev": modes.min_energy,
+            "weight_above_grid": weight_outside(modes.energies_mev, ctx.grid, modes.weights),
+        },
         "timing": {k: round(v, 3) for k, v in timing.items()},
     }
 
@@ -234,13 +274,26 @@ def run_shard(cfg: DictConfig) -> dict:
     if not todo:
         log.info("shard %d/%d: all %d samples already done", shard, num_shards, len(mine))
         return stats
-    ctx = Context(cfg, instantiate(cfg.calculator), instantiate(cfg.phonons),
-                  grid_from_config(cfg), out_dir, h)
-    bar = tqdm(todo, desc=f"shard {shard}/{num_shards}", unit="sample",
-               disable=not cfg.get("progress", True))
+    ctx = Context(
+        cfg,
+        instantiate(cfg.calculator),
+        instantiate(cfg.phonons),
+        grid_from_config(cfg),
+        out_dir,
+        h,
+    )
+    bar = tqdm(
+        todo,
+        desc=f"shard {shard}/{num_shards}",
+        unit="sample",
+        disable=not cfg.get("progress", True),
+    )
     for index, parent in bar:
-        record = {"sample_id": f"{parent.id}/{index}", "index": index,
-                  "provenance": ctx.provenance(parent, [int(cfg.seed), index])}
+        record = {
+            "sample_id": f"{parent.id}/{index}",
+            "index": index,
+            "provenance": ctx.provenance(parent, [int(cfg.seed), index]),
+        }
         try:
             state = prepare_parent(ctx, parent)
             if state["status"] != "ok":

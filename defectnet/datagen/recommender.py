@@ -56,9 +56,20 @@ def from_substitution_probabilities(atoms: Atoms, per_type: int) -> list[Candida
         for item in found[key]:
             dopant = item["dopant_species"].element.symbol
             replaces = item["original_species"].element.symbol
-            if picked < per_type and _allowed(dopant, host) and dopant not in {c.dopant for c in out}:
-                out.append(Candidate(dopant, replaces, kind, "pymatgen-substitution-probability",
-                                     float(item["probability"])))
+            if (
+                picked < per_type
+                and _allowed(dopant, host)
+                and dopant not in {c.dopant for c in out}
+            ):
+                out.append(
+                    Candidate(
+                        dopant,
+                        replaces,
+                        kind,
+                        "pymatgen-substitution-probability",
+                        float(item["probability"]),
+                    )
+                )
                 picked += 1
     if not out:
         raise ValueError("no proposed dopant lies in the vocabulary")
@@ -83,8 +94,9 @@ def from_periodic_neighbours(atoms: Atoms) -> list[Candidate]:
                 dg = 1 if e.group == 13 else -1
             if abs(dg) <= 1 and abs(dr) <= 1:
                 kind = "iso" if dg == 0 else ("n" if dg > 0 else "p")
-                out[symbol] = Candidate(symbol, h, kind, "periodic-neighbours",
-                                        1.0 / (1 + abs(dg) + abs(dr)))
+                out[symbol] = Candidate(
+                    symbol, h, kind, "periodic-neighbours", 1.0 / (1 + abs(dg) + abs(dr))
+                )
     return sorted(out.values(), key=lambda c: (-c.score, dopant_index(c.dopant)))
 
 
@@ -101,11 +113,14 @@ def from_user(atoms: Atoms, candidates: Sequence[str] | dict) -> list[Candidate]
             from pymatgen.core import Element
 
             d = Element(dopant)
-            replaces = min(host, key=lambda h: (abs(Element(h).group - d.group),
-                                                abs(Element(h).row - d.row)))
+            replaces = min(
+                host, key=lambda h: (abs(Element(h).group - d.group), abs(Element(h).row - d.row))
+            )
         elif replaces not in host:
-            raise ValueError(f"candidates: {dopant} is to replace {replaces}, which is not in "
-                             f"the host ({', '.join(host)}); name a host element.")
+            raise ValueError(
+                f"candidates: {dopant} is to replace {replaces}, which is not in "
+                f"the host ({', '.join(host)}); name a host element."
+            )
         out.append(Candidate(dopant, replaces, "user", "user"))
     return out
 

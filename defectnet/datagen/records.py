@@ -32,7 +32,9 @@ def read_json(path: Path):
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}); delete the file to recompute it.") from exc
+        raise ValueError(
+            f"{path}: not valid JSON ({exc}); delete the file to recompute it."
+        ) from exc
 
 
 class RecordShard:
@@ -85,6 +87,7 @@ def read_shards(records_dir: Path) -> list[dict]:
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}, line {n}: not a JSON record ({exc}); rerun that "
-                                 "shard to repair it.") from exc
+                raise ValueError(
+                    f"{path}, line {n}: not a JSON record ({exc}); rerun that shard to repair it."
+                ) from exc
     return out

@@ -22,12 +22,22 @@ class RelaxResult:
     volume_change: float
 
     def summary(self) -> dict:
-        return {"converged": self.converged, "steps": self.steps, "fmax": round(self.fmax, 5),
-                "volume_change": round(self.volume_change, 5)}
+        return {
+            "converged": self.converged,
+            "steps": self.steps,
+            "fmax": round(self.fmax, 5),
+            "volume_change": round(self.volume_change, 5),
+        }
 
 
-def relax(atoms: Atoms, calculator: Calculator, fmax: float = 0.01, steps: int = 300,
-          relax_cell: bool = False, optimizer: str = "BFGS") -> RelaxResult:
+def relax(
+    atoms: Atoms,
+    calculator: Calculator,
+    fmax: float = 0.01,
+    steps: int = 300,
+    relax_cell: bool = False,
+    optimizer: str = "BFGS",
+) -> RelaxResult:
     """Relax positions (and the cell when ``relax_cell``) until every force is below ``fmax``.
 
     The input is left untouched. Not converging is not an error: the caller records it.

@@ -25,7 +25,9 @@ class SupercellRangeError(ValueError):
 def _compactness(cell: np.ndarray) -> float:
     """Smallest distance between opposite faces over the cube root of the volume (1 = cube)."""
     vol = abs(np.linalg.det(cell))
-    widths = [vol / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)]
+    widths = [
+        vol / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)
+    ]
     return min(widths) / vol ** (1 / 3)
 
 
@@ -33,8 +35,11 @@ def _conventional(atoms: Atoms) -> Atoms:
     import spglib
 
     lattice, positions, numbers = spglib.standardize_cell(
-        (atoms.cell[:], atoms.get_scaled_positions(), atoms.numbers), to_primitive=False,
-        no_idealize=True, symprec=1e-3)
+        (atoms.cell[:], atoms.get_scaled_positions(), atoms.numbers),
+        to_primitive=False,
+        no_idealize=True,
+        symprec=1e-3,
+    )
     return Atoms(numbers=numbers, cell=lattice, scaled_positions=positions, pbc=True)
 
 
@@ -46,16 +51,19 @@ def _factor_triples(low: int, high: int):
                 yield n1, n2, n3
 
 
-def choose_supercell(atoms: Atoms, min_atoms: int, max_atoms: int, *, where: str = "parent"
-                     ) -> tuple[np.ndarray, Atoms]:
+def choose_supercell(
+    atoms: Atoms, min_atoms: int, max_atoms: int, *, where: str = "parent"
+) -> tuple[np.ndarray, Atoms]:
     """Integer matrix P (rows multiply ``atoms.cell``) and the supercell, most compact first.
 
     Diagonal multiples of the given cell and of its conventional cell are searched; among
     those inside ``[min_atoms, max_atoms]`` the most compact wins, then the smallest.
     """
     if min_atoms > max_atoms or max_atoms < 1:
-        raise SupercellRangeError(f"supercell range [{min_atoms}, {max_atoms}] is empty; "
-                                  "set supercell.min_atoms ≤ supercell.max_atoms.")
+        raise SupercellRangeError(
+            f"supercell range [{min_atoms}, {max_atoms}] is empty; "
+            "set supercell.min_atoms ≤ supercell.max_atoms."
+        )
     bases = [(np.eye(3, dtype=int), atoms)]
     conv = _conventional(atoms)
     if len(conv) != len(atoms):
@@ -124,7 +132,11 @@ def substitute(
         raise ValueError("substitute: no dopant candidates were given for this host.")
     n_atoms = len(supercell)
     lo, hi = n_dopants
-    k = int(rng.integers(lo, min(hi, len(by_dopant)) + 1)) if len(by_dopant) >= lo else len(by_dopant)
+    k = (
+        int(rng.integers(lo, min(hi, len(by_dopant)) + 1))
+        if len(by_dopant) >= lo
+        else len(by_dopant)
+    )
     names = list(by_dopant)
     chosen = [names[i] for i in sorted(rng.choice(len(names), size=k, replace=False))]
     symbols = supercell.get_chemical_symbols()
@@ -146,8 +158,14 @@ def substitute(
         counts[dopant], sites[dopant] = n, picked
     unused = [d for d in names if d not in counts]
     n_dis = int(rng.integers(n_distractors[0], n_distractors[1] + 1))
-    distractors = [unused[i] for i in sorted(rng.choice(len(unused), size=min(n_dis, len(unused)),
-                                                          replace=False))] if unused else []
+    distractors = (
+        [
+            unused[i]
+            for i in sorted(rng.choice(len(unused), size=min(n_dis, len(unused)), replace=False))
+        ]
+        if unused
+        else []
+    )
     doped = supercell.copy()
     doped.set_chemical_symbols(symbols)
     offered = [by_dopant[d] for d in names if d in counts or d in distractors]

@@ -21,8 +21,15 @@ from defectnet.elements import N_DOPANTS
 class SpectralEncoder(nn.Module):
     """Stacked same-length 1-D convolutions: [B, C_in, L] → tokens [B, L, d_model]."""
 
-    def __init__(self, in_channels: int, length: int, channels: Sequence[int],
-                 kernel_sizes: Sequence[int] | int, d_model: int, dropout: float):
+    def __init__(
+        self,
+        in_channels: int,
+        length: int,
+        channels: Sequence[int],
+        kernel_sizes: Sequence[int] | int,
+        d_model: int,
+        dropout: float,
+    ):
         super().__init__()
         if isinstance(kernel_sizes, int):
             kernel_sizes = [kernel_sizes] * len(channels)
@@ -32,10 +39,16 @@ class SpectralEncoder(nn.Module):
         c_in = in_channels
         for c, k in zip(channels, kernel_sizes):
             if k % 2 == 0:
-                raise ValueError(f"model.encoder.kernel_sizes: {k} is even; use odd kernels so "
-                                 "every energy bin keeps its own token.")
-            layers += [nn.Conv1d(c_in, c, k, padding=k // 2), nn.GroupNorm(1, c), nn.GELU(),
-                       nn.Dropout(dropout)]
+                raise ValueError(
+                    f"model.encoder.kernel_sizes: {k} is even; use odd kernels so "
+                    "every energy bin keeps its own token."
+                )
+            layers += [
+                nn.Conv1d(c_in, c, k, padding=k // 2),
+                nn.GroupNorm(1, c),
+                nn.GELU(),
+                nn.Dropout(dropout),
+            ]
             c_in = c
         layers.append(nn.Conv1d(c_in, d_model, 1))
         self.conv = nn.Sequential(*layers)
@@ -51,20 +64,32 @@ class SpectralEncoder(nn.Module):
 class DefectNet(nn.Module):
     """Concentrations of the candidate dopants from pristine and doped spectra."""
 
-    def __init__(self, n_points: int = 100, in_channels: int = 3, d_model: int = 128,
-                 n_heads: int = 4, conv_channels: Sequence[int] = (64, 128),
-                 kernel_sizes: Sequence[int] | int = (7, 5), head_hidden: int = 128,
-                 dropout: float = 0.1, n_dopants: int = N_DOPANTS):
+    def __init__(
+        self,
+        n_points: int = 100,
+        in_channels: int = 3,
+        d_model: int = 128,
+        n_heads: int = 4,
+        conv_channels: Sequence[int] = (64, 128),
+        kernel_sizes: Sequence[int] | int = (7, 5),
+        head_hidden: int = 128,
+        dropout: float = 0.1,
+        n_dopants: int = N_DOPANTS,
+    ):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"model: d_model={d_model} is not divisible by n_heads={n_heads}.")
-        self.encoder = SpectralEncoder(in_channels, n_points, conv_channels, kernel_sizes,
-                                       d_model, dropout)
+        self.encoder = SpectralEncoder(
+            in_channels, n_points, conv_channels, kernel_sizes, d_model, dropout
+        )
         self.query = nn.Linear(n_dopants, d_model)
-        self.attention = nn.MultiheadAttention(d_model, n_heads, dropout=dropout,
-                                               batch_first=True)
-        self.head = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, head_hidden),
-                                  nn.GELU(), nn.Linear(head_hidden, n_dopants))
+        self.attention = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
+        self.head = nn.Sequential(
+            nn.LayerNorm(d_model),
+            nn.Linear(d_model, head_hidden),
+            nn.GELU(),
+            nn.Linear(head_hidden, n_dopants),
+        )
         # Start near the typical dilute concentration instead of softplus(0) ≈ 0.69.
         nn.init.constant_(self.head[-1].bias, -3.0)
 
@@ -75,12 +100,14 @@ class DefectNet(nn.Module):
         peak = spectra[:, :1].amax(dim=-1, keepdim=True).clamp_min(1e-12)
         return torch.cat([spectra[:, :2] / peak, spectra[:, 2:]], dim=1)
 
-    def forward(self, spectra: torch.Tensor, candidates: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, spectra: torch.Tensor, candidates: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns concentrations [B, 56] (0 outside candidates) and attention [B, L]."""
         tokens = self.encoder(self.scale(spectra))
         q = self.query(candidates).unsqueeze(1)  # [B, 1, d_model]
-        attended, weights = self.attention(q, tokens, tokens, need_weights=True,
-                                           average_attn_weights=True)
+        attended, weights = self.attention(
+            q, tokens, tokens, need_weights=True, average_attn_weights=True
+        )
         conc = F.softplus(self.head(attended.squeeze(1)))
         return conc * candidates, weights.squeeze(1)

@@ -26,12 +26,14 @@ class SplitMetrics(nn.Module):
     def __init__(self, threshold: float):
         super().__init__()
         self.threshold = threshold
-        self.regression = MetricCollection({"rmse": MeanSquaredError(squared=False),
-                                            "mae": MeanAbsoluteError(), "r2": R2Score()})
+        self.regression = MetricCollection(
+            {"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError(), "r2": R2Score()}
+        )
         self.distractor_fpr = MeanMetric()
         self.element_f1 = BinaryF1Score()
-        self.rmse_by_n = nn.ModuleList(MeanSquaredError(squared=False)
-                                       for _ in range(MAX_DOPANTS + 1))
+        self.rmse_by_n = nn.ModuleList(
+            MeanSquaredError(squared=False) for _ in range(MAX_DOPANTS + 1)
+        )
 
     def update(self, pred, target, mask, n_dopants):
         sel = mask.bool()
@@ -64,8 +66,14 @@ class SplitMetrics(nn.Module):
 class DefectNetModule(L.LightningModule):
     """Wraps ``DefectNet``; the optimizer and scheduler are partial configs built here."""
 
-    def __init__(self, model: nn.Module, optimizer: Callable, scheduler: Callable | None = None,
-                 threshold: float = 0.005, freeze_encoder: bool = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Callable,
+        scheduler: Callable | None = None,
+        threshold: float = 0.005,
+        freeze_encoder: bool = False,
+    ):
         super().__init__()
         # Only plain values go into checkpoints, so they load with weights_only=True.
         self.save_hyperparameters(ignore=["model", "optimizer", "scheduler"])
@@ -89,8 +97,15 @@ class DefectNetModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         _, loss, *_ = self._step(batch)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=batch[0].shape[0], sync_dist=True)
+        self.log(
+            "train/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch[0].shape[0],
+            sync_dist=True,
+        )
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -117,8 +132,11 @@ class DefectNetModule(L.LightningModule):
             if split not in self.tested:
                 continue
             values = metrics.compute()
-            self.log_dict({f"{split}/{k}": v for k, v in values.items()},
-                          add_dataloader_idx=False, sync_dist=True)
+            self.log_dict(
+                {f"{split}/{k}": v for k, v in values.items()},
+                add_dataloader_idx=False,
+                sync_dist=True,
+            )
             metrics.reset()
 
     def configure_optimizers(self):
@@ -127,5 +145,7 @@ class DefectNetModule(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch"},
+        }

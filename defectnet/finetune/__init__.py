@@ -1,0 +1,1 @@
+"""Fine-tuning data: measured spectra and the data sets that meet them."""
