@@ -16,6 +16,8 @@ from defectnet.datagen.pipeline import run_shard, shard_path
 from defectnet.datagen.records import RecordShard
 from defectnet.elements import UnknownElementError
 
+from .conftest import TINY_SI
+
 
 def test_generation_end_to_end_then_rerun_does_nothing(generate_cfg):
     cfg = generate_cfg(
@@ -67,16 +69,7 @@ def test_killed_run_resumes_without_losing_or_repeating(generate_cfg, tmp_path):
         sys.executable,
         str(ROOT_DIR / "scripts" / "generate.py"),
         f"out_dir={cfg.out_dir}",
-        "num_parents=0",
-        "include=[diamond-Si]",
-        "progress=false",
-        "supercell.min_atoms=8",
-        "supercell.max_atoms=8",
-        "pristine_supercell.min_atoms=8",
-        "pristine_supercell.max_atoms=16",
-        "sampling.n_dopants=[1,1]",
-        "sampling.concentration=[0.1,0.15]",
-        "sampling.n_distractors=[0,0]",
+        *TINY_SI,
         *overrides,
         f"hydra.run.dir={tmp_path / 'hydra'}",
     ]

@@ -101,6 +101,17 @@ class Context:
             self._hosts[parent.id] = (host, candidates, supercell)
         return self._hosts[parent.id]
 
+    def relax(self, atoms: Atoms, settings: DictConfig):
+        """Relax with this run's force field and one relaxation section of the config."""
+        return relax(
+            atoms,
+            self.forcefield.calculator(),
+            fmax=settings.fmax,
+            steps=settings.steps,
+            relax_cell=settings.relax_cell,
+            optimizer=settings.optimizer,
+        )
+
     def spectrum(self, modes) -> np.ndarray:
         return spectrum_from_modes(
             modes.energies_mev, self.grid, float(self.cfg.spectra.fwhm_mev), modes.weights
@@ -124,14 +135,7 @@ def prepare_parent(ctx: Context, parent: Parent) -> dict:
         "settings_hash": ctx.settings_hash,
     }
     try:
-        relaxed = relax(
-            parent.atoms,
-            ctx.forcefield.calculator(),
-            fmax=pc.fmax,
-            steps=pc.steps,
-            relax_cell=pc.relax_cell,
-            optimizer=pc.optimizer,
-        )
+        relaxed = ctx.relax(parent.atoms, pc)
         result["relax"] = relaxed.summary()
         result["structure"] = atoms_to_dict(relaxed.atoms)
         if abs(relaxed.volume_change) > pc.max_volume_change:
@@ -189,15 +193,7 @@ def make_sample(ctx: Context, parent: Parent, parent_state: dict, index: int) ->
     )
     timing["setup_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    rc = cfg.relax
-    relaxed = relax(
-        sub.atoms,
-        ctx.forcefield.calculator(),
-        fmax=rc.fmax,
-        steps=rc.steps,
-        relax_cell=rc.relax_cell,
-        optimizer=rc.optimizer,
-    )
+    relaxed = ctx.relax(sub.atoms, cfg.relax)
     timing["relax_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     modes = ctx.phonons.modes(relaxed.atoms, np.eye(3, dtype=int), ctx.forcefield)
