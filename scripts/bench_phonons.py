@@ -1,0 +1,154 @@
+"""Benchmark: ``full`` against ``embedded`` phonons on the same relaxed doped cells.
+
+For each cell and each cutoff it prints the force calls, the wall time and how well the
+smoothed PDoS on the model's grid agrees with ``full`` (cosine similarity, L1 distance of the
+unit-area spectra, shift of the tallest peak). The pristine force constants that ``embedded``
+needs are computed once per parent and reported on their own line (shared by every doped cell
+of that parent). It then compares relaxing every atom, only the atoms near the dopants, or none,
+with the spectra from ``embedded`` at its configured cutoff. Prints figures, asserts nothing.
+"""
+
+from __future__ import annotations
+
+import time
+
+import hydra
+import numpy as np
+from ase import Atoms
+from ase.build import bulk
+from ase.constraints import FixAtoms
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from defectnet.cli import CONF_DIR
+from defectnet.datagen.phonons import EmbeddedForceConstants, FiniteDisplacement, Modes
+from defectnet.datagen.relax import relax
+from defectnet.datagen.supercell import choose_supercell
+from defectnet.spectra import EnergyGrid, spectrum_from_modes
+
+GRID = EnergyGrid()
+
+
+def doped_cell(pristine: Atoms, dopants: dict[str, str]) -> Atoms:
+    """Each dopant on a site of its host element, as far as possible from the ones before."""
+    doped = pristine.copy()
+    placed: list[int] = []
+    for dopant, host in dopants.items():
+        sites = np.flatnonzero(np.array(doped.get_chemical_symbols()) == host)
+        if placed:
+            gaps = np.min([doped.get_distances(p, sites, mic=True) for p in placed], axis=0)
+            site = int(sites[np.argmax(gaps)])
+        else:
+            site = int(sites[0])
+        doped[site].symbol = dopant
+        placed.append(site)
+    return doped
+
+
+def tallest_peak(spectrum: np.ndarray) -> float:
+    """Energy of the tallest peak, refined by a parabola through the three bins around it."""
+    k = int(np.clip(np.argmax(spectrum), 1, len(spectrum) - 2))
+    y0, y1, y2 = spectrum[k - 1 : k + 2]
+    curvature = y0 - 2 * y1 + y2
+    offset = 0.5 * (y0 - y2) / curvature if curvature != 0 else 0.0
+    return float(GRID.energies[k] + offset * GRID.step)
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    cosine = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+    l1 = float(np.abs(a - b).sum() * GRID.step)
+    return cosine, l1, tallest_peak(a) - tallest_peak(b)
+
+
+def timed(fn, *args):
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - t0
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench_phonons")
+def main(cfg: DictConfig) -> None:
+    ff = instantiate(cfg.calculator)
+    full: FiniteDisplacement = instantiate(cfg.full)
+    embedded: EmbeddedForceConstants = instantiate(cfg.embedded)
+    default_cutoff = embedded.cutoff
+    cutoffs = sorted({*map(float, cfg.cutoffs), default_cutoff})
+
+    def spectrum(modes: Modes) -> np.ndarray:
+        return spectrum_from_modes(modes.energies_mev, GRID, cfg.spectra.fwhm_mev, modes.weights)
+
+    print(
+        f"{ff.describe()['version']}; displacement {full.displacement} Å (full) and "
+        f"{embedded.displacement} Å (embedded); default cutoff {default_cutoff} Å"
+    )
+    head = (
+        f"{'cell':16s} {'method':15s} {'calls':>6s} {'wall s':>7s} {'calls ×':>7s} "
+        f"{'time ×':>6s} {'cosine':>7s} {'L1':>6s} {'peak Δ meV':>10s} {'min meV':>8s}"
+    )
+    for cell in cfg.cells:
+        prim = bulk(cell.formula, cell.prototype, a=cell.a)
+        prim = relax(prim, ff.calculator(), fmax=0.002, steps=200, relax_cell=True).atoms
+        _, pristine = choose_supercell(prim, *cell.atoms)
+        doped = doped_cell(pristine, dict(cell.dopants))
+        relaxed, t_relax = timed(relax, doped, ff.calculator(), cfg.relax.fmax, cfg.relax.steps)
+        print(
+            f"\n{cell.name}: {len(doped)} atoms, {doped.get_chemical_formula()}; relaxed in "
+            f"{relaxed.steps} steps, {t_relax:.0f} s"
+        )
+        print(head, flush=True)
+        ref_modes, t_full = timed(full.doped_modes, relaxed.atoms, None, ff)
+        ref = spectrum(ref_modes)
+        n_full = ref_modes.n_displacements
+        print(
+            f"{cell.name:16s} {'full':15s} {n_full:>6d} {t_full:>7.1f} {'':>7s} {'':>6s} "
+            f"{'':>7s} {'':>6s} {'':>10s} {ref_modes.min_energy:>8.2f}",
+            flush=True,
+        )
+        host, t_host = timed(embedded.host_reference, pristine, ff)
+        print(
+            f"{cell.name:16s} {'host FC/parent':15s} {host.n_displacements:>6d} "
+            f"{t_host:>7.1f}   (once per parent, shared by its doped cells)",
+            flush=True,
+        )
+        for cutoff in cutoffs:
+            embedded.cutoff = cutoff
+            modes, t_emb = timed(embedded.doped_modes, relaxed.atoms, host, ff)
+            cosine, l1, shift = agreement(spectrum(modes), ref)
+            label = f"embedded {cutoff:g} Å" + (" *" if cutoff == default_cutoff else "")
+            print(
+                f"{cell.name:16s} {label:15s} {modes.n_displacements:>6d} {t_emb:>7.1f} "
+                f"{n_full / max(modes.n_displacements, 1):>7.1f} {t_full / t_emb:>6.1f} "
+                f"{cosine:>7.4f} {l1:>6.3f} {shift:>+10.2f} {modes.min_energy:>8.2f}",
+                flush=True,
+            )
+        embedded.cutoff = default_cutoff
+        base = spectrum(embedded.doped_modes(relaxed.atoms, host, ff))
+        print(
+            f"  relaxation (spectra from embedded {default_cutoff:g} Å, against relaxing "
+            "every atom):"
+        )
+        for region in cfg.relax_regions:
+            if region == "all":
+                steps, seconds, spec = relaxed.steps, t_relax, base
+            else:
+                start = doped.copy()
+                if region == "near":
+                    start.set_constraint(FixAtoms(mask=~embedded.near_dopants(doped, host)))
+                    result, seconds = timed(
+                        relax, start, ff.calculator(), cfg.relax.fmax, cfg.relax.steps
+                    )
+                    steps, start = result.steps, result.atoms
+                    start.set_constraint()
+                else:
+                    steps, seconds = 0, 0.0
+                spec = spectrum(embedded.doped_modes(start, host, ff))
+            cosine, l1, shift = agreement(spec, base)
+            print(
+                f"  {region:5s} {steps:>4d} steps {seconds:>6.1f} s  cosine {cosine:.4f}  "
+                f"L1 {l1:.3f}  peak Δ {shift:+.2f} meV",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

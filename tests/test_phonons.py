@@ -1,0 +1,74 @@
+"""Embedded force constants against the full finite-displacement reference (CHGNet)."""
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from defectnet.datagen.phonons import EmbeddedForceConstants, FiniteDisplacement
+from defectnet.datagen.relax import relax
+
+EYE = np.eye(3, dtype=int)
+IMAGINARY_TOLERANCE_MEV = 0.5  # interpolation noise allowed below zero on the q-mesh
+
+
+@pytest.fixture(scope="module")
+def si64(chgnet):
+    """Relaxed pristine Si, 64 atoms (2 × 2 × 2 conventional cells)."""
+    prim = relax(bulk("Si", "diamond", a=5.46), chgnet.calculator(), fmax=0.002, relax_cell=True)
+    a = prim.atoms.cell.lengths()[0] * np.sqrt(2)
+    return bulk("Si", "diamond", a=a, cubic=True).repeat((2, 2, 2))
+
+
+@pytest.fixture(scope="module")
+def host(si64, chgnet):
+    return EmbeddedForceConstants().host_reference(si64, chgnet)
+
+
+@pytest.fixture(scope="module")
+def si64_ge(si64, chgnet):
+    doped = si64.copy()
+    doped[0].symbol = "Ge"
+    return relax(doped, chgnet.calculator(), fmax=0.01).atoms
+
+
+def test_without_dopant_embedded_equals_full_at_no_cost(si64, host, chgnet):
+    phonon, n_calls = EmbeddedForceConstants().phonopy_doped(si64, host, chgnet)
+    full = FiniteDisplacement().phonopy(si64, EYE, chgnet).force_constants
+    assert n_calls == 0
+    assert np.abs(phonon.force_constants - full).max() < 1e-6
+
+
+def test_cutoff_spanning_the_cell_reproduces_full(si64_ge, host, chgnet):
+    phonon, n_calls = EmbeddedForceConstants(cutoff=20.0).phonopy_doped(si64_ge, host, chgnet)
+    full = FiniteDisplacement().phonopy(si64_ge, EYE, chgnet)
+    assert n_calls == len(full.displacements)  # ± pairs: no call for the undisplaced cell
+    # CHGNet runs in float32: the same forces agree to ~1e-4 eV/Å² of ~10
+    assert np.abs(phonon.force_constants - full.force_constants).max() < 1e-3
+
+
+def test_only_atoms_near_the_dopant_are_displaced(si64_ge, host, chgnet):
+    method = EmbeddedForceConstants(cutoff=3.0)
+    near = method.near_dopants(si64_ge, host)
+    assert near.sum() == 5  # the Ge site and its four neighbours at 2.4 Å
+    _, n_calls = method.phonopy_doped(si64_ge, host, chgnet)
+    full = FiniteDisplacement().phonopy(si64_ge, EYE, chgnet)
+    assert 1 < n_calls < len(full.displacements)
+
+
+def test_embedded_force_constants_obey_sum_rule_and_index_symmetry(si64_ge, host, chgnet):
+    phonon, _ = EmbeddedForceConstants(cutoff=4.5).phonopy_doped(si64_ge, host, chgnet)
+    fc = phonon.force_constants
+    assert np.abs(fc.sum(axis=1)).max() < 1e-8
+    assert np.allclose(fc, fc.transpose(1, 0, 3, 2), atol=1e-8)
+
+
+def test_relaxed_doped_cell_has_no_imaginary_modes(si64_ge, host, chgnet):
+    modes = EmbeddedForceConstants(cutoff=4.5).doped_modes(si64_ge, host, chgnet)
+    assert modes.min_energy > -IMAGINARY_TOLERANCE_MEV
+
+
+def test_embedding_needs_the_same_supercell(si64, host, chgnet):
+    with pytest.raises(ValueError, match="only substitutions"):
+        EmbeddedForceConstants().doped_modes(si64[:-1], host, chgnet)
+    with pytest.raises(ValueError, match="host_reference"):
+        EmbeddedForceConstants().doped_modes(si64, None, chgnet)
