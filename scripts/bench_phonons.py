@@ -5,7 +5,10 @@ smoothed PDoS on the model's grid agrees with ``full`` (cosine similarity, L1 di
 unit-area spectra, shift of the tallest peak). The pristine force constants that ``embedded``
 needs are computed once per parent and reported on their own line (shared by every doped cell
 of that parent). It then compares relaxing every atom, only the atoms near the dopants, or none,
-with the spectra from ``embedded`` at its configured cutoff. Prints figures, asserts nothing.
+with the spectra from ``embedded`` at its configured cutoff. Last, it draws doped cells the way
+generation does (``sampling`` of ``conf/generate.yaml``) and counts, without any force call, the
+atoms near a dopant: the calls a typical sample costs with ``embedded`` against ``full``.
+Prints figures, asserts nothing.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ from ase import Atoms
 from ase.build import bulk
 from ase.constraints import FixAtoms
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from defectnet.cli import CONF_DIR
+from defectnet.datagen.recommender import recommend
 from defectnet.datagen.phonons import EmbeddedForceConstants, FiniteDisplacement, Modes
 from defectnet.datagen.relax import relax
-from defectnet.datagen.supercell import choose_supercell
+from defectnet.datagen.supercell import choose_supercell, substitute
 from defectnet.spectra import EnergyGrid, spectrum_from_modes
 
 GRID = EnergyGrid()
@@ -58,6 +62,27 @@ def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
     cosine = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
     l1 = float(np.abs(a - b).sum() * GRID.step)
     return cosine, l1, tallest_peak(a) - tallest_peak(b)
+
+
+def sampled_calls(prim, pristine, method, host, draws: int, seed: int) -> np.ndarray:
+    """Force calls of ``embedded`` for doped cells drawn as generation draws them (P1 cells:
+    ± three Cartesian steps per displaced atom)."""
+    sampling = OmegaConf.load(f"{CONF_DIR}/generate.yaml").sampling
+    candidates = recommend(prim)
+    rng = np.random.default_rng(seed)
+    calls = []
+    for _ in range(draws):
+        sub = substitute(
+            pristine,
+            candidates,
+            rng,
+            n_dopants=tuple(sampling.n_dopants),
+            concentration=tuple(sampling.concentration),
+            n_distractors=tuple(sampling.n_distractors),
+            max_total=sampling.max_total,
+        )
+        calls.append(6 * int(method.near_dopants(sub.atoms, host).sum()))
+    return np.array(calls)
 
 
 def timed(fn, *args):

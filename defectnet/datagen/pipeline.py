@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 # Keys that only say how or where to run (and what the folder is called), not what the data
 # set is.
-RUNTIME_KEYS = ("name", "shard", "num_shards", "stage", "out_dir", "cache", "progress")
+RUNTIME_KEYS = ("name", "shard", "num_shards", "stage", "out_dir", "cache", "progress", "cost")
 
 
 def settings_hash(cfg: DictConfig) -> str:
@@ -231,6 +231,23 @@ def make_sample(ctx: Context, parent: Parent, parent_state: dict, index: int) ->
     }
 
 
+def expected_cost(cfg: DictConfig, existing: list[dict], n_todo: int) -> str:
+    """What the samples left to do will cost, printed before starting: from the mean time of
+    the samples this data set already holds, else from the config's measured estimate."""
+    times = [r["timing"]["total_s"] / 60 for r in existing if r.get("status") == "ok"]
+    if times:
+        minutes, source = float(np.mean(times)), f"mean of {len(times)} samples done here"
+    elif cfg.get("cost") and cfg.cost.get("minutes_per_sample"):
+        minutes, source = float(cfg.cost.minutes_per_sample), cfg.cost.measured_on
+    else:
+        return f"{n_todo} samples to do (no cost estimate: none done yet, no cost.minutes_per_sample)"
+    hours = n_todo * minutes / 60
+    return (
+        f"{n_todo} samples to do, ≈ {minutes:.1f} min each ({source}): ≈ {hours:,.1f} h "
+        "for this process"
+    )
+
+
 def plan(cfg: DictConfig, parents: list[Parent]) -> list[tuple[int, Parent]]:
     """Every (sample index, parent) of the data set, in order."""
     spp = int(cfg.samples_per_parent)
@@ -282,6 +299,7 @@ def run_shard(cfg: DictConfig) -> dict:
     if not todo:
         log.info("shard %d/%d: all %d samples already done", shard, num_shards, len(mine))
         return stats
+    log.info("shard %d/%d: %s", shard, num_shards, expected_cost(cfg, existing, len(todo)))
     ctx = Context(
         cfg,
         instantiate(cfg.calculator),
