@@ -128,3 +128,13 @@ def test_bad_inputs_give_clear_errors(generate_cfg, tmp_path):
         run_shard(generate_cfg(out="a-file/sub"))
     with pytest.raises(ValueError, match="shard=2 must lie"):
         run_shard(generate_cfg("shard=2", "num_shards=2"))
+
+
+def test_embedded_phonons_in_the_pipeline_record_their_cost(generate_cfg):
+    cfg = generate_cfg("phonons=embedded", "phonons.cutoff=3.0", "samples_per_parent=1")
+    assert run_shard(cfg)["ok"] == 1
+    (r,) = RecordShard(shard_path(cfg.out_dir, 0, 1)).records
+    assert r["provenance"]["phonons"]["method"] == "embedded"
+    assert r["provenance"]["phonons"]["cutoff"] == 3.0
+    assert r["phonons"]["host_displacements"] >= 1
+    assert 0 < r["phonons"]["n_displacements"] < 6 * r["n_atoms"]

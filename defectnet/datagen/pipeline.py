@@ -240,7 +240,9 @@ def expected_cost(cfg: DictConfig, existing: list[dict], n_todo: int) -> str:
     elif cfg.get("cost") and cfg.cost.get("minutes_per_sample"):
         minutes, source = float(cfg.cost.minutes_per_sample), cfg.cost.measured_on
     else:
-        return f"{n_todo} samples to do (no cost estimate: none done yet, no cost.minutes_per_sample)"
+        return (
+            f"{n_todo} samples to do (no cost estimate: none done yet, no cost.minutes_per_sample)"
+        )
     hours = n_todo * minutes / 60
     return (
         f"{n_todo} samples to do, ≈ {minutes:.1f} min each ({source}): ≈ {hours:,.1f} h "
