@@ -72,15 +72,7 @@ def sampled_calls(prim, pristine, method, host, draws: int, seed: int) -> np.nda
     rng = np.random.default_rng(seed)
     calls = []
     for _ in range(draws):
-        sub = substitute(
-            pristine,
-            candidates,
-            rng,
-            n_dopants=tuple(sampling.n_dopants),
-            concentration=tuple(sampling.concentration),
-            n_distractors=tuple(sampling.n_distractors),
-            max_total=sampling.max_total,
-        )
+        sub = substitute(pristine, candidates, rng, **OmegaConf.to_container(sampling))
         calls.append(6 * int(method.near_dopants(sub.atoms, host).sum()))
     return np.array(calls)
 

@@ -189,16 +189,7 @@ def make_sample(ctx: Context, parent: Parent, parent_state: dict, index: int) ->
     t0 = time.perf_counter()
     host, candidates, supercell = ctx.host_setup(parent, parent_state)
     rng = np.random.default_rng([int(cfg.seed), index])
-    s = cfg.sampling
-    sub = substitute(
-        supercell,
-        candidates,
-        rng,
-        n_dopants=tuple(s.n_dopants),
-        concentration=tuple(s.concentration),
-        n_distractors=tuple(s.n_distractors),
-        max_total=s.max_total,
-    )
+    sub = substitute(supercell, candidates, rng, **OmegaConf.to_container(cfg.sampling))
     timing["setup_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     relaxed = ctx.relax(sub.atoms, cfg.relax)
