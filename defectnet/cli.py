@@ -22,7 +22,12 @@ OmegaConf.register_new_resolver(
 def run_generation(cfg: DictConfig) -> dict:
     """``stage``: generate this shard, consolidate all shards into the cache, or both."""
     from defectnet.data.cache import consolidate, save_cache
-    from defectnet.datagen.pipeline import grid_from_config, run_shard
+    from defectnet.datagen.pipeline import (
+        grid_from_config,
+        make_references,
+        prepare_parents,
+        run_shard,
+    )
 
     out: dict = {}
     if cfg.stage == "list_parents":
@@ -30,6 +35,19 @@ def run_generation(cfg: DictConfig) -> dict:
 
         for p in instantiate(cfg.parents).parents():
             print(p.id)
+        return out
+    if cfg.stage == "parents":
+        out["parents"] = prepare_parents(cfg)
+        log.info("parents of shard %s/%s: %s", cfg.shard, cfg.num_shards, out["parents"])
+        return out
+    if cfg.stage == "references":
+        out["references"] = make_references(cfg)
+        log.info(
+            "single-dopant references of shard %s/%s: %s",
+            cfg.shard,
+            cfg.num_shards,
+            out["references"],
+        )
         return out
     if cfg.stage in ("generate", "all"):
         out["generate"] = run_shard(cfg)
@@ -53,7 +71,10 @@ def run_generation(cfg: DictConfig) -> dict:
             json.dumps(report["failures"]),
         )
     if cfg.stage not in ("generate", "consolidate", "all"):
-        raise ValueError(f"stage='{cfg.stage}': choose generate, consolidate, all or list_parents.")
+        raise ValueError(
+            f"stage='{cfg.stage}': choose parents, references, generate, consolidate, all or "
+            "list_parents."
+        )
     return out
 
 
@@ -77,3 +98,10 @@ def evaluate(cfg: DictConfig) -> None:
 
     metrics = run_evaluation(cfg)
     print(json.dumps(metrics, indent=2))
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
+def predict(cfg: DictConfig) -> None:
+    from defectnet.predict import predict as run_prediction
+
+    run_prediction(cfg)

@@ -167,19 +167,142 @@ def train(cfg: DictConfig) -> dict:
     return metrics
 
 
+def _check_split(paths, dm: PDoSDataModule) -> None:
+    """Refuse checkpoints whose training held out other parents than this evaluation tests."""
+    from defectnet.model.checkpoint import checkpoint_data
+
+    for path in paths:
+        held = checkpoint_data(path).get("ood_parents")
+        if held is not None and sorted(held) != sorted(dm.splits.ood_parents):
+            raise ValueError(
+                f"{path}: trained with test-OOD parents {held}, this data config holds out "
+                f"{dm.splits.ood_parents}; evaluate with the data settings of training "
+                "(data.seed, data.ood_parents, data.path)."
+            )
+
+
 def evaluate(cfg: DictConfig) -> dict:
-    """Test a checkpoint on test-ID and test-OOD of a data set; metrics to JSON."""
-    if not cfg.get("ckpt_path"):
-        raise ValueError("ckpt_path=: give the checkpoint to evaluate.")
+    """DefectNet (one checkpoint or a deep ensemble) against the MLP baseline, NNLS unmixing
+    and the training mean on test-ID and test-OOD; open-set identification and interval
+    coverage; metrics.json, comparison.md and figures in the run folder."""
+    import numpy as np
+
+    from defectnet import evaluation as ev
+    from defectnet.plots import error_profile_plot, quartile_parity_plot
+    from defectnet.predict import load_ensemble
+
     dm: PDoSDataModule = instantiate(cfg.data)
-    module: DefectNetModule = instantiate(cfg.model)
-    load_weights(module, cfg.ckpt_path)
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
-    trainer.test(module, datamodule=dm)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    dm.setup("test")
+    networks, grid, threshold, paths = load_ensemble(cfg.ckpt_path)
+    if grid != dm.dataset.grid:
+        raise ValueError(
+            f"ckpt_path: trained on grid {grid}, the data set {dm.path} is on {dm.dataset.grid}."
+        )
+    _check_split(paths, dm)
+    mlp = load_ensemble(cfg.mlp_ckpt) if cfg.get("mlp_ckpt") else None
+    if mlp is not None:
+        _check_split(mlp[3], dm)
+    references = ev.load_references(cfg.references) if cfg.get("references") else None
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics["comparison"] = evaluate_splits(module, dm, out_dir)
-    metrics["checkpoint"] = str(cfg.ckpt_path)
+    loggers = _instantiate_all(cfg.get("logger"))
+    name = "DefectNet" if len(networks) == 1 else f"DefectNet (ensemble of {len(networks)})"
+    results: dict = {name: {}, "MLP": {}, "NNLS": {}, "training mean": {}}
+    extra: dict = {"open_set": {}, "calibration": {}}
+    figures = []
+    for split in TEST_SPLITS:
+        if len(getattr(dm.splits, split)) == 0:
+            continue
+        _, mask, target, *_ = (t.numpy() for t in dm.split_tensors(split))
+        members, _ = ev.network_members(networks, dm, split)
+        mean = members.mean(0)
+        results[name][split] = ev.split_metrics(mean, target, mask, threshold)
+        if mlp is not None:
+            results["MLP"][split] = ev.split_metrics(
+                ev.network_members(mlp[0], dm, split)[0].mean(0), target, mask, threshold
+            )
+        if references is not None:
+            results["NNLS"][split] = ev.split_metrics(
+                ev.nnls_predict(dm, split, references), target, mask, threshold
+            )
+        results["training mean"][split] = ev.split_metrics(
+            ev.train_mean_predict(dm, split), target, mask, threshold
+        )
+        if len(networks) > 1:
+            from defectnet.predict import EnsemblePrediction
+
+            ens = EnsemblePrediction(mean, members.std(0, ddof=1), members, np.empty(0))
+            low, high = ens.interval(float(cfg.interval))
+            extra["calibration"][split] = {
+                "interval": float(cfg.interval),
+                **ev.coverage(low, high, target, mask),
+            }
+        if cfg.get("open_set", True):
+            open_members, open_mask = ev.network_members(networks, dm, split, open_set=True)
+            m = ev.split_metrics(open_members.mean(0), target, open_mask, threshold)
+            g = results[name][split]
+            extra["open_set"][split] = {
+                "threshold": threshold,
+                "open_precision": m["precision"],
+                "open_recall": m["recall"],
+                "open_f1": m["f1"],
+                "guided_precision": g["precision"],
+                "guided_recall": g["recall"],
+                "guided_f1": g["f1"],
+            }
+        figures.append(
+            quartile_parity_plot(
+                mean, target, mask, out_dir / f"parity_quartiles_{split}.png", f"{name}, {split}"
+            )
+        )
+        figures.append(
+            error_profile_plot(
+                {k: v[split] for k, v in results.items() if split in v},
+                out_dir / f"error_profile_{split}.png",
+                split,
+            )
+        )
+    results = {k: v for k, v in results.items() if v}
+    table = ev.comparison_table(results)
+    metrics = {
+        "methods": results,
+        **extra,
+        "checkpoints": [str(p) for p in paths],
+        "ood_parents": dm.splits.ood_parents,
+        "figures": [str(f) for f in figures],
+    }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out_dir / "comparison.md").write_text(table + "\n")
+    for lg in loggers:
+        if hasattr(lg, "log_image"):
+            for f in figures:
+                lg.log_image(key=f.stem, images=[str(f)])
+        lg.log_metrics(
+            {
+                f"{m}/{s}/{k}": v
+                for m, d in results.items()
+                for s, r in d.items()
+                for k, v in r.items()
+            }
+        )
+    _finish_wandb()
+    log.info("\n%s", table)
+    for split, o in extra["open_set"].items():
+        log.info(
+            "%s open set: precision %.2f recall %.2f (guided: %.2f / %.2f) at threshold %.3g",
+            split,
+            o["open_precision"],
+            o["open_recall"],
+            o["guided_precision"],
+            o["guided_recall"],
+            threshold,
+        )
+    for split, c in extra["calibration"].items():
+        log.info(
+            "%s: %.0f %% intervals hold %.0f %% of candidates, %.0f %% of present dopants",
+            split,
+            100 * c["interval"],
+            100 * c["coverage_candidates"],
+            100 * c["coverage_present"],
+        )
     return metrics

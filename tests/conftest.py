@@ -61,3 +61,41 @@ def chgnet():
     from defectnet.datagen.calculators import CHGNetForceField
 
     return CHGNetForceField()
+
+
+SMALL = [
+    "model.model.d_model=32",
+    "model.model.n_heads=2",
+    "model.model.conv_channels=[16,32]",
+    "model.model.head_hidden=32",
+]
+
+
+def _train_briefly(out: Path, *overrides: str) -> Path:
+    from defectnet.training import train
+
+    cfg = compose_config(
+        "train",
+        ["experiment=demo", "logger=none", "trainer.max_epochs=2", "test=false", *overrides],
+    )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+    train(cfg)
+    return out / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def ensemble(tmp_path_factory) -> list[Path]:
+    """Two small DefectNets (seeds 0, 1; one split) from two short epochs on the demo set."""
+    root = tmp_path_factory.mktemp("ensemble")
+    return [_train_briefly(root / f"seed{s}", f"seed={s}", *SMALL) for s in (0, 1)]
+
+
+@pytest.fixture(scope="session")
+def pretrained(ensemble) -> Path:
+    return ensemble[0]
+
+
+@pytest.fixture(scope="session")
+def mlp_checkpoint(tmp_path_factory) -> Path:
+    return _train_briefly(tmp_path_factory.mktemp("mlp"), "model=mlp")

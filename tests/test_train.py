@@ -1,6 +1,5 @@
 """Training through the Hydra configs, as the Lightning+Hydra template tests it."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,29 +9,9 @@ import torch
 from omegaconf import open_dict
 
 from defectnet.cli import ROOT_DIR
-from defectnet.training import evaluate, train
+from defectnet.training import train
 
-from .conftest import DEMO_CACHE, compose_config
-
-SMALL = [
-    "model.model.d_model=32",
-    "model.model.n_heads=2",
-    "model.model.conv_channels=[16,32]",
-    "model.model.head_hidden=32",
-]
-
-
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory) -> Path:
-    """A checkpoint from two short epochs on the demo set."""
-    out = tmp_path_factory.mktemp("pretrained")
-    cfg = compose_config(
-        "train", ["experiment=demo", "logger=none", "trainer.max_epochs=2", "test=false", *SMALL]
-    )
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
-    train(cfg)
-    return out / "checkpoints" / "last.ckpt"
+from .conftest import DEMO_CACHE, SMALL
 
 
 @pytest.mark.parametrize("experiment", ["demo", "pretrain", "finetune_sige", "finetune_mgb2"])
@@ -89,16 +68,6 @@ def test_ddp_on_two_cpu_processes(train_cfg):
         )
     )
     assert "test_id/rmse" in metrics
-
-
-def test_evaluate_a_checkpoint(pretrained, tmp_path):
-    cfg = compose_config("eval", [f"ckpt_path={pretrained}", *SMALL])
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "eval")
-    metrics = evaluate(cfg)
-    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert saved["test_ood/rmse"] == pytest.approx(metrics["test_ood/rmse"])
-    assert (tmp_path / "eval" / "parity_test_ood.png").stat().st_size > 1000
 
 
 def test_multirun_sweeps_d_model(tmp_path):

@@ -22,6 +22,13 @@ from defectnet.spectra import FWHM_TO_SIGMA
 PROPOSABLE_MASK = torch.tensor([s not in NOBLE_GASES for s in DOPANTS], dtype=torch.bool)
 
 
+def open_set_mask(spectra: torch.Tensor) -> torch.Tensor:
+    """[B, 56] candidates of the open-set mode: every non-noble-gas vocabulary element that is
+    not an element of the host (read from the composition channel)."""
+    host = spectra[:, 2, :N_DOPANTS] > 0
+    return (PROPOSABLE_MASK.to(spectra.device)[None] & ~host).to(spectra.dtype)
+
+
 @dataclass
 class Splits:
     """Sample indices per split and the held-out parents."""
@@ -72,7 +79,9 @@ class SpectrumAugmentation:
     * ``extra_distractors``: up to this many extra candidates per sample that are absent
       (target 0) and not host elements, so the model learns to send distractors to zero;
     * ``counts``: total neutron counts per spectrum for Poisson-like counting noise (null: off);
-    * ``max_extra_fwhm``: extra Gaussian smoothing with an FWHM drawn in [0, max] meV.
+    * ``max_extra_fwhm``: extra Gaussian smoothing with an FWHM drawn in [0, max] meV;
+    * ``open_set``: the fraction of samples whose candidates become every proposable element
+      that is not in the host (``open_set_mask``), which teaches prediction without a guess.
     """
 
     def __init__(
@@ -80,17 +89,22 @@ class SpectrumAugmentation:
         extra_distractors: int = 0,
         counts: float | None = None,
         max_extra_fwhm: float = 0.0,
+        open_set: float = 0.0,
         energy_step: float = 2.0,
     ):
         self.extra_distractors = extra_distractors
         self.counts = counts
         self.max_extra_fwhm = max_extra_fwhm
+        self.open_set = open_set
         self.energy_step = energy_step
 
     def __call__(self, x: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor):
         x = x.clone()
         if self.extra_distractors > 0:
             mask = self._add_distractors(x, mask)
+        if self.open_set > 0:
+            rows = torch.rand(mask.shape[0], 1, device=mask.device) < self.open_set
+            mask = torch.where(rows, open_set_mask(x), mask)
         if self.max_extra_fwhm > 0:
             x[:, :2] = self._smooth(x[:, :2])
         if self.counts:

@@ -43,8 +43,9 @@ def settings_hash(cfg: DictConfig) -> str:
     """Hash of everything that defines the data set (not how it is run)."""
     data = OmegaConf.to_container(cfg, resolve=True)
     data = {k: v for k, v in data.items() if k not in RUNTIME_KEYS and k != "hydra"}
-    data.get("calculator", {}).pop("device", None)
-    data.get("calculator", {}).pop("batch_size", None)
+    for forcefield in (data.get("calculator", {}), data.get("parents", {}).get("forcefield", {})):
+        forcefield.pop("device", None)  # where a potential runs does not change the data
+        forcefield.pop("batch_size", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -264,11 +265,109 @@ def check_output_dir(out_dir: Path) -> None:
         ) from exc
 
 
-def run_shard(cfg: DictConfig) -> dict:
-    """Generate this shard's samples; returns counts of what was done, skipped and failed."""
+def _check_shard(cfg: DictConfig) -> tuple[int, int]:
     shard, num_shards = int(cfg.shard), int(cfg.num_shards)
     if not 0 <= shard < num_shards:
         raise ValueError(f"shard={shard} must lie in [0, num_shards={num_shards}).")
+    return shard, num_shards
+
+
+def _context(cfg: DictConfig, out_dir: Path, h: str) -> Context:
+    return Context(
+        cfg,
+        instantiate(cfg.calculator),
+        instantiate(cfg.phonons),
+        grid_from_config(cfg),
+        out_dir,
+        h,
+    )
+
+
+def prepare_parents(cfg: DictConfig) -> dict:
+    """Prepare this shard's share of the parents (parent ``j`` goes to shard ``j % n``).
+
+    Samples of one parent are spread over every shard, so when parent work is costly (a
+    melt-quench, a large pristine cell) running this stage first keeps two shards from
+    preparing the same parent at once.
+    """
+    shard, num_shards = _check_shard(cfg)
+    out_dir = Path(cfg.out_dir)
+    check_output_dir(out_dir)
+    parents = instantiate(cfg.parents).select(cfg.num_parents, int(cfg.seed), list(cfg.include))
+    mine = [p for j, p in enumerate(parents) if j % num_shards == shard]
+    ctx = _context(cfg, out_dir, settings_hash(cfg))
+    stats: dict = {}
+    bar = tqdm(mine, desc=f"parents {shard}/{num_shards}", disable=not cfg.get("progress", True))
+    for parent in bar:
+        status = prepare_parent(ctx, parent)["status"]
+        stats[status] = stats.get(status, 0) + 1
+    return stats
+
+
+def single_dopant_cell(supercell: Atoms, dopant: str, replaces: str) -> Atoms:
+    """The supercell with its first ``replaces`` site taken by ``dopant``."""
+    symbols = supercell.get_chemical_symbols()
+    site = symbols.index(replaces)
+    cell = supercell.copy()
+    symbols[site] = dopant
+    cell.set_chemical_symbols(symbols)
+    return cell
+
+
+def make_references(cfg: DictConfig) -> dict:
+    """Single-dopant spectra: for every ok parent of this shard and every candidate of its host,
+    one site of the doped supercell substituted, relaxed and simulated like a sample.
+
+    Stored per parent in ``references/<id>.json`` (rewritten atomically after each dopant, so a
+    rerun resumes); the NNLS baseline unmixes difference spectra with them.
+    """
+    shard, num_shards = _check_shard(cfg)
+    out_dir = Path(cfg.out_dir)
+    check_output_dir(out_dir)
+    h = settings_hash(cfg)
+    parents = instantiate(cfg.parents).select(cfg.num_parents, int(cfg.seed), list(cfg.include))
+    mine = [p for j, p in enumerate(parents) if j % num_shards == shard]
+    ctx = _context(cfg, out_dir, h)
+    stats = {"parents": 0, "dopants": 0, "failed": 0}
+    for parent in tqdm(mine, desc="references", disable=not cfg.get("progress", True)):
+        state = prepare_parent(ctx, parent)
+        if state["status"] != "ok":
+            continue
+        path = out_dir / "references" / f"{parent.id}.json"
+        ref = read_json(path) if path.exists() else None
+        if ref is not None and ref["settings_hash"] != h:
+            raise ValueError(
+                f"{path}: made with settings {ref['settings_hash']}, the current config gives {h}; "
+                "restore that config, or delete the references folder to recompute it."
+            )
+        ref = ref or {"parent_id": parent.id, "settings_hash": h, "dopants": {}, "failed": {}}
+        _, candidates, supercell = ctx.host_setup(parent, state)
+        reference = ctx.host_reference(parent, supercell)
+        for cand in candidates:
+            if cand.dopant in ref["dopants"] or cand.dopant in ref["failed"]:
+                continue
+            try:
+                cell = single_dopant_cell(supercell, cand.dopant, cand.replaces)
+                relaxed = ctx.relax(cell, cfg.relax)
+                modes = ctx.phonons.doped_modes(relaxed.atoms, reference, ctx.forcefield)
+                ref["dopants"][cand.dopant] = {
+                    "replaces": cand.replaces,
+                    "concentration": 1 / len(cell),
+                    "spectrum": ctx.spectrum(modes).tolist(),
+                }
+                stats["dopants"] += 1
+            except Exception as exc:  # recorded with its reason, then the run goes on
+                ref["failed"][cand.dopant] = f"{type(exc).__name__}: {exc}"
+                stats["failed"] += 1
+            ref["pristine"] = state["pristine"]
+            write_json_atomic(path, ref)
+        stats["parents"] += 1
+    return stats
+
+
+def run_shard(cfg: DictConfig) -> dict:
+    """Generate this shard's samples; returns counts of what was done, skipped and failed."""
+    shard, num_shards = _check_shard(cfg)
     if cfg.candidates is not None:
         for dopant in cfg.candidates:
             dopant_index(dopant, where="candidates")
@@ -293,14 +392,7 @@ def run_shard(cfg: DictConfig) -> dict:
         log.info("shard %d/%d: all %d samples already done", shard, num_shards, len(mine))
         return stats
     log.info("shard %d/%d: %s", shard, num_shards, expected_cost(cfg, existing, len(todo)))
-    ctx = Context(
-        cfg,
-        instantiate(cfg.calculator),
-        instantiate(cfg.phonons),
-        grid_from_config(cfg),
-        out_dir,
-        h,
-    )
+    ctx = _context(cfg, out_dir, h)
     bar = tqdm(
         todo,
         desc=f"shard {shard}/{num_shards}",

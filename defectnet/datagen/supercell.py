@@ -67,8 +67,12 @@ def choose_supercell(
     bases = [(np.eye(3, dtype=int), atoms)]
     conv = _conventional(atoms)
     if len(conv) != len(atoms):
-        to_conv = np.rint(np.linalg.solve(atoms.cell[:].T, conv.cell[:].T).T).astype(int)
-        bases.append((to_conv, atoms))
+        exact = np.linalg.solve(atoms.cell[:].T, conv.cell[:].T).T
+        to_conv = np.rint(exact).astype(int)
+        # only a conventional cell that is a supercell of the given one (not a smaller cell
+        # hidden in an already repeated one) can serve as a base
+        if np.allclose(exact, to_conv, atol=1e-3) and round(abs(np.linalg.det(to_conv))) >= 1:
+            bases.append((to_conv, atoms))
     best = None
     for base_matrix, base in bases:
         n_base = len(base) * round(abs(np.linalg.det(base_matrix)))
@@ -109,6 +113,13 @@ def _log_uniform_int(rng: np.random.Generator, low: int, high: int) -> int:
     return int(min(high, math.floor(math.exp(rng.uniform(math.log(low), math.log(high + 1))))))
 
 
+def _uniform_int(rng: np.random.Generator, low: int, high: int) -> int:
+    return low if high <= low else int(rng.integers(low, high + 1))
+
+
+SITE_COUNTS = {"log_uniform": _log_uniform_int, "uniform": _uniform_int}
+
+
 def substitute(
     supercell: Atoms,
     candidates: Sequence[Candidate],
@@ -117,14 +128,21 @@ def substitute(
     concentration: Sequence[float] = (0.002, 0.25),
     n_distractors: Sequence[int] = (0, 3),
     max_total: float = 0.5,
+    site_counts: str = "log_uniform",
 ) -> Substitution:
     """Put 1…k distinct dopants on random sites of the host elements they replace.
 
-    The number of sites per dopant is drawn log-uniformly so that dilute (one site) and
-    concentrated (up to ``concentration[1]``) samples are both common. Candidates not used
+    The number of sites per dopant is drawn log-uniformly by default so that dilute (one site)
+    and concentrated (up to ``concentration[1]``) samples are both common; ``site_counts=
+    "uniform"`` draws it uniformly instead (an alloy series such as Si(1-x)Ge(x)). Candidates not used
     become distractors: offered to the model, truly absent. All dopants together take at
     most ``max_total`` of the sites, so the host stays the host.
     """
+    if site_counts not in SITE_COUNTS:
+        raise ValueError(
+            f"sampling.site_counts='{site_counts}': choose one of {sorted(SITE_COUNTS)}."
+        )
+    draw_sites = SITE_COUNTS[site_counts]
     by_dopant: dict[str, Candidate] = {}
     for c in candidates:
         by_dopant.setdefault(c.dopant, c)
@@ -149,7 +167,7 @@ def substitute(
         pool = free[by_dopant[dopant].replaces]
         if not pool or budget <= 0:
             continue
-        n = min(_log_uniform_int(rng, min_sites, max_sites), len(pool), budget)
+        n = min(draw_sites(rng, min_sites, max_sites), len(pool), budget)
         budget -= n
         picked = sorted(rng.choice(pool, size=n, replace=False).tolist())
         for i in picked:

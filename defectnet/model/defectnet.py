@@ -77,6 +77,18 @@ class DefectNet(nn.Module):
         n_dopants: int = N_DOPANTS,
     ):
         super().__init__()
+        # What rebuilds this network from a checkpoint (see model.checkpoint).
+        self.config = {
+            "n_points": n_points,
+            "in_channels": in_channels,
+            "d_model": d_model,
+            "n_heads": n_heads,
+            "conv_channels": list(conv_channels),
+            "kernel_sizes": kernel_sizes if isinstance(kernel_sizes, int) else list(kernel_sizes),
+            "head_hidden": head_hidden,
+            "dropout": dropout,
+            "n_dopants": n_dopants,
+        }
         if d_model % n_heads:
             raise ValueError(f"model: d_model={d_model} is not divisible by n_heads={n_heads}.")
         self.encoder = SpectralEncoder(

@@ -10,6 +10,8 @@ from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection, R2Score
 from torchmetrics.classification import BinaryF1Score
 
+from defectnet.model.checkpoint import checkpoint_entry
+
 MAX_DOPANTS = 6
 TEST_SPLITS = ("test_id", "test_ood")
 
@@ -138,6 +140,20 @@ class DefectNetModule(L.LightningModule):
                 sync_dist=True,
             )
             metrics.reset()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Record what prediction needs to rebuild the network (model.checkpoint)."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        dataset = getattr(dm, "dataset", None)
+        splits = getattr(dm, "splits", None)
+        data = {
+            "path": str(getattr(dm, "path", "")),
+            "split_seed": getattr(dm, "seed", None),
+            "ood_parents": list(splits.ood_parents) if splits is not None else None,
+        }
+        checkpoint["defectnet"] = checkpoint_entry(
+            self.model, dataset.grid if dataset is not None else None, self.threshold, data
+        )
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]

@@ -1,0 +1,93 @@
+"""What a checkpoint must carry to be used for prediction, and its safe loading.
+
+Every checkpoint a training run writes holds, beside the weights, a ``defectnet`` entry: the
+format version, the network class and its constructor arguments, the energy grid of the data
+it was trained on and the presence threshold. ``load_network`` rebuilds the network from that
+entry alone (``torch.load(weights_only=True)``: nothing is unpickled), so prediction needs no
+training config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from defectnet.model.defectnet import DefectNet
+from defectnet.model.mlp import MLPBaseline
+from defectnet.spectra import EnergyGrid
+
+CHECKPOINT_FORMAT = "1"
+NETWORKS = {"DefectNet": DefectNet, "MLPBaseline": MLPBaseline}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used for prediction as it is."""
+
+
+def checkpoint_entry(
+    network: nn.Module,
+    grid: EnergyGrid | None,
+    threshold: float,
+    data: dict | None = None,
+) -> dict:
+    """The ``defectnet`` entry written into every checkpoint; ``data`` names the data set and
+    its held-out parents, so an evaluation can tell whether a checkpoint saw its test parents."""
+    return {
+        "format_version": CHECKPOINT_FORMAT,
+        "network": type(network).__name__,
+        "config": network.config,
+        "grid": grid.as_dict() if grid is not None else None,
+        "threshold": float(threshold),
+        "data": data or {},
+    }
+
+
+def checkpoint_data(path: str | Path) -> dict:
+    """The data description a checkpoint was trained with (empty when unknown)."""
+    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    return ckpt.get("defectnet", {}).get("data", {})
+
+
+def load_network(path: str | Path) -> tuple[nn.Module, EnergyGrid, float]:
+    """The trained network (eval mode, CPU), its energy grid and its presence threshold."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for non-checkpoint files
+        raise CheckpointError(
+            f"{path}: not a loadable checkpoint ({type(exc).__name__}: {exc}); pass the .ckpt "
+            "a training run wrote under outputs/.../checkpoints/."
+        ) from exc
+    entry = ckpt.get("defectnet") if isinstance(ckpt, dict) else None
+    if entry is None or "state_dict" not in ckpt:
+        raise CheckpointError(
+            f"{path}: no 'defectnet' entry; it was not written by this version's training "
+            "(or not by DefectNet at all). Retrain with python train.py to get one."
+        )
+    if entry.get("format_version") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path}: checkpoint format {entry.get('format_version')!r}, this DefectNet reads "
+            f"{CHECKPOINT_FORMAT!r}; retrain, or predict with the DefectNet version that wrote it."
+        )
+    if entry["network"] not in NETWORKS:
+        raise CheckpointError(
+            f"{path}: unknown network '{entry['network']}'; known: {sorted(NETWORKS)}."
+        )
+    if entry.get("grid") is None:
+        raise CheckpointError(f"{path}: the checkpoint does not record its energy grid; retrain.")
+    grid = EnergyGrid(**{k: v for k, v in entry["grid"].items() if k != "unit"})
+    network = NETWORKS[entry["network"]](**entry["config"])
+    if network.config["n_points"] != grid.n_points:
+        raise CheckpointError(
+            f"{path}: the network takes {network.config['n_points']} energy points but was "
+            f"trained on a {grid.n_points}-point grid; the checkpoint is inconsistent."
+        )
+    weights = {
+        k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")
+    }
+    network.load_state_dict(weights)
+    return network.eval(), grid, float(entry["threshold"])

@@ -1,0 +1,242 @@
+"""From a spectrum (measured or simulated) to dopants and concentrations, with an interval.
+
+``defectnet-predict`` takes the doped and the pristine spectrum, each either a text file of
+measured intensities or a structure file that is simulated here (relaxation and phonons with
+the configured potential), the host formula and, optionally, the dopant candidates. Without
+candidates the open-set mode offers every non-noble-gas vocabulary element that is not in the
+host. One checkpoint gives a point estimate; several (a deep ensemble) give an interval from
+their spread. A table is printed and a JSON file and a PNG report are written.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from defectnet.datagen.parents import PARENT_FILE_PATTERNS
+from defectnet.elements import DOPANTS, PROPOSABLE, candidate_vector, formula_composition
+from defectnet.model.checkpoint import CheckpointError, load_network
+from defectnet.spectra import EnergyGrid
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EnsemblePrediction:
+    """Concentrations of every vocabulary element: mean, spread and each member's answer."""
+
+    mean: np.ndarray  # [B, 56]
+    std: np.ndarray  # [B, 56]; 0 for a single member
+    members: np.ndarray  # [M, B, 56]
+    attention: np.ndarray  # [B, L], averaged over members
+
+    def interval(self, level: float) -> tuple[np.ndarray, np.ndarray]:
+        """Central interval of probability ``level`` from a normal fit to the member spread."""
+        from scipy.stats import norm
+
+        z = float(norm.ppf(0.5 + level / 2))
+        return np.clip(self.mean - z * self.std, 0, None), self.mean + z * self.std
+
+
+@torch.no_grad()
+def ensemble_predict(networks, spectra: torch.Tensor, mask: torch.Tensor) -> EnsemblePrediction:
+    outputs = [net(spectra, mask) for net in networks]
+    members = torch.stack([c for c, _ in outputs]).numpy()
+    attention = torch.stack([a for _, a in outputs]).mean(0).numpy()
+    std = members.std(0, ddof=1) if len(members) > 1 else np.zeros_like(members[0])
+    return EnsemblePrediction(members.mean(0), std, members, attention)
+
+
+def checkpoint_paths(spec) -> list[Path]:
+    """A checkpoint, a list of them, a glob, or a folder (every ``best*.ckpt`` below it, else
+    every ``last.ckpt``): the members of an ensemble, sorted."""
+    items = [spec] if isinstance(spec, str | Path) else list(spec)
+    paths: list[Path] = []
+    for item in items:
+        p = Path(str(item)).expanduser()
+        if p.is_dir():
+            found = sorted(p.rglob("best*.ckpt")) or sorted(p.rglob("last.ckpt"))
+        else:
+            found = [Path(f) for f in sorted(glob.glob(str(p)))]
+        if not found:
+            raise CheckpointError(
+                f"ckpt_path: '{item}' matches no checkpoint file; pass a .ckpt, a glob or a "
+                "training run (or multirun) folder."
+            )
+        paths += found
+    return paths
+
+
+def load_ensemble(spec) -> tuple[list[torch.nn.Module], EnergyGrid, float, list[Path]]:
+    """Networks of every member; they must share one energy grid."""
+    paths = checkpoint_paths(spec)
+    loaded = [load_network(p) for p in paths]
+    grids = {g for _, g, _ in loaded}
+    if len(grids) > 1:
+        raise CheckpointError(
+            f"ckpt_path: the checkpoints were trained on different energy grids {sorted(map(str, grids))}; "
+            "an ensemble needs one grid."
+        )
+    return [n for n, _, _ in loaded], loaded[0][1], loaded[0][2], paths
+
+
+def simulate_spectrum(path: Path, cfg: DictConfig, grid: EnergyGrid) -> np.ndarray:
+    """Relax a structure file's positions and compute its phonon spectrum on ``grid``."""
+    from hydra.utils import instantiate
+
+    from defectnet.datagen.parents import read_structure
+    from defectnet.datagen.relax import relax
+    from defectnet.datagen.supercell import choose_supercell
+    from defectnet.spectra import spectrum_from_modes
+
+    sim = cfg.simulate
+    atoms = read_structure(path)
+    forcefield = instantiate(cfg.calculator)
+    r = sim.relax
+    relaxed = relax(
+        atoms,
+        forcefield.calculator(),
+        fmax=r.fmax,
+        steps=r.steps,
+        relax_cell=r.relax_cell,
+        optimizer=r.optimizer,
+    ).atoms
+    matrix, _ = choose_supercell(relaxed, sim.min_atoms, sim.max_atoms, where=str(path))
+    modes = instantiate(cfg.phonons).modes(relaxed, matrix, forcefield)
+    log.info(
+        "%s: %d atoms, %d displaced cells, lowest mode %.2f meV",
+        path,
+        len(relaxed),
+        modes.n_displacements,
+        modes.min_energy,
+    )
+    return spectrum_from_modes(modes.energies_mev, grid, float(sim.fwhm_mev), modes.weights)
+
+
+def is_structure_file(path: Path) -> bool:
+    return any(path.match(pattern) for pattern in PARENT_FILE_PATTERNS)
+
+
+def input_spectrum(path: str, cfg: DictConfig, grid: EnergyGrid) -> np.ndarray:
+    """A spectrum file (read, cleaned, put on the grid) or a structure file (simulated)."""
+    from defectnet.finetune.measured import SpectrumFileError, load_measured, read_spectrum
+
+    p = Path(path).expanduser()
+    if is_structure_file(p):
+        return simulate_spectrum(p, cfg, grid)
+    energies, _ = read_spectrum(p, cfg.unit)
+    if energies[-1] < grid.e_min + 0.25 * (grid.e_max - grid.e_min):
+        raise SpectrumFileError(
+            f"{p}: the spectrum ends at {energies[-1]:.1f} meV but the model's grid spans "
+            f"{grid.e_min:g}–{grid.e_max:g} meV; check unit= (now {cfg.unit}) or measure a "
+            "wider energy range."
+        )
+    return load_measured(
+        p,
+        cfg.unit,
+        grid,
+        elastic_cutoff_mev=float(cfg.elastic_cutoff_mev),
+        background=cfg.background,
+    )
+
+
+def candidate_list(host: str, candidates) -> tuple[list[str], bool]:
+    """The given candidates, or (open set) every proposable element not in the host."""
+    from ase.formula import Formula
+
+    host_elements = set(Formula(host).count())
+    if candidates:
+        names = [str(c) for c in candidates]
+        candidate_vector(names, where="candidates")  # names a bad element
+        return names, False
+    return [e for e in PROPOSABLE if e not in host_elements], True
+
+
+def predict(cfg: DictConfig) -> dict:
+    """Run the command: load, predict, print the table, write JSON and the PNG report."""
+    from defectnet.plots import prediction_report
+
+    networks, grid, threshold, paths = load_ensemble(cfg.ckpt_path)
+    threshold = float(cfg.threshold) if cfg.get("threshold") is not None else threshold
+    composition = formula_composition(str(cfg.host))
+    names, open_set = candidate_list(str(cfg.host), cfg.get("candidates"))
+    pristine = input_spectrum(cfg.pristine, cfg, grid)
+    doped = input_spectrum(cfg.doped, cfg, grid)
+    if composition.shape[0] != grid.n_points:
+        raise CheckpointError(
+            f"ckpt_path: the model's grid has {grid.n_points} points but the composition "
+            f"channel has {composition.shape[0]}; DefectNet's input needs a 100-point grid."
+        )
+    x = torch.tensor(np.stack([pristine, doped, composition])[None])
+    mask = torch.tensor(candidate_vector(names))[None]
+    result = ensemble_predict(networks, x, mask)
+    low, high = result.interval(float(cfg.interval))
+    rows = []
+    for name in names:
+        i = DOPANTS.index(name)
+        rows.append(
+            {
+                "dopant": name,
+                "concentration": float(result.mean[0, i]),
+                "low": float(low[0, i]) if len(networks) > 1 else None,
+                "high": float(high[0, i]) if len(networks) > 1 else None,
+                "present": bool(result.mean[0, i] > threshold),
+            }
+        )
+    rows.sort(key=lambda r: -r["concentration"])
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = prediction_report(
+        grid.energies,
+        pristine,
+        doped,
+        result.attention[0],
+        rows[: int(cfg.top)],
+        out_dir / "prediction.png",
+        title=f"{cfg.host}: {Path(cfg.doped).name}",
+        interval=float(cfg.interval),
+        threshold=threshold,
+    )
+    summary = {
+        "host": str(cfg.host),
+        "doped": str(cfg.doped),
+        "pristine": str(cfg.pristine),
+        "open_set": open_set,
+        "checkpoints": [str(p) for p in paths],
+        "interval": float(cfg.interval),
+        "threshold": threshold,
+        "dopants": rows,
+        "report": str(report),
+    }
+    (out_dir / "prediction.json").write_text(json.dumps(summary, indent=2))
+    print(format_table(summary))
+    return summary
+
+
+def format_table(summary: dict) -> str:
+    level = int(round(100 * summary["interval"]))
+    lines = [
+        f"host {summary['host']}; {len(summary['checkpoints'])} checkpoint(s); "
+        f"{'open set' if summary['open_set'] else 'given candidates'}; "
+        f"present above {summary['threshold']:.3g}",
+        f"{'dopant':<7} {'concentration':>13} {f'{level} % interval':>20}  present",
+    ]
+    for r in summary["dopants"]:
+        if summary["open_set"] and not r["present"]:
+            continue
+        interval = f"{r['low']:.4f} – {r['high']:.4f}" if r["low"] is not None else "—"
+        lines.append(
+            f"{r['dopant']:<7} {r['concentration']:>13.4f} {interval:>20}  "
+            f"{'yes' if r['present'] else 'no'}"
+        )
+    if summary["open_set"] and not any(r["present"] for r in summary["dopants"]):
+        lines.append("(no element above the threshold)")
+    lines.append(f"report: {summary['report']}")
+    return "\n".join(lines)

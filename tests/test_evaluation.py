@@ -1,0 +1,134 @@
+"""The comparison: metrics, NNLS unmixing, open set, ensemble coverage, the evaluate command."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import open_dict
+
+from defectnet.data.cache import PDoSDataset, save_cache
+from defectnet.data.datamodule import PDoSDataModule, SpectrumAugmentation, open_set_mask
+from defectnet.elements import DOPANTS, candidate_vector, composition_vector
+from defectnet.evaluation import coverage, load_references, nnls_predict, split_metrics
+from defectnet.spectra import EnergyGrid
+from defectnet.training import evaluate
+
+from .conftest import ROOT_DIR, compose_config
+
+DEMO_REFERENCES = ROOT_DIR / "data" / "demo" / "references"
+
+
+def test_split_metrics_count_what_they_say():
+    target = np.zeros((2, 56))
+    mask = np.zeros((2, 56))
+    mask[:, :3] = 1
+    target[0, 0], target[1, 1] = 0.1, 0.2
+    pred = np.zeros((2, 56))
+    pred[0, 0], pred[0, 2] = 0.1, 0.05  # sample 0: right, plus one false positive
+    pred[1, 1] = 0.001  # sample 1: missed
+    m = split_metrics(pred, target, mask, threshold=0.01)
+    assert m["precision"] == pytest.approx(0.5) and m["recall"] == pytest.approx(0.5)
+    assert m["distractor_fpr"] == pytest.approx(1 / 4)
+    assert m["rmse"] == pytest.approx(np.sqrt((0.05**2 + 0.199**2) / 6))
+    assert m["rmse_n1"] == pytest.approx(m["rmse"])
+    c = coverage(pred - 0.01, pred + 0.01, target, mask)
+    assert c["coverage_present"] == pytest.approx(0.5)
+
+
+def test_nnls_unmixes_a_linear_mixture_exactly(tmp_path):
+    grid = EnergyGrid()
+    e = grid.energies
+    pristine = np.exp(-0.5 * ((e - 60) / 8) ** 2)
+    ref = {
+        "parent_id": "host",
+        "pristine": pristine.tolist(),
+        "dopants": {
+            el: {"concentration": 1 / 64, "spectrum": (pristine + d / 64).tolist()}
+            for el, d in (
+                ("Ge", np.exp(-0.5 * ((e - 30) / 5) ** 2)),
+                ("C", np.exp(-0.5 * ((e - 90) / 5) ** 2)),
+            )
+        },
+    }
+    truth = [(0.05, 0.0), (0.02, 0.1), (0.0, 0.03)]
+    doped = [
+        pristine
+        + a * (np.array(ref["dopants"]["Ge"]["spectrum"]) - pristine) * 64
+        + b * (np.array(ref["dopants"]["C"]["spectrum"]) - pristine) * 64
+        for a, b in truth
+    ]
+    n = len(truth)
+    mask = np.tile(candidate_vector(["Ge", "C", "Sn"]), (n, 1))  # Sn: no reference → 0
+    targets = np.zeros((n, 56), dtype=np.float32)
+    targets[:, DOPANTS.index("Ge")] = [a for a, _ in truth]
+    targets[:, DOPANTS.index("C")] = [b for _, b in truth]
+    f = lambda a: torch.tensor(np.asarray(a, dtype=np.float32))  # noqa: E731
+    ds = PDoSDataset(
+        f([pristine] * n),
+        f(doped),
+        f([composition_vector(["Si"])] * n),
+        f(mask),
+        f(targets),
+        torch.zeros(n, dtype=torch.int64),
+        ["host"],
+        grid,
+    )
+    save_cache(ds, tmp_path / "mix.safetensors")
+    dm = PDoSDataModule(str(tmp_path / "mix.safetensors"), 8, 0, 0.0, 0.0, 1.0)
+    dm.setup()
+    pred = nnls_predict(dm, "test_id", {"host": ref})
+    order = dm.splits.test_id
+    assert np.allclose(pred, targets[order], atol=1e-5)
+    with pytest.raises(ValueError, match="no single-dopant references for parent 'host'"):
+        nnls_predict(dm, "test_id", {})
+
+
+def test_open_set_mask_and_augmentation_offer_every_non_host_element():
+    x = torch.zeros(2, 3, 100)
+    x[:, 2] = torch.tensor(composition_vector(["Ga", "As"]))
+    mask = open_set_mask(x)
+    offered = {DOPANTS[i] for i in torch.nonzero(mask[0]).flatten().tolist()}
+    assert "Ga" not in offered and "As" not in offered and "Ar" not in offered
+    assert len(offered) == 56 - 5 - 2
+    aug = SpectrumAugmentation(open_set=1.0)
+    _, augmented, _ = aug(x, torch.zeros(2, 56), torch.zeros(2, 56))
+    assert torch.equal(augmented, mask)
+
+
+def test_evaluate_compares_the_methods_and_writes_figures(ensemble, mlp_checkpoint, tmp_path):
+    cfg = compose_config(
+        "eval",
+        [
+            f"ckpt_path=[{ensemble[0]},{ensemble[1]}]",
+            f"mlp_ckpt={mlp_checkpoint}",
+            f"references={DEMO_REFERENCES}",
+        ],
+    )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "eval")
+    metrics = evaluate(cfg)
+    methods = metrics["methods"]
+    assert set(methods) == {"DefectNet (ensemble of 2)", "MLP", "NNLS", "training mean"}
+    for m in methods.values():
+        assert set(m) == {"test_id", "test_ood"} and m["test_ood"]["rmse"] > 0
+    assert 0 <= metrics["calibration"]["test_ood"]["coverage_present"] <= 1
+    assert 0 <= metrics["open_set"]["test_ood"]["open_recall"] <= 1
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["methods"]["NNLS"] == methods["NNLS"]
+    assert "| NNLS |" in (tmp_path / "eval" / "comparison.md").read_text()
+    for f in metrics["figures"]:
+        assert (tmp_path / "eval" / f).stat().st_size > 10_000
+
+
+def test_evaluate_refuses_checkpoints_trained_on_another_split(pretrained, tmp_path):
+    cfg = compose_config("eval", [f"ckpt_path={pretrained}", "data.seed=1"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "eval")
+    with pytest.raises(ValueError, match="trained with test-OOD parents"):
+        evaluate(cfg)
+
+
+def test_missing_references_are_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="stage=references"):
+        load_references(tmp_path)

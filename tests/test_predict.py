@@ -1,0 +1,126 @@
+"""defectnet-predict: spectrum or structure files → dopants, concentrations, interval, report."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from ase.io import write
+from omegaconf import open_dict
+
+from defectnet.data.cache import load_cache
+from defectnet.elements import DOPANTS, PROPOSABLE, UnknownElementError
+from defectnet.finetune.measured import SpectrumFileError
+from defectnet.model.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_network
+from defectnet.predict import predict
+
+from .conftest import DEMO_CACHE, compose_config
+
+
+@pytest.fixture(scope="module")
+def gaas_files(tmp_path_factory):
+    """Pristine and doped spectra of one demo GaAs sample as two-column text (meV)."""
+    ds = load_cache(DEMO_CACHE)
+    i = next(k for k, p in enumerate(ds.parent_ids) if p == "zincblende-GaAs")
+    folder = tmp_path_factory.mktemp("spectra")
+    e = ds.grid.energies
+    for name in ("pristine", "doped"):
+        np.savetxt(folder / f"{name}.txt", np.c_[e, getattr(ds, name)[i].numpy()], header="E I")
+    present = [DOPANTS[j] for j in np.flatnonzero(ds.targets[i].numpy())]
+    offered = [DOPANTS[j] for j in np.flatnonzero(ds.mask[i].numpy())]
+    return folder, present, offered
+
+
+def run(tmp_path, ckpt, *overrides):
+    cfg = compose_config("predict", [f"ckpt_path={ckpt}", *overrides])
+    with open_dict(cfg):
+        cfg.output_dir = str(tmp_path / "out")
+    return predict(cfg)
+
+
+def test_ensemble_prediction_with_candidates_writes_table_json_and_report(
+    ensemble, gaas_files, tmp_path, capsys
+):
+    folder, present, offered = gaas_files
+    summary = run(
+        tmp_path,
+        f"[{ensemble[0]},{ensemble[1]}]",
+        "host=GaAs",
+        f"doped={folder / 'doped.txt'}",
+        f"pristine={folder / 'pristine.txt'}",
+        f"candidates=[{','.join(offered)}]",
+    )
+    assert sorted(r["dopant"] for r in summary["dopants"]) == sorted(offered)
+    for r in summary["dopants"]:
+        assert 0 <= r["low"] <= r["concentration"] <= r["high"]
+    assert not summary["open_set"] and len(summary["checkpoints"]) == 2
+    saved = json.loads((tmp_path / "out" / "prediction.json").read_text())
+    assert saved["dopants"] == summary["dopants"]
+    assert Path(summary["report"]).stat().st_size > 20_000
+    assert "90 % interval" in capsys.readouterr().out
+
+
+def test_open_set_offers_every_non_host_element(pretrained, gaas_files, tmp_path):
+    folder, *_ = gaas_files
+    summary = run(
+        tmp_path,
+        pretrained,
+        "host=GaAs",
+        f"doped={folder / 'doped.txt'}",
+        f"pristine={folder / 'pristine.txt'}",
+    )
+    names = {r["dopant"] for r in summary["dopants"]}
+    assert summary["open_set"] and names == set(PROPOSABLE) - {"Ga", "As"}
+    assert all(r["low"] is None for r in summary["dopants"])  # one checkpoint: no interval
+
+
+def test_structure_files_are_simulated(pretrained, tmp_path):
+    si = bulk("Si", "diamond", a=5.46)
+    doped = bulk("Si", "diamond", a=5.46, cubic=True)
+    doped[0].symbol = "Ge"
+    write(tmp_path / "Si.cif", si)
+    write(tmp_path / "SiGe.cif", doped)
+    summary = run(
+        tmp_path,
+        pretrained,
+        "host=Si",
+        f"doped={tmp_path / 'SiGe.cif'}",
+        f"pristine={tmp_path / 'Si.cif'}",
+        "candidates=[Ge,C]",
+        "simulate.min_atoms=8",
+        "simulate.max_atoms=16",
+    )
+    assert {r["dopant"] for r in summary["dopants"]} == {"Ge", "C"}
+
+
+def test_bad_inputs_are_clear_errors(pretrained, gaas_files, tmp_path):
+    folder, *_ = gaas_files
+    files = [f"doped={folder / 'doped.txt'}", f"pristine={folder / 'pristine.txt'}"]
+    with pytest.raises(UnknownElementError, match="Xx"):
+        run(tmp_path, pretrained, "host=GaXx", *files)
+    with pytest.raises(UnknownElementError, match="noble gas"):
+        run(tmp_path, pretrained, "host=GaAs", "candidates=[Ar]", *files)
+    short = tmp_path / "short.txt"
+    np.savetxt(short, np.c_[np.linspace(0, 10, 20), np.ones(20)])
+    with pytest.raises(SpectrumFileError, match="ends at 10.0 meV"):
+        run(tmp_path, pretrained, "host=GaAs", f"doped={short}", files[1])
+    with pytest.raises(CheckpointError, match="matches no checkpoint"):
+        run(tmp_path, tmp_path / "nothing-here", "host=GaAs", *files)
+
+
+def test_foreign_and_old_checkpoints_are_refused(pretrained, tmp_path):
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.ckpt")
+    with pytest.raises(CheckpointError, match="no 'defectnet' entry"):
+        load_network(tmp_path / "foreign.ckpt")
+    state = torch.load(pretrained, weights_only=True)
+    state["defectnet"]["format_version"] = "0"
+    torch.save(state, tmp_path / "old.ckpt")
+    with pytest.raises(
+        CheckpointError, match=f"format '0', this DefectNet reads '{CHECKPOINT_FORMAT}'"
+    ):
+        load_network(tmp_path / "old.ckpt")
+    (tmp_path / "text.ckpt").write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a loadable checkpoint"):
+        load_network(tmp_path / "text.ckpt")
