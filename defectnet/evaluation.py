@@ -72,6 +72,25 @@ def dm_index(dm: PDoSDataModule, split: str) -> torch.Tensor:
     return torch.as_tensor(getattr(dm.splits, split))
 
 
+def per_sample_table(dm: PDoSDataModule, split: str, pred: np.ndarray) -> list[dict]:
+    """Each sample of a split: id, parent, true and predicted concentration per candidate."""
+    idx = getattr(dm.splits, split)
+    ids = dm.dataset.meta.get("sample_ids")
+    _, mask, target, *_ = dm.split_tensors(split)
+    rows = []
+    for row, i in enumerate(idx):
+        slots = np.flatnonzero(mask[row].numpy())
+        rows.append(
+            {
+                "sample": ids[i] if ids else int(i),
+                "parent": dm.dataset.parents[int(dm.dataset.parent_index[i])],
+                "true": {DOPANTS[k]: round(float(target[row, k]), 6) for k in slots},
+                "predicted": {DOPANTS[k]: round(float(pred[row, k]), 6) for k in slots},
+            }
+        )
+    return rows
+
+
 def train_mean_predict(dm: PDoSDataModule, split: str) -> np.ndarray:
     _, mask, *_ = dm.split_tensors(split)
     return (dm.train_mean()[None] * mask).numpy()

@@ -94,7 +94,7 @@ def simulate_spectrum(path: Path, cfg: DictConfig, grid: EnergyGrid) -> np.ndarr
     from defectnet.datagen.parents import read_structure
     from defectnet.datagen.relax import relax
     from defectnet.datagen.supercell import choose_supercell
-    from defectnet.spectra import spectrum_from_modes
+    from defectnet.spectra import modes_spectrum
 
     sim = cfg.simulate
     atoms = read_structure(path)
@@ -109,7 +109,9 @@ def simulate_spectrum(path: Path, cfg: DictConfig, grid: EnergyGrid) -> np.ndarr
         optimizer=r.optimizer,
     ).atoms
     matrix, _ = choose_supercell(relaxed, sim.min_atoms, sim.max_atoms, where=str(path))
-    modes = instantiate(cfg.phonons).modes(relaxed, matrix, forcefield)
+    phonons = instantiate(cfg.phonons)
+    phonons.projections = sim.weighting == "neutron"
+    modes = phonons.modes(relaxed, matrix, forcefield)
     log.info(
         "%s: %d atoms, %d displaced cells, lowest mode %.2f meV",
         path,
@@ -117,7 +119,7 @@ def simulate_spectrum(path: Path, cfg: DictConfig, grid: EnergyGrid) -> np.ndarr
         modes.n_displacements,
         modes.min_energy,
     )
-    return spectrum_from_modes(modes.energies_mev, grid, float(sim.fwhm_mev), modes.weights)
+    return modes_spectrum(modes, grid, float(sim.fwhm_mev), sim.weighting)
 
 
 def is_structure_file(path: Path) -> bool:

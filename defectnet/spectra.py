@@ -146,3 +146,20 @@ def neutron_weighted_spectrum(
     """
     w = sum(neutron_weight(el) * proj for el, proj in element_projections.items())
     return spectrum_from_modes(frequencies_mev, grid, fwhm_mev, np.asarray(weights) * w)
+
+
+WEIGHTINGS = ("total", "neutron")
+
+
+def modes_spectrum(modes, grid: EnergyGrid, fwhm_mev: float, weighting: str = "total") -> np.ndarray:
+    """The spectrum of a set of phonon modes: the total PDoS, or the neutron-weighted one
+    (which needs the modes' per-element projections) to compare with a measurement."""
+    if weighting == "total":
+        return spectrum_from_modes(modes.energies_mev, grid, fwhm_mev, modes.weights)
+    if weighting == "neutron":
+        if modes.element_projections is None:
+            raise ValueError("neutron weighting needs the modes' element projections.")
+        return neutron_weighted_spectrum(
+            modes.energies_mev, modes.weights, modes.element_projections, grid, fwhm_mev
+        )
+    raise ValueError(f"spectra.weighting='{weighting}': choose one of {', '.join(WEIGHTINGS)}.")

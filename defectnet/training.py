@@ -208,7 +208,7 @@ def evaluate(cfg: DictConfig) -> dict:
     loggers = _instantiate_all(cfg.get("logger"))
     name = "DefectNet" if len(networks) == 1 else f"DefectNet (ensemble of {len(networks)})"
     results: dict = {name: {}, "MLP": {}, "NNLS": {}, "training mean": {}}
-    extra: dict = {"open_set": {}, "calibration": {}}
+    extra: dict = {"open_set": {}, "calibration": {}, "predictions": {}}
     figures = []
     for split in TEST_SPLITS:
         if len(getattr(dm.splits, split)) == 0:
@@ -217,6 +217,7 @@ def evaluate(cfg: DictConfig) -> dict:
         members, _ = ev.network_members(networks, dm, split)
         mean = members.mean(0)
         results[name][split] = ev.split_metrics(mean, target, mask, threshold)
+        extra["predictions"][split] = ev.per_sample_table(dm, split, mean)
         if mlp is not None:
             results["MLP"][split] = ev.split_metrics(
                 ev.network_members(mlp[0], dm, split)[0].mean(0), target, mask, threshold

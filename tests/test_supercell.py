@@ -43,3 +43,25 @@ def test_substitution_counts_concentrations_and_distractors():
     a = substitute(sc, cands, np.random.default_rng(3))
     b = substitute(sc, cands, np.random.default_rng(3))
     assert a.sites == b.sites
+
+
+def test_an_already_repeated_cell_is_its_own_supercell():
+    """A 64-atom diamond cell's conventional cell (8 atoms) is smaller, not a base for it."""
+    cell = bulk("Si", "diamond", a=5.46, cubic=True).repeat(2)
+    matrix, sc = choose_supercell(cell, 64, 64)
+    assert (matrix == np.eye(3, dtype=int)).all() and len(sc) == 64
+
+
+def test_uniform_site_counts_spread_over_the_range_and_bad_names_fail():
+    cell = bulk("Si", "diamond", a=5.46, cubic=True).repeat(2)
+    cands = [Candidate("Ge", "Si", "user", "user")]
+    draw = lambda mode, seed: substitute(  # noqa: E731
+        cell, cands, np.random.default_rng(seed), (1, 1), (0.0, 0.25), (0, 0), 0.25, mode
+    ).counts["Ge"]
+    uniform = [draw("uniform", s) for s in range(200)]
+    log_uniform = [draw("log_uniform", s) for s in range(200)]
+    assert min(uniform) == 1 and max(uniform) == 16
+    assert np.mean(uniform) == pytest.approx(8.5, abs=1.0)
+    assert np.mean(uniform) > np.mean(log_uniform) + 2
+    with pytest.raises(ValueError, match="sampling.site_counts='gaussian'"):
+        draw("gaussian", 0)

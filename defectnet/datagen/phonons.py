@@ -82,6 +82,7 @@ class FiniteDisplacement:
         self.mesh = mesh
         self.symprec = symprec
         self.symmetrize_fc = symmetrize_fc
+        self.projections = False  # set when spectra are neutron-weighted (needs eigenvectors)
 
     def settings(self) -> dict:
         return {
@@ -113,7 +114,9 @@ class FiniteDisplacement:
 
     def modes(self, unitcell: Atoms, matrix: np.ndarray, forcefield: ForceField) -> Modes:
         phonon = self.phonopy(unitcell, matrix, forcefield)
-        return mesh_modes(phonon, self.mesh, n_displacements=len(phonon.displacements))
+        return mesh_modes(
+            phonon, self.mesh, n_displacements=len(phonon.displacements), projections=self.projections
+        )
 
     def host_reference(self, pristine: Atoms, forcefield: ForceField) -> HostForceConstants | None:
         """What the method needs from the pristine supercell, once per parent: nothing here."""
@@ -227,7 +230,7 @@ class EmbeddedForceConstants(FiniteDisplacement):
         if reference is None:
             raise ValueError("embedded phonons need the pristine force constants (host_reference)")
         phonon, n_calls = self.phonopy_doped(doped, reference, forcefield)
-        return mesh_modes(phonon, self.mesh, n_displacements=n_calls)
+        return mesh_modes(phonon, self.mesh, n_displacements=n_calls, projections=self.projections)
 
 
 def mesh_modes(phonon, mesh: float, n_displacements: int, projections: bool = False) -> Modes:

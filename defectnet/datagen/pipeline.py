@@ -30,7 +30,7 @@ from defectnet.datagen.records import RecordShard, read_json, read_shards, write
 from defectnet.datagen.relax import relax
 from defectnet.datagen.supercell import choose_supercell, substitute
 from defectnet.elements import composition_vector, dopant_index
-from defectnet.spectra import EnergyGrid, spectrum_from_modes, weight_outside
+from defectnet.spectra import EnergyGrid, modes_spectrum, weight_outside
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,18 @@ log = logging.getLogger(__name__)
 RUNTIME_KEYS = ("name", "shard", "num_shards", "stage", "out_dir", "cache", "progress", "cost")
 
 
+# Settings added after data sets were made with their implied value: at that value they stay
+# out of the hash, so those data sets still resume.
+IMPLIED = {("spectra", "weighting"): "total", ("sampling", "site_counts"): "log_uniform"}
+
+
 def settings_hash(cfg: DictConfig) -> str:
     """Hash of everything that defines the data set (not how it is run)."""
     data = OmegaConf.to_container(cfg, resolve=True)
     data = {k: v for k, v in data.items() if k not in RUNTIME_KEYS and k != "hydra"}
+    for (section, key), value in IMPLIED.items():
+        if data.get(section, {}).get(key, value) == value:
+            data.get(section, {}).pop(key, None)
     for forcefield in (data.get("calculator", {}), data.get("parents", {}).get("forcefield", {})):
         forcefield.pop("device", None)  # where a potential runs does not change the data
         forcefield.pop("batch_size", None)
@@ -122,9 +130,11 @@ class Context:
         )
 
     def spectrum(self, modes) -> np.ndarray:
-        return spectrum_from_modes(
-            modes.energies_mev, self.grid, float(self.cfg.spectra.fwhm_mev), modes.weights
-        )
+        return modes_spectrum(modes, self.grid, float(self.cfg.spectra.fwhm_mev), self.weighting)
+
+    @property
+    def weighting(self) -> str:
+        return self.cfg.spectra.get("weighting", "total")
 
 
 def prepare_parent(ctx: Context, parent: Parent) -> dict:
@@ -273,7 +283,7 @@ def _check_shard(cfg: DictConfig) -> tuple[int, int]:
 
 
 def _context(cfg: DictConfig, out_dir: Path, h: str) -> Context:
-    return Context(
+    ctx = Context(
         cfg,
         instantiate(cfg.calculator),
         instantiate(cfg.phonons),
@@ -281,6 +291,8 @@ def _context(cfg: DictConfig, out_dir: Path, h: str) -> Context:
         out_dir,
         h,
     )
+    ctx.phonons.projections = ctx.weighting == "neutron"
+    return ctx
 
 
 def prepare_parents(cfg: DictConfig) -> dict:

@@ -1,0 +1,93 @@
+"""Fine-tuning sets: melt-quenched Si hosts, MgB2, and the pipeline stages they use."""
+
+import json
+
+import numpy as np
+import pytest
+import spglib
+from ase.build import bulk
+
+from defectnet.cli import run_generation
+from defectnet.datagen.calculators import CHGNetForceField
+from defectnet.datagen.supercell import choose_supercell
+from defectnet.finetune.mgb2 import MgB2Parents
+from defectnet.finetune.sige import (
+    MeltQuenchParents,
+    coordination_defects,
+    optical_feature,
+)
+from defectnet.spectra import EnergyGrid
+
+
+@pytest.fixture(scope="module")
+def chgnet():
+    return CHGNetForceField()
+
+
+def tiny_source(chgnet, quenches):
+    return MeltQuenchParents("Si", 5.46, 1, 2, quenches, chgnet, seed=3)
+
+
+def test_melt_quench_disorders_the_crystal_reproducibly(chgnet):
+    hot = [{"t_max": 4000, "hold_steps": 60, "quench_steps": 10}]
+    source = tiny_source(chgnet, hot)
+    ids = [p.id for p in source.parents()]
+    assert ids == ["mq-Si8-000-T4000-q10", "mq-Si8-001-T4000-q10"]
+    a, b = source.build(0), source.build(0)
+    assert np.allclose(a.positions, b.positions)  # seed (seed, j): same structure again
+    crystal = source.crystal()
+    assert coordination_defects(crystal) == 0.0
+    shift = a.positions - crystal.positions
+    shift -= np.round(shift @ np.linalg.inv(crystal.cell[:])) @ crystal.cell[:]
+    assert np.sqrt((shift**2).sum(1).mean()) > 0.1  # atoms left their crystal sites
+    assert not np.allclose(source.build(1).positions, a.positions)
+
+
+def test_quench_rate_and_bad_config(chgnet):
+    from defectnet.finetune.sige import Quench
+
+    assert Quench(2300, 10, 1000).rate_k_per_ps(2.0) == pytest.approx(1000.0)
+    with pytest.raises(ValueError, match="parents.quenches"):
+        tiny_source(chgnet, [])
+
+
+def test_optical_feature_finds_peak_and_width():
+    grid = EnergyGrid()
+    e = grid.energies
+    s = np.exp(-0.5 * ((e - 20) / 3) ** 2) + 0.8 * np.exp(-0.5 * ((e - 60) / 4) ** 2)
+    f = optical_feature(s, e, above_mev=40)
+    assert f["peak_mev"] == pytest.approx(60, abs=grid.step)
+    assert f["fwhm_mev"] == pytest.approx(2.355 * 4, abs=grid.step + 0.1)
+
+
+def test_mgb2_is_p6mmm_and_its_supercell_holds_18_mg_sites():
+    (parent,) = MgB2Parents().parents()
+    a = parent.atoms
+    cell = (a.cell[:], a.get_scaled_positions(), a.numbers)
+    assert spglib.get_symmetry_dataset(cell).number == 191 and len(a) == 3
+    _, sc = choose_supercell(a, 54, 54)
+    assert sc.get_chemical_symbols().count("Mg") == 18
+
+
+def test_parents_and_references_stages(generate_cfg):
+    cfg = generate_cfg("candidates=[Ge,C]", "stage=parents", "num_shards=2", "shard=1")
+    assert run_generation(cfg)["parents"] == {}  # the one parent belongs to shard 0
+    cfg = generate_cfg("candidates=[Ge,C]", "stage=parents")
+    assert run_generation(cfg)["parents"] == {"ok": 1}
+    out = run_generation(generate_cfg("candidates=[Ge,C]", "stage=references"))
+    assert out["references"] == {"parents": 1, "dopants": 2, "failed": 0}
+    from pathlib import Path
+
+    ref = json.loads((Path(cfg.out_dir) / "references" / "diamond-Si.json").read_text())
+    assert set(ref["dopants"]) == {"Ge", "C"}
+    assert ref["dopants"]["Ge"]["concentration"] == pytest.approx(1 / 8)
+    # Ge is heavier than Si: its single-dopant spectrum has more weight at low energy
+    e = EnergyGrid().energies
+    centroid = lambda s: float((e * np.asarray(s)).sum() / np.sum(s))  # noqa: E731
+    assert centroid(ref["dopants"]["Ge"]["spectrum"]) < centroid(ref["pristine"])
+    assert not (Path(cfg.out_dir) / "records").exists()
+
+
+def test_crystal_helper_matches_ase_bulk(chgnet):
+    source = tiny_source(chgnet, [{"t_max": 300, "hold_steps": 1, "quench_steps": 1}])
+    assert np.allclose(source.crystal().cell[:], bulk("Si", "diamond", 5.46, cubic=True).cell[:])
