@@ -81,8 +81,8 @@ def load_ensemble(spec) -> tuple[list[torch.nn.Module], EnergyGrid, float, list[
     grids = {g for _, g, _ in loaded}
     if len(grids) > 1:
         raise CheckpointError(
-            f"ckpt_path: the checkpoints were trained on different energy grids {sorted(map(str, grids))}; "
-            "an ensemble needs one grid."
+            f"ckpt_path: the checkpoints were trained on different energy grids "
+            f"{sorted(map(str, grids))}; an ensemble needs one grid."
         )
     return [n for n, _, _ in loaded], loaded[0][1], loaded[0][2], paths
 
@@ -128,21 +128,21 @@ def is_structure_file(path: Path) -> bool:
 
 def input_spectrum(path: str, cfg: DictConfig, grid: EnergyGrid) -> np.ndarray:
     """A spectrum file (read, cleaned, put on the grid) or a structure file (simulated)."""
-    from defectnet.finetune.measured import SpectrumFileError, load_measured, read_spectrum
+    from defectnet.finetune.measured import SpectrumFileError, prepare, read_spectrum
 
     p = Path(path).expanduser()
     if is_structure_file(p):
         return simulate_spectrum(p, cfg, grid)
-    energies, _ = read_spectrum(p, cfg.unit)
+    energies, intensity = read_spectrum(p, cfg.unit)
     if energies[-1] < grid.e_min + 0.25 * (grid.e_max - grid.e_min):
         raise SpectrumFileError(
             f"{p}: the spectrum ends at {energies[-1]:.1f} meV but the model's grid spans "
             f"{grid.e_min:g}–{grid.e_max:g} meV; check unit= (now {cfg.unit}) or measure a "
             "wider energy range."
         )
-    return load_measured(
-        p,
-        cfg.unit,
+    return prepare(
+        energies,
+        intensity,
         grid,
         elastic_cutoff_mev=float(cfg.elastic_cutoff_mev),
         background=cfg.background,

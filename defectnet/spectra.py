@@ -151,7 +151,9 @@ def neutron_weighted_spectrum(
 WEIGHTINGS = ("total", "neutron")
 
 
-def modes_spectrum(modes, grid: EnergyGrid, fwhm_mev: float, weighting: str = "total") -> np.ndarray:
+def modes_spectrum(
+    modes, grid: EnergyGrid, fwhm_mev: float, weighting: str = "total"
+) -> np.ndarray:
     """The spectrum of a set of phonon modes: the total PDoS, or the neutron-weighted one
     (which needs the modes' per-element projections) to compare with a measurement."""
     if weighting == "total":

@@ -115,7 +115,10 @@ class FiniteDisplacement:
     def modes(self, unitcell: Atoms, matrix: np.ndarray, forcefield: ForceField) -> Modes:
         phonon = self.phonopy(unitcell, matrix, forcefield)
         return mesh_modes(
-            phonon, self.mesh, n_displacements=len(phonon.displacements), projections=self.projections
+            phonon,
+            self.mesh,
+            n_displacements=len(phonon.displacements),
+            projections=self.projections,
         )
 
     def host_reference(self, pristine: Atoms, forcefield: ForceField) -> HostForceConstants | None:

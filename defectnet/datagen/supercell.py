@@ -134,9 +134,9 @@ def substitute(
 
     The number of sites per dopant is drawn log-uniformly by default so that dilute (one site)
     and concentrated (up to ``concentration[1]``) samples are both common; ``site_counts=
-    "uniform"`` draws it uniformly instead (an alloy series such as Si(1-x)Ge(x)). Candidates not used
-    become distractors: offered to the model, truly absent. All dopants together take at
-    most ``max_total`` of the sites, so the host stays the host.
+    "uniform"`` draws it uniformly instead (an alloy series such as Si(1-x)Ge(x)). Candidates
+    not used become distractors: offered to the model, truly absent. All dopants together take
+    at most ``max_total`` of the sites, so the host stays the host.
     """
     if site_counts not in SITE_COUNTS:
         raise ValueError(
