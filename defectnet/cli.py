@@ -94,7 +94,7 @@ def train(cfg: DictConfig) -> float | None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
 def evaluate(cfg: DictConfig) -> None:
-    from defectnet.training import evaluate as run_evaluation
+    from defectnet.evaluation import evaluate as run_evaluation
 
     metrics = run_evaluation(cfg)
     print(json.dumps(metrics, indent=2))

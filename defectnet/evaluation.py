@@ -3,22 +3,30 @@ baseline, non-negative least-squares unmixing and the training mean.
 
 Every method yields a [N, 56] prediction on a split; ``split_metrics`` turns it into the same
 numbers for all (masked RMSE / MAE, distractor false positives, element identification
-precision / recall / F1, error by concentration and by number of dopants, quartiles of the
-per-sample error). The ensemble adds interval coverage; the open-set mode re-asks the models
-with every non-host element as a candidate.
+precision / recall / F1, error by concentration and by number of dopants). Each method's
+presence threshold is chosen on the validation split (best F1), never on a test split. The
+ensemble adds interval coverage; the open-set mode re-asks the models with every non-host
+element as a candidate.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from scipy.optimize import nnls
 
 from defectnet.data.datamodule import PDoSDataModule, open_set_mask
 from defectnet.elements import DOPANTS
+from defectnet.model.lit_module import TEST_SPLITS
+
+log = logging.getLogger(__name__)
 
 CONCENTRATION_BINS = (0.002, 0.01, 0.03, 0.1, 0.25)
 
@@ -173,3 +181,172 @@ def comparison_table(results: dict) -> str:
             )
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def best_threshold(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
+    """The presence threshold with the best element-identification F1 on these samples."""
+    values = pred[mask > 0]
+    candidates = np.unique(np.quantile(values, np.linspace(0, 1, 201)))
+    f1 = [split_metrics(pred, target, mask, float(t))["f1"] for t in candidates]
+    return float(candidates[int(np.argmax(f1))])
+
+
+def _check_split(paths, dm: PDoSDataModule) -> None:
+    """Refuse checkpoints whose training held out other parents than this evaluation tests."""
+    from defectnet.model.checkpoint import checkpoint_data
+
+    for path in paths:
+        held = checkpoint_data(path).get("ood_parents")
+        if held is not None and sorted(held) != sorted(dm.splits.ood_parents):
+            raise ValueError(
+                f"{path}: trained with test-OOD parents {held}, this data config holds out "
+                f"{dm.splits.ood_parents}; evaluate with the data settings of training "
+                "(data.seed, data.ood_parents, data.path)."
+            )
+
+
+def _cached(fn: Callable[[str], np.ndarray]) -> Callable[[str], np.ndarray]:
+    memo: dict[str, np.ndarray] = {}
+    return lambda split: memo[split] if split in memo else memo.setdefault(split, fn(split))
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """DefectNet (one checkpoint or a deep ensemble) against the MLP baseline, NNLS unmixing
+    and the training mean on test-ID and test-OOD; open-set identification and interval
+    coverage; metrics.json, comparison.md and figures in the run folder."""
+    from defectnet.plots import error_profile_plot, quartile_parity_plot
+    from defectnet.predict import EnsemblePrediction, load_ensemble
+    from defectnet.training import _finish_wandb, _instantiate_all
+
+    dm: PDoSDataModule = instantiate(cfg.data)
+    dm.setup("test")
+    networks, grid, default_threshold, paths = load_ensemble(cfg.ckpt_path)
+    if grid != dm.dataset.grid:
+        raise ValueError(
+            f"ckpt_path: trained on grid {grid}, the data set {dm.path} is on {dm.dataset.grid}."
+        )
+    _check_split(paths, dm)
+    name = "DefectNet" if len(networks) == 1 else f"DefectNet (ensemble of {len(networks)})"
+    members = _cached(lambda s: network_members(networks, dm, s)[0])
+    open_members = _cached(lambda s: network_members(networks, dm, s, open_set=True)[0])
+    methods = {name: _cached(lambda s: members(s).mean(0))}
+    if cfg.get("mlp_ckpt"):
+        mlp, *_, mlp_paths = load_ensemble(cfg.mlp_ckpt)
+        _check_split(mlp_paths, dm)
+        methods["MLP"] = _cached(lambda s: network_members(mlp, dm, s)[0].mean(0))
+    if cfg.get("references"):
+        references = load_references(cfg.references)
+        methods["NNLS"] = _cached(lambda s: nnls_predict(dm, s, references))
+    methods["training mean"] = lambda s: train_mean_predict(dm, s)
+
+    def truth(split):
+        _, mask, target, *_ = dm.split_tensors(split)
+        return target.numpy(), mask.numpy()
+
+    has_val = len(dm.splits.val) > 0
+    thresholds = {
+        m: best_threshold(f("val"), *truth("val")) if has_val else default_threshold
+        for m, f in methods.items()
+    }
+    open_threshold = default_threshold
+    if has_val and cfg.get("open_set", True):
+        target, _ = truth("val")
+        val_x = dm.split_tensors("val")[0]
+        open_threshold = best_threshold(
+            open_members("val").mean(0), target, open_set_mask(val_x).numpy()
+        )
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict = {m: {} for m in methods}
+    extra: dict = {"thresholds": thresholds, "open_set": {}, "calibration": {}, "predictions": {}}
+    figures = []
+    for split in (s for s in TEST_SPLITS if len(getattr(dm.splits, s))):
+        target, mask = truth(split)
+        for m, f in methods.items():
+            results[m][split] = split_metrics(f(split), target, mask, thresholds[m])
+        mean = methods[name](split)
+        extra["predictions"][split] = per_sample_table(dm, split, mean)
+        if len(networks) > 1:
+            ens = EnsemblePrediction(mean, members(split).std(0, ddof=1), members(split), None)
+            low, high = ens.interval(float(cfg.interval))
+            extra["calibration"][split] = {
+                "interval": float(cfg.interval),
+                **coverage(low, high, target, mask),
+            }
+        if cfg.get("open_set", True):
+            x = dm.split_tensors(split)[0]
+            o = split_metrics(
+                open_members(split).mean(0), target, open_set_mask(x).numpy(), open_threshold
+            )
+            g = results[name][split]
+            extra["open_set"][split] = {
+                "threshold": open_threshold,
+                "open_precision": o["precision"],
+                "open_recall": o["recall"],
+                "open_f1": o["f1"],
+                "guided_threshold": thresholds[name],
+                "guided_precision": g["precision"],
+                "guided_recall": g["recall"],
+                "guided_f1": g["f1"],
+            }
+        figures.append(
+            quartile_parity_plot(
+                mean, target, mask, out_dir / f"parity_quartiles_{split}.png", f"{name}, {split}"
+            )
+        )
+        figures.append(
+            error_profile_plot(
+                {m: r[split] for m, r in results.items()},
+                out_dir / f"error_profile_{split}.png",
+                split,
+            )
+        )
+    table = comparison_table(results)
+    metrics = {
+        "methods": results,
+        **extra,
+        "checkpoints": [str(p) for p in paths],
+        "ood_parents": dm.splits.ood_parents,
+        "figures": [f.name for f in figures],
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out_dir / "comparison.md").write_text(table + "\n")
+    _log_to_loggers(_instantiate_all(cfg.get("logger")), results, figures)
+    _finish_wandb()
+    log.info("presence thresholds (best F1 on val): %s", thresholds)
+    log.info("\n%s", table)
+    for split, o in extra["open_set"].items():
+        log.info(
+            "%s open set: precision %.2f recall %.2f at %.3g (guided: %.2f / %.2f at %.3g)",
+            split,
+            o["open_precision"],
+            o["open_recall"],
+            o["threshold"],
+            o["guided_precision"],
+            o["guided_recall"],
+            o["guided_threshold"],
+        )
+    for split, c in extra["calibration"].items():
+        log.info(
+            "%s: %.0f %% intervals hold %.0f %% of candidates, %.0f %% of present dopants",
+            split,
+            100 * c["interval"],
+            100 * c["coverage_candidates"],
+            100 * c["coverage_present"],
+        )
+    return metrics
+
+
+def _log_to_loggers(loggers, results: dict, figures: list[Path]) -> None:
+    for lg in loggers:
+        if hasattr(lg, "log_image"):
+            for f in figures:
+                lg.log_image(key=f.stem, images=[str(f)])
+        lg.log_metrics(
+            {
+                f"{m}/{s}/{k}": v
+                for m, by_split in results.items()
+                for s, r in by_split.items()
+                for k, v in r.items()
+            }
+        )

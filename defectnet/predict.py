@@ -35,7 +35,7 @@ class EnsemblePrediction:
     mean: np.ndarray  # [B, 56]
     std: np.ndarray  # [B, 56]; 0 for a single member
     members: np.ndarray  # [M, B, 56]
-    attention: np.ndarray  # [B, L], averaged over members
+    attention: np.ndarray | None  # [B, L], averaged over members (None: not kept)
 
     def interval(self, level: float) -> tuple[np.ndarray, np.ndarray]:
         """Central interval of probability ``level`` from a normal fit to the member spread."""

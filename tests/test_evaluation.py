@@ -10,9 +10,15 @@ from omegaconf import open_dict
 from defectnet.data.cache import PDoSDataset, save_cache
 from defectnet.data.datamodule import PDoSDataModule, SpectrumAugmentation, open_set_mask
 from defectnet.elements import DOPANTS, candidate_vector, composition_vector
-from defectnet.evaluation import coverage, load_references, nnls_predict, split_metrics
+from defectnet.evaluation import (
+    best_threshold,
+    coverage,
+    evaluate,
+    load_references,
+    nnls_predict,
+    split_metrics,
+)
 from defectnet.spectra import EnergyGrid
-from defectnet.training import evaluate
 
 from .conftest import ROOT_DIR, compose_config
 
@@ -34,6 +40,10 @@ def test_split_metrics_count_what_they_say():
     assert m["rmse_n1"] == pytest.approx(m["rmse"])
     c = coverage(pred - 0.01, pred + 0.01, target, mask)
     assert c["coverage_present"] == pytest.approx(0.5)
+    # the best threshold on these samples separates the two true dopants from the rest
+    pred[1, 1] = 0.2
+    t = best_threshold(pred, target, mask)
+    assert split_metrics(pred, target, mask, t)["f1"] > split_metrics(pred, target, mask, 0.0)["f1"]
 
 
 def test_nnls_unmixes_a_linear_mixture_exactly(tmp_path):
@@ -119,6 +129,7 @@ def test_evaluate_compares_the_methods_and_writes_figures(ensemble, mlp_checkpoi
     assert "| NNLS |" in (tmp_path / "eval" / "comparison.md").read_text()
     for f in metrics["figures"]:
         assert (tmp_path / "eval" / f).stat().st_size > 10_000
+    assert set(metrics["thresholds"]) == set(methods)
 
 
 def test_evaluate_refuses_checkpoints_trained_on_another_split(pretrained, tmp_path):
