@@ -1,6 +1,6 @@
 """DefectNet vs MLP vs NNLS vs training mean, from nothing to the table, in one command:
 
-    python scripts/compare_methods.py [experiment=demo data=demo seeds=[0,1,2,3,4]]
+    python scripts/compare_methods.py [train_experiment=demo eval_data=demo seeds=[0,1,2,3,4]]
 
 Trains the DefectNet ensemble as a Hydra multirun and the MLP baseline (each skipped when its
 checkpoints exist in ``work_dir``), then runs the evaluation (``defectnet-evaluate``) on them.
@@ -33,10 +33,10 @@ def main(cfg: DictConfig) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from defectnet.training import evaluate
+    from defectnet.evaluation import evaluate
 
     work = Path(cfg.work_dir)
-    common = [f"experiment={cfg.experiment}", *cfg.train_overrides]
+    common = [f"experiment={cfg.train_experiment}", *cfg.train_overrides]
     seeds = ",".join(str(s) for s in cfg.seeds)
     ensemble, mlp = work / "ensemble", work / "mlp"
     train_once(
@@ -44,7 +44,7 @@ def main(cfg: DictConfig) -> None:
     )
     train_once(mlp, [*common, "model=mlp", f"hydra.run.dir={mlp}"], 1)
     overrides = [
-        f"data={cfg.data}",
+        f"data={cfg.eval_data}",
         f"ckpt_path={ensemble}",
         f"mlp_ckpt={mlp}",
         f"interval={cfg.interval}",

@@ -143,3 +143,27 @@ def test_evaluate_refuses_checkpoints_trained_on_another_split(pretrained, tmp_p
 def test_missing_references_are_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="stage=references"):
         load_references(tmp_path)
+
+
+@pytest.mark.slow
+def test_compare_methods_runs_from_nothing_to_the_table(tmp_path):
+    """The one command: an ensemble multirun, the MLP, then the evaluation (tiny settings)."""
+    import subprocess
+    import sys
+
+    overrides = (
+        '["logger=none","trainer.max_epochs=1","model.model.d_model=32","model.model.n_heads=2"]'
+    )
+    cmd = [
+        sys.executable,
+        str(ROOT_DIR / "scripts" / "compare_methods.py"),
+        "seeds=[0,1]",
+        f"train_overrides={overrides}",
+        f"work_dir={tmp_path}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+    ]
+    subprocess.run(cmd, check=True, capture_output=True, cwd=tmp_path, timeout=900)
+    table = (tmp_path / "eval" / "comparison.md").read_text()
+    for method in ("DefectNet (ensemble of 2)", "MLP", "NNLS", "training mean"):
+        assert f"| {method} |" in table
+    assert len(list((tmp_path / "ensemble").rglob("best*.ckpt"))) == 2
