@@ -151,9 +151,7 @@ def test_compare_methods_runs_from_nothing_to_the_table(tmp_path):
     import subprocess
     import sys
 
-    overrides = (
-        '["logger=none","trainer.max_epochs=1","model.model.d_model=32","model.model.n_heads=2"]'
-    )
+    overrides = '["logger=none","trainer.max_epochs=1"]'
     cmd = [
         sys.executable,
         str(ROOT_DIR / "scripts" / "compare_methods.py"),
