@@ -295,6 +295,12 @@ def _context(cfg: DictConfig, out_dir: Path, h: str) -> Context:
     return ctx
 
 
+def _shard_parents(cfg: DictConfig, shard: int, num_shards: int) -> list[Parent]:
+    """The data set's parents that belong to this shard: parent ``j`` to shard ``j % n``."""
+    parents = instantiate(cfg.parents).select(cfg.num_parents, int(cfg.seed), list(cfg.include))
+    return [p for j, p in enumerate(parents) if j % num_shards == shard]
+
+
 def prepare_parents(cfg: DictConfig) -> dict:
     """Prepare this shard's share of the parents (parent ``j`` goes to shard ``j % n``).
 
@@ -305,8 +311,7 @@ def prepare_parents(cfg: DictConfig) -> dict:
     shard, num_shards = _check_shard(cfg)
     out_dir = Path(cfg.out_dir)
     check_output_dir(out_dir)
-    parents = instantiate(cfg.parents).select(cfg.num_parents, int(cfg.seed), list(cfg.include))
-    mine = [p for j, p in enumerate(parents) if j % num_shards == shard]
+    mine = _shard_parents(cfg, shard, num_shards)
     ctx = _context(cfg, out_dir, settings_hash(cfg))
     stats: dict = {}
     bar = tqdm(mine, desc=f"parents {shard}/{num_shards}", disable=not cfg.get("progress", True))
@@ -337,8 +342,7 @@ def make_references(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.out_dir)
     check_output_dir(out_dir)
     h = settings_hash(cfg)
-    parents = instantiate(cfg.parents).select(cfg.num_parents, int(cfg.seed), list(cfg.include))
-    mine = [p for j, p in enumerate(parents) if j % num_shards == shard]
+    mine = _shard_parents(cfg, shard, num_shards)
     ctx = _context(cfg, out_dir, h)
     stats = {"parents": 0, "dopants": 0, "failed": 0}
     for parent in tqdm(mine, desc="references", disable=not cfg.get("progress", True)):
@@ -352,7 +356,13 @@ def make_references(cfg: DictConfig) -> dict:
                 f"{path}: made with settings {ref['settings_hash']}, the current config gives {h}; "
                 "restore that config, or delete the references folder to recompute it."
             )
-        ref = ref or {"parent_id": parent.id, "settings_hash": h, "dopants": {}, "failed": {}}
+        ref = ref or {
+            "parent_id": parent.id,
+            "settings_hash": h,
+            "pristine": state["pristine"],
+            "dopants": {},
+            "failed": {},
+        }
         _, candidates, supercell = ctx.host_setup(parent, state)
         reference = ctx.host_reference(parent, supercell)
         for cand in candidates:
@@ -371,7 +381,6 @@ def make_references(cfg: DictConfig) -> dict:
             except Exception as exc:  # recorded with its reason, then the run goes on
                 ref["failed"][cand.dopant] = f"{type(exc).__name__}: {exc}"
                 stats["failed"] += 1
-            ref["pristine"] = state["pristine"]
             write_json_atomic(path, ref)
         stats["parents"] += 1
     return stats
