@@ -1,8 +1,8 @@
 """Disorder of the melt-quenched Si hosts and what it does to the optical band (≈ 50–60 meV).
 
 For every host of a SiGe data set: its thermal history, the fraction of atoms that are not
-four-fold coordinated, and the position and width of the optical peak of its pristine
-spectrum, sorted from the most ordered host to the least.
+four-fold coordinated, and the position (tallest bin, centroid) and width of the optical band
+of its pristine spectrum in meV, sorted from the most ordered host to the least.
 """
 
 from __future__ import annotations
@@ -42,12 +42,16 @@ def main(cfg: DictConfig) -> None:
             (
                 defects,
                 state["id"],
-                f"{100 * defects:5.1f} % | {band['peak_mev']:5.1f} | {band['fwhm_mev']:5.1f} | "
+                f"{100 * defects:5.1f} % | {band['peak_mev']:5.1f} | {1000 * band['height']:4.0f} | "
+                f"{band['centroid_mev']:5.1f} | {band['fwhm_mev']:5.1f} | "
                 f"{atoms.get_volume() / len(atoms):5.2f}",
             )
         )
-    print("| host | not 4-fold | optical peak (meV) | optical FWHM (meV) | Å³/atom |")
-    print("|---|---|---|---|---|")
+    print(
+        "| host | not 4-fold | optical peak (meV) | height (1e-3/meV) | centroid (meV) | "
+        "FWHM (meV) | Å³/atom |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for _, host, text in sorted(rows, key=lambda r: (r[0], r[1])):
         print(f"| {host} | {text} |")
 

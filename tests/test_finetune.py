@@ -57,6 +57,7 @@ def test_optical_feature_finds_peak_and_width():
     s = np.exp(-0.5 * ((e - 20) / 3) ** 2) + 0.8 * np.exp(-0.5 * ((e - 60) / 4) ** 2)
     f = optical_feature(s, e, above_mev=40)
     assert f["peak_mev"] == pytest.approx(60, abs=grid.step)
+    assert f["centroid_mev"] == pytest.approx(60, abs=1.0)
     assert f["fwhm_mev"] == pytest.approx(2.355 * 4, abs=grid.step + 0.1)
 
 

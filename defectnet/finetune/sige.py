@@ -78,8 +78,8 @@ def coordination_defects(atoms: Atoms, cutoff: float = 2.85, ideal: int = 4) -> 
 
 
 def optical_feature(spectrum: np.ndarray, energies: np.ndarray, above_mev: float) -> dict:
-    """Position (tallest bin) and width (FWHM, from the bins at half height) of the optical band:
-    the spectrum above ``above_mev``."""
+    """Position (tallest bin, and the weighted mean energy), height and width (FWHM, from the
+    bins at half height) of the optical band: the spectrum above ``above_mev``."""
     band = energies >= above_mev
     e, s = energies[band], np.asarray(spectrum)[band]
     top = int(np.argmax(s))
@@ -90,7 +90,12 @@ def optical_feature(spectrum: np.ndarray, energies: np.ndarray, above_mev: float
     while right < len(s) - 1 and half[right + 1]:
         right += 1
     step = float(energies[1] - energies[0])
-    return {"peak_mev": float(e[top]), "fwhm_mev": float(e[right] - e[left] + step)}
+    return {
+        "peak_mev": float(e[top]),
+        "height": float(s[top]),
+        "centroid_mev": float((e * s).sum() / s.sum()),
+        "fwhm_mev": float(e[right] - e[left] + step),
+    }
 
 
 class _MeltQuenchParent(Parent):
