@@ -42,8 +42,9 @@ def main(cfg: DictConfig) -> None:
             (
                 defects,
                 state["id"],
-                f"{100 * defects:5.1f} % | {band['peak_mev']:5.1f} | {1000 * band['height']:4.0f} | "
-                f"{band['centroid_mev']:5.1f} | {band['fwhm_mev']:5.1f} | "
+                f"{100 * defects:5.1f} % | {band['peak_mev']:5.1f} | "
+                f"{1000 * band['height']:4.0f} | {band['centroid_mev']:5.1f} | "
+                f"{band['fwhm_mev']:5.1f} | "
                 f"{atoms.get_volume() / len(atoms):5.2f}",
             )
         )
