@@ -35,7 +35,7 @@ def test_fine_tuning_starts_from_the_pretrained_weights_and_can_freeze(train_cfg
     module = instantiate(cfg.model)
     load_weights(module, cfg.init_from)
     state = torch.load(pretrained, weights_only=True)["state_dict"]
-    assert torch.equal(module.model.query.weight, state["model.query.weight"])
+    assert torch.equal(module.model.query[0].weight, state["model.query.0.weight"])
     assert not any(p.requires_grad for p in module.model.encoder.parameters())
     with pytest.raises(FileNotFoundError, match="init_from: no checkpoint"):
         load_weights(module, "/nonexistent.ckpt")

@@ -2,9 +2,9 @@
 
 Input [B, 3, 100] (pristine PDoS, doped PDoS, host composition) → a 1-D convolutional encoder →
 100 spectral tokens × d_model with a learned embedding of the energy bin. The 56-long binary
-candidate vector becomes one d_model query through a linear layer; multi-head attention reads
-the tokens with it; a head maps the attended vector to 56 non-negative concentrations, which a
-hard mask sets to exactly zero outside the candidates.
+candidate vector becomes one d_model query through a linear layer (layer-normalised);
+multi-head attention reads the tokens with it; a head maps the attended vector to 56
+non-negative concentrations, which a hard mask sets to exactly zero outside the candidates.
 """
 
 from __future__ import annotations
@@ -57,8 +57,9 @@ class SpectralEncoder(nn.Module):
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = self.conv(x).transpose(1, 2)  # [B, L, d_model]
-        return self.norm(tokens + self.position)
+        # normalise the content, then add the bin's position: normalising the sum instead kept
+        # training on a plateau at the mean concentration for hundreds of epochs
+        return self.norm(self.conv(x).transpose(1, 2)) + self.position  # [B, L, d_model]
 
 
 class DefectNet(nn.Module):
@@ -94,7 +95,9 @@ class DefectNet(nn.Module):
         self.encoder = SpectralEncoder(
             in_channels, n_points, conv_channels, kernel_sizes, d_model, dropout
         )
-        self.query = nn.Linear(n_dopants, d_model)
+        # a unit-scale query makes the attention selective from the start (a bare linear map
+        # of a sparse 0/1 vector gives near-uniform attention, which averages the spectrum away)
+        self.query = nn.Sequential(nn.Linear(n_dopants, d_model), nn.LayerNorm(d_model))
         self.attention = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
         self.head = nn.Sequential(
             nn.LayerNorm(d_model),
