@@ -60,11 +60,12 @@ def checkpoint_paths(spec) -> list[Path]:
     items = [spec] if isinstance(spec, str | Path) else list(spec)
     paths: list[Path] = []
     for item in items:
-        p = Path(str(item)).expanduser()
-        if p.is_dir():
-            found = sorted(p.rglob("best*.ckpt")) or sorted(p.rglob("last.ckpt"))
-        else:
-            found = [Path(f) for f in sorted(glob.glob(str(p)))]
+        found = []
+        for p in map(Path, sorted(glob.glob(str(Path(str(item)).expanduser())))):
+            if p.is_dir():
+                found += sorted(p.rglob("best*.ckpt")) or sorted(p.rglob("last.ckpt"))
+            else:
+                found.append(p)
         if not found:
             raise CheckpointError(
                 f"ckpt_path: '{item}' matches no checkpoint file; pass a .ckpt, a glob or a "

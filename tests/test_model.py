@@ -30,3 +30,15 @@ def test_no_gradient_flows_from_outside_the_candidates():
     assert (conc.grad[mask == 0] == 0).all() and conc.grad[mask == 1].abs().sum() > 0
     clean = target * mask
     assert masked_mse(conc, target, mask) == masked_mse(conc, clean, mask)
+
+
+def test_mlp_baseline_has_the_same_interface_and_hard_mask():
+    from defectnet.model.mlp import MLPBaseline
+
+    net = MLPBaseline(hidden=[32]).eval()
+    x, mask = _batch()
+    conc, attention = net(x, mask)
+    assert conc.shape == (6, 56) and attention.shape == (6, 100)
+    assert (conc[mask == 0] == 0).all() and (conc[mask == 1] > 0).all()
+    assert not any(p.requires_grad is False for p in net.parameters())
+    assert list(net.encoder.parameters())  # what model.freeze_encoder freezes
