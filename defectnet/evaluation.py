@@ -216,7 +216,7 @@ def evaluate(cfg: DictConfig) -> dict:
     coverage; metrics.json, comparison.md and figures in the run folder."""
     from defectnet.plots import error_profile_plot, quartile_parity_plot
     from defectnet.predict import EnsemblePrediction, load_ensemble
-    from defectnet.training import _finish_wandb, _instantiate_all
+    from defectnet.training import finish_wandb, instantiate_all
 
     dm: PDoSDataModule = instantiate(cfg.data)
     dm.setup("test")
@@ -311,8 +311,8 @@ def evaluate(cfg: DictConfig) -> dict:
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out_dir / "comparison.md").write_text(table + "\n")
-    _log_to_loggers(_instantiate_all(cfg.get("logger")), results, figures)
-    _finish_wandb()
+    _log_to_loggers(instantiate_all(cfg.get("logger")), results, figures)
+    finish_wandb()
     log.info("presence thresholds (best F1 on val): %s", thresholds)
     log.info("\n%s", table)
     for split, o in extra["open_set"].items():

@@ -1,4 +1,4 @@
-"""Training and evaluation runs, assembled from a Hydra config.
+"""Training runs, assembled from a Hydra config (evaluation of checkpoints: ``evaluation``).
 
 ``train`` fits, tests on test-ID and test-OOD, compares with the training-mean baseline, writes
 ``metrics.json`` and parity plots into the run folder, and returns the metrics (the sweep
@@ -50,7 +50,7 @@ def load_weights(module: DefectNetModule, path: str) -> None:
         ) from exc
 
 
-def _instantiate_all(group: DictConfig | None) -> list:
+def instantiate_all(group: DictConfig | None) -> list:
     if not group:
         return []
     return [instantiate(c) for c in group.values() if c is not None and "_target_" in c]
@@ -106,7 +106,7 @@ def evaluate_splits(
     return result
 
 
-def _finish_wandb() -> None:
+def finish_wandb() -> None:
     """End the W&B run so that jobs of a multirun stay separate runs."""
     import sys
 
@@ -133,8 +133,8 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("init_from"):
         load_weights(module, cfg.init_from)
         log.info("fine-tuning from %s", cfg.init_from)
-    callbacks = _instantiate_all(cfg.get("callbacks"))
-    loggers = _instantiate_all(cfg.get("logger"))
+    callbacks = instantiate_all(cfg.get("callbacks"))
+    loggers = instantiate_all(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -163,5 +163,5 @@ def train(cfg: DictConfig) -> dict:
             (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
             log.info("metrics written to %s", out_dir / "metrics.json")
     finally:
-        _finish_wandb()
+        finish_wandb()
     return metrics
