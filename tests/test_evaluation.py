@@ -22,7 +22,7 @@ from defectnet.spectra import EnergyGrid
 
 from .conftest import ROOT_DIR, compose_config
 
-DEMO_REFERENCES = ROOT_DIR / "data" / "demo" / "references"
+DEMO_REFERENCES = ROOT_DIR / "data" / "demo_hosts8" / "references"  # experiment=demo's data
 
 
 def test_split_metrics_count_what_they_say():
