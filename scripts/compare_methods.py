@@ -1,6 +1,6 @@
 """DefectNet vs MLP vs NNLS vs training mean, from nothing to the table, in one command:
 
-    python scripts/compare_methods.py [train_experiment=demo eval_data=demo_hosts8 seeds=[0,1,2,3,4]]
+    python scripts/compare_methods.py [train_experiment=demo eval_data=demo_hosts8 seeds=[0,1,2]]
 
 Trains the DefectNet ensemble as a Hydra multirun and the MLP baseline (each skipped when its
 checkpoints exist in ``work_dir``), then runs the evaluation (``defectnet-evaluate``) on them.
