@@ -51,8 +51,8 @@ def nnls_predict(dm: PDoSDataModule, split: str, references: dict[str, dict]) ->
     """Unmix each difference spectrum (doped − pristine) as a non-negative mix of the host's
     single-dopant difference spectra scaled to unit concentration; candidates without a
     reference get 0."""
-    x, mask, *_ = dm.split_tensors(split)
-    parents = [dm.dataset.parents[i] for i in dm.dataset.parent_index[dm_index(dm, split)]]
+    x, mask, _, _, parent_index = dm.split_tensors(split)
+    parents = [dm.dataset.parents[i] for i in parent_index.tolist()]
     pred = np.zeros(mask.shape, dtype=np.float64)
     for row, parent in enumerate(parents):
         ref = references.get(parent)
@@ -74,10 +74,6 @@ def nnls_predict(dm: PDoSDataModule, split: str, references: dict[str, dict]) ->
         conc, _ = nnls(np.stack(cols, axis=1), diff)
         pred[row, slots] = np.clip(conc, 0, 1)
     return pred
-
-
-def dm_index(dm: PDoSDataModule, split: str) -> torch.Tensor:
-    return torch.as_tensor(getattr(dm.splits, split))
 
 
 def per_sample_table(dm: PDoSDataModule, split: str, pred: np.ndarray) -> list[dict]:
@@ -143,10 +139,6 @@ def split_metrics(
         if cell.any():
             out[f"rmse_c{lo:g}-{hi:g}"] = float(np.sqrt(err[cell].mean()))
     return out
-
-
-def per_sample_mse(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    return ((pred - target) ** 2 * mask).sum(1) / np.clip(mask.sum(1), 1, None)
 
 
 def coverage(
@@ -228,7 +220,11 @@ def evaluate(cfg: DictConfig) -> dict:
     _check_split(paths, dm)
     name = "DefectNet" if len(networks) == 1 else f"DefectNet (ensemble of {len(networks)})"
     members = _cached(lambda s: network_members(networks, dm, s)[0])
-    open_members = _cached(lambda s: network_members(networks, dm, s, open_set=True)[0])
+
+    def open_set_answer(split):
+        answers, mask = network_members(networks, dm, split, open_set=True)
+        return answers.mean(0), mask
+
     methods = {name: _cached(lambda s: members(s).mean(0))}
     if cfg.get("mlp_ckpt"):
         mlp, *_, mlp_paths = load_ensemble(cfg.mlp_ckpt)
@@ -250,11 +246,8 @@ def evaluate(cfg: DictConfig) -> dict:
     }
     open_threshold = default_threshold
     if has_val and cfg.get("open_set", True):
-        target, _ = truth("val")
-        val_x = dm.split_tensors("val")[0]
-        open_threshold = best_threshold(
-            open_members("val").mean(0), target, open_set_mask(val_x).numpy()
-        )
+        val_pred, val_mask = open_set_answer("val")
+        open_threshold = best_threshold(val_pred, truth("val")[0], val_mask)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict = {m: {} for m in methods}
@@ -267,17 +260,16 @@ def evaluate(cfg: DictConfig) -> dict:
         mean = methods[name](split)
         extra["predictions"][split] = per_sample_table(dm, split, mean)
         if len(networks) > 1:
-            ens = EnsemblePrediction(mean, members(split).std(0, ddof=1), members(split), None)
-            low, high = ens.interval(float(cfg.interval))
+            low, high = EnsemblePrediction.from_members(members(split)).interval(
+                float(cfg.interval)
+            )
             extra["calibration"][split] = {
                 "interval": float(cfg.interval),
                 **coverage(low, high, target, mask),
             }
         if cfg.get("open_set", True):
-            x = dm.split_tensors(split)[0]
-            o = split_metrics(
-                open_members(split).mean(0), target, open_set_mask(x).numpy(), open_threshold
-            )
+            open_pred, open_mask = open_set_answer(split)
+            o = split_metrics(open_pred, target, open_mask, open_threshold)
             g = results[name][split]
             extra["open_set"][split] = {
                 "threshold": open_threshold,

@@ -11,6 +11,24 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _parity(ax, t, p, hi: float, title: str) -> None:
+    """True vs predicted concentrations of candidate entries; distractors (true 0) in grey."""
+    present = t > 0
+    ax.scatter(t[~present], p[~present], s=8, c="0.6", label="distractor (absent)")
+    ax.scatter(t[present], p[present], s=8, c="C0", label="dopant")
+    ax.plot([0, hi], [0, hi], "k--", lw=0.8)
+    ax.set(xlim=(0, hi), ylim=(0, hi), xlabel="true concentration", title=title)
+
+
 def parity_plot(
     pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, path: Path, title: str = ""
 ) -> Path:
@@ -18,25 +36,11 @@ def parity_plot(
     sel = mask.bool()
     p, t = pred[sel].numpy(), target[sel].numpy()
     fig, ax = plt.subplots(figsize=(4.2, 4.0), dpi=120)
-    present = t > 0
-    ax.scatter(t[~present], p[~present], s=8, c="0.6", label="distractor (absent)")
-    ax.scatter(t[present], p[present], s=8, c="C0", label="dopant")
     hi = max(float(t.max(initial=0)), float(p.max(initial=0)), 1e-3) * 1.05
-    ax.plot([0, hi], [0, hi], "k--", lw=0.8)
-    ax.set(
-        xlim=(0, hi),
-        ylim=(0, hi),
-        xlabel="true concentration",
-        ylabel="predicted concentration",
-        title=title,
-    )
+    _parity(ax, t, p, hi, title)
+    ax.set_ylabel("predicted concentration")
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def prediction_report(
@@ -84,12 +88,7 @@ def prediction_report(
     ax.plot(energies, attention, c="C2")
     ax.fill_between(energies, 0, attention, color="C2", alpha=0.3)
     ax.set(xlabel="energy (meV)", ylabel="attention", title="attention over energy")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def quartile_parity_plot(pred, target, mask, path: Path, title: str = "") -> Path:
@@ -104,27 +103,13 @@ def quartile_parity_plot(pred, target, mask, path: Path, title: str = "") -> Pat
     for q, ax in enumerate(axes):
         rows = quartile == q
         sel = mask[rows] > 0
-        t, p = target[rows][sel], pred[rows][sel]
-        present = t > 0
-        ax.scatter(t[~present], p[~present], s=7, c="0.6", label="distractor")
-        ax.scatter(t[present], p[present], s=7, c="C0", label="dopant")
-        ax.plot([0, hi], [0, hi], "k--", lw=0.7)
-        ax.set(
-            xlim=(0, hi),
-            ylim=(0, hi),
-            xlabel="true concentration",
-            title=f"Q{q + 1}: {rows.sum()} samples, MSE ≤ {edges[q + 1]:.1e}",
-        )
+        title = f"Q{q + 1}: {rows.sum()} samples, MSE ≤ {edges[q + 1]:.1e}"
+        _parity(ax, target[rows][sel], pred[rows][sel], hi, title)
         ax.title.set_fontsize(8)
     axes[0].set_ylabel("predicted concentration")
     axes[0].legend(fontsize=7, loc="upper left")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def error_profile_plot(results: dict[str, dict], path: Path, title: str = "") -> Path:
@@ -141,9 +126,4 @@ def error_profile_plot(results: dict[str, dict], path: Path, title: str = "") ->
     left.set(xlabel="true concentration (bin)", ylabel="RMSE (present dopants)", title=title)
     right.set(xlabel="coexisting dopants", ylabel="RMSE (candidates)")
     left.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -37,6 +37,12 @@ class EnsemblePrediction:
     members: np.ndarray  # [M, B, 56]
     attention: np.ndarray | None  # [B, L], averaged over members (None: not kept)
 
+    @classmethod
+    def from_members(cls, members: np.ndarray, attention: np.ndarray | None = None):
+        """Mean and spread (sample standard deviation; 0 for one member) of [M, B, 56]."""
+        std = members.std(0, ddof=1) if len(members) > 1 else np.zeros_like(members[0])
+        return cls(members.mean(0), std, members, attention)
+
     def interval(self, level: float) -> tuple[np.ndarray, np.ndarray]:
         """Central interval of probability ``level`` from a normal fit to the member spread."""
         from scipy.stats import norm
@@ -50,8 +56,7 @@ def ensemble_predict(networks, spectra: torch.Tensor, mask: torch.Tensor) -> Ens
     outputs = [net(spectra, mask) for net in networks]
     members = torch.stack([c for c, _ in outputs]).numpy()
     attention = torch.stack([a for _, a in outputs]).mean(0).numpy()
-    std = members.std(0, ddof=1) if len(members) > 1 else np.zeros_like(members[0])
-    return EnsemblePrediction(members.mean(0), std, members, attention)
+    return EnsemblePrediction.from_members(members, attention)
 
 
 def checkpoint_paths(spec) -> list[Path]:

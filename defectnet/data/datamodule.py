@@ -115,8 +115,7 @@ class SpectrumAugmentation:
         return x, mask, targets
 
     def _add_distractors(self, x, mask):
-        host = x[:, 2, :N_DOPANTS] > 0
-        allowed = PROPOSABLE_MASK.to(x.device)[None] & ~host & (mask == 0)
+        allowed = (open_set_mask(x) > 0) & (mask == 0)
         scores = torch.rand_like(mask).masked_fill(~allowed, -1.0)
         k = torch.randint(0, self.extra_distractors + 1, (mask.shape[0], 1), device=mask.device)
         rank = scores.argsort(dim=1, descending=True).argsort(dim=1)

@@ -13,6 +13,7 @@ Three sources share one interface (``ParentSource.parents()`` → ordered list o
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -390,18 +391,20 @@ class BuiltinParents(ParentSource):
         out = []
         for proto, elements, oxidations in self.specs():
             formula = _formula(elements, proto.stoichiometry)
-            out.append(_LazyParent(f"{proto.name}-{formula}", formula, proto, elements, oxidations))
+            build = functools.partial(proto.build, elements, oxidations)
+            out.append(LazyParent(f"{proto.name}-{formula}", formula, proto.name, build))
         return out
 
 
-class _LazyParent(Parent):
-    """A built-in parent whose cell is only built when first used (thousands are listed)."""
+class LazyParent(Parent):
+    """A parent whose cell is only built when first used (thousands are listed; a melt-quenched
+    host costs minutes): ``build()`` makes it."""
 
-    def __init__(self, id, formula, proto, elements, oxidations):
+    def __init__(self, id: str, formula: str, prototype: str, build: Callable[[], Atoms]):
         object.__setattr__(self, "id", id)
         object.__setattr__(self, "formula", formula)
-        object.__setattr__(self, "prototype", proto.name)
-        object.__setattr__(self, "_build", (proto.build, elements, oxidations))
+        object.__setattr__(self, "prototype", prototype)
+        object.__setattr__(self, "_build", build)
 
     def __eq__(self, other):
         return isinstance(other, Parent) and other.id == self.id
@@ -411,8 +414,7 @@ class _LazyParent(Parent):
 
     @property
     def atoms(self) -> Atoms:
-        build, elements, oxidations = self._build
-        return build(elements, oxidations)
+        return self._build()
 
 
 # --- parents from files -------------------------------------------------------------------------

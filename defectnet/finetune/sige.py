@@ -7,14 +7,16 @@ set spans the range between the crystal and amorphous Si. The generation pipelin
 each host (cell and positions), computes its pristine spectrum, puts Ge on random sites and
 computes the alloy spectra, exactly as for any other parent.
 
-The dynamics only run when a parent's cell is first needed (the pipeline stores the relaxed
-result once per parent), so listing parents is free and a resumed run never repeats them.
+The dynamics only run when a parent's cell is first needed (a ``LazyParent``; the pipeline
+stores the relaxed result once per parent), so listing parents is free and a resumed run never
+repeats them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from ase import Atoms, units
@@ -24,7 +26,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.neighborlist import neighbor_list
 
 from defectnet.datagen.calculators import ForceField
-from defectnet.datagen.parents import Parent, ParentSource
+from defectnet.datagen.parents import LazyParent, Parent, ParentSource
 
 
 @dataclass(frozen=True)
@@ -98,27 +100,6 @@ def optical_feature(spectrum: np.ndarray, energies: np.ndarray, above_mev: float
     }
 
 
-class _MeltQuenchParent(Parent):
-    """A parent whose cell comes from its melt-quench, run when first used."""
-
-    def __init__(self, id, formula, source: MeltQuenchParents, index: int):
-        object.__setattr__(self, "id", id)
-        object.__setattr__(self, "formula", formula)
-        object.__setattr__(self, "prototype", "melt_quench")
-        object.__setattr__(self, "_recipe", (source, index))
-
-    def __eq__(self, other):
-        return isinstance(other, Parent) and other.id == self.id
-
-    def __hash__(self):
-        return hash(self.id)
-
-    @property
-    def atoms(self) -> Atoms:
-        source, index = self._recipe
-        return source.build(index)
-
-
 class MeltQuenchParents(ParentSource):
     """``n_structures`` disordered cells of one elemental diamond crystal.
 
@@ -172,7 +153,7 @@ class MeltQuenchParents(ParentSource):
         )
 
     def parents(self) -> list[Parent]:
-        formula = self.element
         return [
-            _MeltQuenchParent(self.parent_id(j), formula, self, j) for j in range(self.n_structures)
+            LazyParent(self.parent_id(j), self.element, "melt_quench", partial(self.build, j))
+            for j in range(self.n_structures)
         ]

@@ -18,6 +18,16 @@ from torch.nn import functional as F
 from defectnet.elements import N_DOPANTS
 
 
+def network_config(arguments: dict) -> dict:
+    """A network's constructor arguments as plain values (sequences as lists): what rebuilds it
+    from a checkpoint (model.checkpoint). Pass ``locals()`` first thing in ``__init__``."""
+    return {
+        k: list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
+        for k, v in arguments.items()
+        if k != "self" and not k.startswith("__")
+    }
+
+
 class SpectralEncoder(nn.Module):
     """Stacked same-length 1-D convolutions: [B, C_in, L] → tokens [B, L, d_model]."""
 
@@ -77,19 +87,8 @@ class DefectNet(nn.Module):
         dropout: float = 0.1,
         n_dopants: int = N_DOPANTS,
     ):
+        self.config = network_config(locals())
         super().__init__()
-        # What rebuilds this network from a checkpoint (see model.checkpoint).
-        self.config = {
-            "n_points": n_points,
-            "in_channels": in_channels,
-            "d_model": d_model,
-            "n_heads": n_heads,
-            "conv_channels": list(conv_channels),
-            "kernel_sizes": kernel_sizes if isinstance(kernel_sizes, int) else list(kernel_sizes),
-            "head_hidden": head_hidden,
-            "dropout": dropout,
-            "n_dopants": n_dopants,
-        }
         if d_model % n_heads:
             raise ValueError(f"model: d_model={d_model} is not divisible by n_heads={n_heads}.")
         self.encoder = SpectralEncoder(

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from defectnet.elements import N_DOPANTS
-from defectnet.model.defectnet import DefectNet
+from defectnet.model.defectnet import DefectNet, network_config
 
 
 class MLPBaseline(nn.Module):
@@ -28,14 +28,8 @@ class MLPBaseline(nn.Module):
         dropout: float = 0.1,
         n_dopants: int = N_DOPANTS,
     ):
+        self.config = network_config(locals())
         super().__init__()
-        self.config = {
-            "n_points": n_points,
-            "in_channels": in_channels,
-            "hidden": list(hidden),
-            "dropout": dropout,
-            "n_dopants": n_dopants,
-        }
         layers: list[nn.Module] = []
         width = in_channels * n_points + n_dopants
         for h in hidden:
