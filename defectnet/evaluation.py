@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from scipy.optimize import nnls
 
+from defectnet.atomic import write_json_atomic, write_text_atomic
 from defectnet.data.datamodule import PDoSDataModule, open_set_mask
 from defectnet.elements import DOPANTS
 from defectnet.model.lit_module import TEST_SPLITS
@@ -301,8 +302,8 @@ def evaluate(cfg: DictConfig) -> dict:
         "ood_parents": dm.splits.ood_parents,
         "figures": [f.name for f in figures],
     }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out_dir / "comparison.md").write_text(table + "\n")
+    write_json_atomic(out_dir / "metrics.json", metrics, indent=2)
+    write_text_atomic(out_dir / "comparison.md", table + "\n")
     _log_to_loggers(instantiate_all(cfg.get("logger")), results, figures)
     finish_wandb()
     log.info("presence thresholds (best F1 on val): %s", thresholds)

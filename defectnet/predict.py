@@ -11,7 +11,6 @@ their spread. A table is printed and a JSON file and a PNG report are written.
 from __future__ import annotations
 
 import glob
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from defectnet.atomic import write_json_atomic
 from defectnet.datagen.parents import PARENT_FILE_PATTERNS
 from defectnet.elements import DOPANTS, PROPOSABLE, candidate_vector, formula_composition
 from defectnet.model.checkpoint import CheckpointError, load_network
@@ -223,7 +223,7 @@ def predict(cfg: DictConfig) -> dict:
         "dopants": rows,
         "report": str(report),
     }
-    (out_dir / "prediction.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomic(out_dir / "prediction.json", summary, indent=2)
     print(format_table(summary))
     return summary
 

@@ -8,7 +8,6 @@ fine-tune (``init_from``: a new run starts from pretrained weights) are kept apa
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from defectnet.atomic import write_json_atomic
 from defectnet.data.datamodule import PDoSDataModule
 from defectnet.model.lit_module import TEST_SPLITS, DefectNetModule
 
@@ -160,7 +160,7 @@ def train(cfg: DictConfig) -> dict:
                     c["rmse"],
                     c["baseline_mean_rmse"],
                 )
-            (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            write_json_atomic(out_dir / "metrics.json", metrics, indent=2)
             log.info("metrics written to %s", out_dir / "metrics.json")
     finally:
         finish_wandb()

@@ -8,8 +8,6 @@ metadata, which also holds the energy grid, provenance and the format version.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from defectnet.atomic import atomic_path
 from defectnet.datagen.records import read_shards
 from defectnet.elements import (
     DOPANTS,
@@ -78,22 +77,14 @@ def save_cache(ds: PDoSDataset, path: Path) -> None:
         "dopants": json.dumps(list(DOPANTS)),
         "info": json.dumps(ds.meta),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def load_cache(path: Path) -> PDoSDataset:
     """Load and validate a cache file; every problem names the file and the fix."""
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
-    from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():

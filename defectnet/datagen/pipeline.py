@@ -23,10 +23,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from defectnet.atomic import write_json_atomic
 from defectnet.datagen.calculators import ForceField
 from defectnet.datagen.parents import Parent
 from defectnet.datagen.recommender import recommend
-from defectnet.datagen.records import RecordShard, read_json, read_shards, write_json_atomic
+from defectnet.datagen.records import RecordShard, read_json, read_shards
 from defectnet.datagen.relax import relax
 from defectnet.datagen.supercell import choose_supercell, substitute
 from defectnet.elements import composition_vector, dopant_index

@@ -2,30 +2,14 @@
 
 A record is appended with a single write and flushed to disk, so a killed run leaves at most one
 torn last line; opening the shard again cuts that line off and everything before it counts as
-done. Other outputs are written to a temporary file and renamed, so they exist whole or not at all.
+done. Other outputs go through ``defectnet.atomic``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_json(path: Path):
