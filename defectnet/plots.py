@@ -105,8 +105,8 @@ def quartile_parity_plot(pred, target, mask, path: Path, title: str = "") -> Pat
     for q, ax in enumerate(axes):
         rows = quartile == q
         sel = mask[rows] > 0
-        title = f"Q{q + 1}: {rows.sum()} samples, MSE ≤ {edges[q + 1]:.1e}"
-        _parity(ax, target[rows][sel], pred[rows][sel], hi, title)
+        label = f"Q{q + 1}: {rows.sum()} samples, MSE ≤ {edges[q + 1]:.1e}"
+        _parity(ax, target[rows][sel], pred[rows][sel], hi, label)
         ax.title.set_fontsize(8)
     axes[0].set_ylabel("predicted concentration")
     axes[0].legend(fontsize=7, loc="upper left")
@@ -125,6 +125,7 @@ def error_profile_plot(results: dict[str, dict], path: Path, title: str = "") ->
         ns = sorted((int(k.removeprefix("rmse_n")), m[k]) for k in m if k.startswith("rmse_n"))
         if ns:
             right.plot([n for n, _ in ns], [v for _, v in ns], "o-", label=method)
+            right.set_xticks([n for n, _ in ns])
     left.set(xlabel="true concentration (bin)", ylabel="RMSE (present dopants)", title=title)
     right.set(xlabel="coexisting dopants", ylabel="RMSE (candidates)")
     left.legend(fontsize=7)

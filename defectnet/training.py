@@ -14,23 +14,29 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from defectnet.atomic import write_json_atomic
 from defectnet.data.datamodule import PDoSDataModule
+from defectnet.model.checkpoint import pretrained_network_config
 from defectnet.model.lit_module import TEST_SPLITS, DefectNetModule
 
 log = logging.getLogger(__name__)
 
 
-def load_weights(module: DefectNetModule, path: str) -> None:
-    """Copy the network weights of a checkpoint into ``module`` (safe load, no pickle)."""
+def pretrained_file(path: str) -> Path:
     ckpt = Path(path)
     if not ckpt.is_file():
         raise FileNotFoundError(
             f"init_from: no checkpoint at '{ckpt}'; pass the .ckpt of a "
             "pretraining run (outputs/.../checkpoints/last.ckpt)."
         )
+    return ckpt
+
+
+def load_weights(module: DefectNetModule, path: str) -> None:
+    """Copy the network weights of a checkpoint into ``module`` (safe load, no pickle)."""
+    ckpt = pretrained_file(path)
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     if "state_dict" not in state:
         raise ValueError(
@@ -48,6 +54,21 @@ def load_weights(module: DefectNetModule, path: str) -> None:
             f"init_from: '{ckpt}' was trained with another architecture; use the "
             f"same model.* settings as that run ({exc})."
         ) from exc
+
+
+def use_pretrained_shape(cfg: DictConfig) -> None:
+    """Fine-tuning continues the pretrained network: its class and constructor arguments
+    (sizes, dropout) come from the checkpoint, whatever ``model.model`` says; the optimizer,
+    scheduler and freezing stay as configured."""
+    pretrained = pretrained_network_config(pretrained_file(cfg.init_from))
+    if pretrained is None:
+        return
+    configured = OmegaConf.to_container(cfg.model.model)
+    if configured != pretrained:
+        changed = sorted(k for k in pretrained if configured.get(k) != pretrained[k])
+        log.info("init_from: the network takes its shape from the checkpoint (%s)", changed)
+        with open_dict(cfg):
+            cfg.model.model = pretrained
 
 
 def instantiate_all(group: DictConfig | None) -> list:
@@ -129,6 +150,8 @@ def train(cfg: DictConfig) -> dict:
             "pretrained weights), not both."
         )
     dm: PDoSDataModule = instantiate(cfg.data)
+    if cfg.get("init_from"):
+        use_pretrained_shape(cfg)
     module: DefectNetModule = instantiate(cfg.model)
     if cfg.get("init_from"):
         load_weights(module, cfg.init_from)

@@ -31,11 +31,15 @@ def test_fast_dev_run_every_experiment(experiment, train_cfg, pretrained):
 def test_fine_tuning_starts_from_the_pretrained_weights_and_can_freeze(train_cfg, pretrained):
     from hydra.utils import instantiate
 
-    from defectnet.training import load_weights
+    from defectnet.training import load_weights, use_pretrained_shape
 
+    # the default model size is configured; the network's shape comes from the checkpoint
     cfg = train_cfg(
-        "experiment=finetune_sige", f"init_from={pretrained}", "model.freeze_encoder=true", *SMALL
+        "experiment=finetune_sige", f"init_from={pretrained}", "model.freeze_encoder=true"
     )
+    assert cfg.model.model.d_model != 32
+    use_pretrained_shape(cfg)
+    assert (cfg.model.model.d_model, cfg.model.model.conv_channels) == (32, [16, 32])
     module = instantiate(cfg.model)
     load_weights(module, cfg.init_from)
     state = torch.load(pretrained, weights_only=True)["state_dict"]
@@ -43,6 +47,8 @@ def test_fine_tuning_starts_from_the_pretrained_weights_and_can_freeze(train_cfg
     assert not any(p.requires_grad for p in module.model.encoder.parameters())
     with pytest.raises(FileNotFoundError, match="init_from: no checkpoint"):
         load_weights(module, "/nonexistent.ckpt")
+    with pytest.raises(FileNotFoundError, match="init_from: no checkpoint"):
+        use_pretrained_shape(train_cfg("experiment=finetune_sige", "init_from=/nonexistent.ckpt"))
 
 
 def test_missing_data_set_is_a_clear_error(train_cfg):

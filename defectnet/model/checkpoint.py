@@ -50,6 +50,17 @@ def checkpoint_data(path: str | Path) -> dict:
     return ckpt.get("defectnet", {}).get("data", {})
 
 
+def pretrained_network_config(path: str | Path) -> dict | None:
+    """The network a checkpoint was trained with, as a Hydra ``_target_`` config, so that
+    fine-tuning builds the same shape whatever ``model=`` says (None: not recorded)."""
+    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    entry = ckpt.get("defectnet") if isinstance(ckpt, dict) else None
+    if not entry or entry.get("network") not in NETWORKS:
+        return None
+    cls = NETWORKS[entry["network"]]
+    return {"_target_": f"{cls.__module__}.{cls.__qualname__}", **entry["config"]}
+
+
 def load_network(path: str | Path) -> tuple[nn.Module, EnergyGrid, float]:
     """The trained network (eval mode, CPU), its energy grid and its presence threshold."""
     path = Path(path)
