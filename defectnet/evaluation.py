@@ -213,7 +213,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
     dm: PDoSDataModule = instantiate(cfg.data)
     dm.setup("test")
-    networks, grid, default_threshold, paths = load_ensemble(cfg.ckpt_path)
+    networks, grid, stored, paths = load_ensemble(cfg.ckpt_path)
     if grid != dm.dataset.grid:
         raise ValueError(
             f"ckpt_path: trained on grid {grid}, the data set {dm.path} is on {dm.dataset.grid}."
@@ -242,10 +242,10 @@ def evaluate(cfg: DictConfig) -> dict:
 
     has_val = len(dm.splits.val) > 0
     thresholds = {
-        m: best_threshold(f("val"), *truth("val")) if has_val else default_threshold
+        m: best_threshold(f("val"), *truth("val")) if has_val else stored.guided
         for m, f in methods.items()
     }
-    open_threshold = default_threshold
+    open_threshold = stored.open_set
     if has_val and cfg.get("open_set", True):
         val_pred, val_mask = open_set_answer("val")
         open_threshold = best_threshold(val_pred, truth("val")[0], val_mask)

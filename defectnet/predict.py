@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from defectnet.atomic import write_json_atomic
 from defectnet.datagen.parents import PARENT_FILE_PATTERNS
 from defectnet.elements import DOPANTS, PROPOSABLE, candidate_vector, formula_composition
-from defectnet.model.checkpoint import CheckpointError, load_network
+from defectnet.model.checkpoint import CheckpointError, Thresholds, load_network
 from defectnet.spectra import EnergyGrid
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,9 @@ def checkpoint_paths(spec) -> list[Path]:
     return paths
 
 
-def load_ensemble(spec) -> tuple[list[torch.nn.Module], EnergyGrid, float, list[Path]]:
-    """Networks of every member; they must share one energy grid."""
+def load_ensemble(spec) -> tuple[list[torch.nn.Module], EnergyGrid, Thresholds, list[Path]]:
+    """Networks of every member (they must share one energy grid) and the members' mean
+    presence thresholds."""
     paths = checkpoint_paths(spec)
     loaded = [load_network(p) for p in paths]
     grids = {g for _, g, _ in loaded}
@@ -90,7 +91,11 @@ def load_ensemble(spec) -> tuple[list[torch.nn.Module], EnergyGrid, float, list[
             f"ckpt_path: the checkpoints were trained on different energy grids "
             f"{sorted(map(str, grids))}; an ensemble needs one grid."
         )
-    return [n for n, _, _ in loaded], loaded[0][1], loaded[0][2], paths
+    thresholds = Thresholds(
+        float(np.mean([t.guided for *_, t in loaded])),
+        float(np.mean([t.open_set for *_, t in loaded])),
+    )
+    return [n for n, _, _ in loaded], loaded[0][1], thresholds, paths
 
 
 def simulate_spectrum(path: Path, cfg: DictConfig, grid: EnergyGrid) -> np.ndarray:
@@ -171,10 +176,11 @@ def predict(cfg: DictConfig) -> dict:
     """Run the command: load, predict, print the table, write JSON and the PNG report."""
     from defectnet.plots import prediction_report
 
-    networks, grid, threshold, paths = load_ensemble(cfg.ckpt_path)
-    threshold = float(cfg.threshold) if cfg.get("threshold") is not None else threshold
+    networks, grid, thresholds, paths = load_ensemble(cfg.ckpt_path)
     composition = formula_composition(str(cfg.host))
     names, open_set = candidate_list(str(cfg.host), cfg.get("candidates"))
+    threshold = thresholds.open_set if open_set else thresholds.guided
+    threshold = float(cfg.threshold) if cfg.get("threshold") is not None else threshold
     pristine = input_spectrum(cfg.pristine, cfg, grid)
     doped = input_spectrum(cfg.doped, cfg, grid)
     if composition.shape[0] != grid.n_points:

@@ -17,8 +17,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from defectnet.atomic import write_json_atomic
-from defectnet.data.datamodule import PDoSDataModule
-from defectnet.model.checkpoint import pretrained_network_config
+from defectnet.data.datamodule import PDoSDataModule, open_set_mask
+from defectnet.evaluation import best_threshold
+from defectnet.model.checkpoint import Thresholds, pretrained_network_config, record_thresholds
 from defectnet.model.lit_module import TEST_SPLITS, DefectNetModule
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,20 @@ def evaluate_splits(
     return result
 
 
+@torch.no_grad()
+def validation_thresholds(module: DefectNetModule, dm: PDoSDataModule) -> Thresholds:
+    """Presence thresholds with the best element F1 on the validation split, with the data's
+    candidates and with every non-host element offered (prediction's open set)."""
+    module.eval()
+    x, mask, target, *_ = dm.split_tensors("val")
+    model = module.to("cpu")
+    wide = open_set_mask(x)
+    return Thresholds(
+        best_threshold(model(x, mask)[0].numpy(), target.numpy(), mask.numpy()),
+        best_threshold(model(x, wide)[0].numpy(), target.numpy(), wide.numpy()),
+    )
+
+
 def finish_wandb() -> None:
     """End the W&B run so that jobs of a multirun stay separate runs."""
     import sys
@@ -172,6 +187,13 @@ def train(cfg: DictConfig) -> dict:
                 if best:
                     load_weights(module, best)
                 metrics["comparison"] = evaluate_splits(module, dm, out_dir, loggers)
+                if len(dm.splits.val):
+                    thresholds = validation_thresholds(module, dm)
+                    for ckpt in {Path(cb.dirpath) for cb in trainer.checkpoint_callbacks}:
+                        for path in sorted(ckpt.glob("*.ckpt")):
+                            record_thresholds(path, thresholds)
+                    metrics["thresholds"] = vars(thresholds)
+                    log.info("presence thresholds (best F1 on val): %s", thresholds)
         if trainer.is_global_zero:
             dm.setup("test")
             metrics["ood_parents"] = dm.splits.ood_parents

@@ -56,6 +56,32 @@ def test_missing_data_set_is_a_clear_error(train_cfg):
         train(train_cfg("experiment=pretrain", "debug=fdr", "data.path=/nonexistent.safetensors"))
 
 
+def test_presence_thresholds_are_chosen_on_validation_and_stored(train_cfg):
+    from hydra.utils import instantiate
+
+    from defectnet.data.datamodule import open_set_mask
+    from defectnet.evaluation import split_metrics
+    from defectnet.model.checkpoint import load_network
+
+    cfg = train_cfg("experiment=demo", "logger=none", "trainer.max_epochs=3", *SMALL)
+    chosen = train(cfg)["thresholds"]
+    paths = sorted((Path(cfg.paths.output_dir) / "checkpoints").glob("*.ckpt"))
+    assert [p.name for p in paths][-1] == "last.ckpt" and len(paths) == 2
+    for path in paths:
+        assert vars(load_network(path)[2]) == chosen
+    net = load_network(paths[0])[0]  # the best epoch, on which they were chosen
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    x, mask, target, *_ = dm.split_tensors("val")
+
+    def f1(offered, threshold):
+        pred = net(x, offered)[0].detach().numpy()
+        return split_metrics(pred, target.numpy(), offered.numpy(), threshold)["f1"]
+
+    for offered, t in ((mask, chosen["guided"]), (open_set_mask(x), chosen["open_set"])):
+        assert f1(offered, t) >= max(f1(offered, other) for other in (0.0, 0.005, 0.02, 0.05))
+
+
 def test_resume_continues_the_epoch_count(train_cfg, tmp_path):
     first = train_cfg("logger=none", "trainer.max_epochs=2", "test=false", *SMALL)
     train(first)

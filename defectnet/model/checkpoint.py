@@ -2,13 +2,15 @@
 
 Every checkpoint a training run writes holds, beside the weights, a ``defectnet`` entry: the
 format version, the network class and its constructor arguments, the energy grid of the data
-it was trained on and the presence threshold. ``load_network`` rebuilds the network from that
+it was trained on and the presence thresholds (given candidates, open set; chosen on the
+validation split when training ends). ``load_network`` rebuilds the network from that
 entry alone (``torch.load(weights_only=True)``: nothing is unpickled), so prediction needs no
 training config.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,6 +28,16 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used for prediction as it is."""
 
 
+@dataclass(frozen=True)
+class Thresholds:
+    """Predicted concentration above which an element counts as present: with the candidates
+    given, and in the open set (every non-host element offered), where more are offered and
+    the model spreads a little weight over many of them."""
+
+    guided: float
+    open_set: float
+
+
 def checkpoint_entry(
     network: nn.Module,
     grid: EnergyGrid | None,
@@ -40,8 +52,26 @@ def checkpoint_entry(
         "config": network.config,
         "grid": grid.as_dict() if grid is not None else None,
         "threshold": float(threshold),
+        "open_set_threshold": float(threshold),
         "data": data or {},
     }
+
+
+def record_thresholds(path: str | Path, thresholds: Thresholds) -> None:
+    """Write thresholds chosen after training into a checkpoint (rewritten atomically)."""
+    from defectnet.atomic import atomic_path
+
+    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    ckpt["defectnet"]["threshold"] = thresholds.guided
+    ckpt["defectnet"]["open_set_threshold"] = thresholds.open_set
+    with atomic_path(Path(path)) as tmp:
+        torch.save(ckpt, tmp)
+
+
+def entry_thresholds(entry: dict) -> Thresholds:
+    return Thresholds(
+        float(entry["threshold"]), float(entry.get("open_set_threshold", entry["threshold"]))
+    )
 
 
 def checkpoint_data(path: str | Path) -> dict:
@@ -61,8 +91,8 @@ def pretrained_network_config(path: str | Path) -> dict | None:
     return {"_target_": f"{cls.__module__}.{cls.__qualname__}", **entry["config"]}
 
 
-def load_network(path: str | Path) -> tuple[nn.Module, EnergyGrid, float]:
-    """The trained network (eval mode, CPU), its energy grid and its presence threshold."""
+def load_network(path: str | Path) -> tuple[nn.Module, EnergyGrid, Thresholds]:
+    """The trained network (eval mode, CPU), its energy grid and its presence thresholds."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file.")
@@ -101,4 +131,4 @@ def load_network(path: str | Path) -> tuple[nn.Module, EnergyGrid, float]:
         k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")
     }
     network.load_state_dict(weights)
-    return network.eval(), grid, float(entry["threshold"])
+    return network.eval(), grid, entry_thresholds(entry)
