@@ -106,6 +106,25 @@ def test_open_set_mask_and_augmentation_offer_every_non_host_element():
     assert torch.equal(augmented, mask)
 
 
+def test_interval_scale_widens_an_overconfident_ensemble_to_its_level():
+    from defectnet.evaluation import coverage
+    from defectnet.predict import EnsemblePrediction
+
+    rng = np.random.default_rng(0)
+    n, level = 4000, 0.9
+    truth = rng.uniform(0.01, 0.2, size=(n, 56))
+    mask = np.ones_like(truth)
+    # members scatter 0.01 around a centre that misses the truth by 0.03 (normal): too narrow
+    centre = truth + rng.normal(0, 0.03, size=truth.shape)
+    members = centre[None] + rng.normal(0, 0.01, size=(8, n, 56))
+    ensemble = EnsemblePrediction.from_members(members)
+    assert coverage(*ensemble.interval(level), truth, mask)["coverage_present"] < 0.5
+    scale = ensemble.interval_scale(truth, mask, level)
+    assert 2.5 < scale < 3.6  # ≈ sqrt(0.03² + 0.01²) / 0.01
+    widened = coverage(*ensemble.interval(level, scale), truth, mask)["coverage_present"]
+    assert abs(widened - level) < 0.01
+
+
 def test_evaluate_compares_the_methods_and_writes_figures(ensemble, mlp_checkpoint, tmp_path):
     cfg = compose_config(
         "eval",
@@ -122,7 +141,10 @@ def test_evaluate_compares_the_methods_and_writes_figures(ensemble, mlp_checkpoi
     assert set(methods) == {"DefectNet (ensemble of 2)", "MLP", "NNLS", "training mean"}
     for m in methods.values():
         assert set(m) == {"test_id", "test_ood"} and m["test_ood"]["rmse"] > 0
-    assert 0 <= metrics["calibration"]["test_ood"]["coverage_present"] <= 1
+    calibration = metrics["calibration"]["test_ood"]
+    assert 0 <= calibration["coverage_present"] <= 1
+    assert calibration["interval_scale"] == metrics["interval_scale"] > 0
+    assert 0 <= calibration["scaled_coverage_present"] <= 1
     assert 0 <= metrics["open_set"]["test_ood"]["open_recall"] <= 1
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["methods"]["NNLS"] == methods["NNLS"]
