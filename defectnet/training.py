@@ -142,6 +142,12 @@ def validation_thresholds(module: DefectNetModule, dm: PDoSDataModule) -> Thresh
     )
 
 
+def run_checkpoints(trainer: L.Trainer) -> list[Path]:
+    """Every checkpoint file the run's checkpoint callbacks wrote (none under fast_dev_run)."""
+    folders = {Path(c.dirpath) for c in trainer.checkpoint_callbacks if c.dirpath}
+    return sorted(path for folder in folders for path in folder.glob("*.ckpt"))
+
+
 def finish_wandb() -> None:
     """End the W&B run so that jobs of a multirun stay separate runs."""
     import sys
@@ -189,9 +195,8 @@ def train(cfg: DictConfig) -> dict:
                 metrics["comparison"] = evaluate_splits(module, dm, out_dir, loggers)
                 if len(dm.splits.val):
                     thresholds = validation_thresholds(module, dm)
-                    for ckpt in {Path(cb.dirpath) for cb in trainer.checkpoint_callbacks}:
-                        for path in sorted(ckpt.glob("*.ckpt")):
-                            record_thresholds(path, thresholds)
+                    for path in run_checkpoints(trainer):
+                        record_thresholds(path, thresholds)
                     metrics["thresholds"] = vars(thresholds)
                     log.info("presence thresholds (best F1 on val): %s", thresholds)
         if trainer.is_global_zero:
