@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from defectnet.atomic import atomic_path
 from defectnet.model.defectnet import DefectNet
 from defectnet.model.mlp import MLPBaseline
 from defectnet.spectra import EnergyGrid
@@ -59,8 +60,6 @@ def checkpoint_entry(
 
 def record_thresholds(path: str | Path, thresholds: Thresholds) -> None:
     """Write thresholds chosen after training into a checkpoint (rewritten atomically)."""
-    from defectnet.atomic import atomic_path
-
     ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
     ckpt["defectnet"]["threshold"] = thresholds.guided
     ckpt["defectnet"]["open_set_threshold"] = thresholds.open_set
