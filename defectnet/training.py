@@ -17,8 +17,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from defectnet.atomic import write_json_atomic
-from defectnet.data.datamodule import PDoSDataModule, open_set_mask
-from defectnet.evaluation import best_threshold
+from defectnet.data.datamodule import PDoSDataModule
+from defectnet.evaluation import best_threshold, network_members
 from defectnet.model.checkpoint import Thresholds, pretrained_network_config, record_thresholds
 from defectnet.model.lit_module import TEST_SPLITS, DefectNetModule
 
@@ -128,18 +128,17 @@ def evaluate_splits(
     return result
 
 
-@torch.no_grad()
 def validation_thresholds(module: DefectNetModule, dm: PDoSDataModule) -> Thresholds:
     """Presence thresholds with the best element F1 on the validation split, with the data's
-    candidates and with every non-host element offered (prediction's open set)."""
-    module.eval()
-    x, mask, target, *_ = dm.split_tensors("val")
-    model = module.to("cpu")
-    wide = open_set_mask(x)
-    return Thresholds(
-        best_threshold(model(x, mask)[0].numpy(), target.numpy(), mask.numpy()),
-        best_threshold(model(x, wide)[0].numpy(), target.numpy(), wide.numpy()),
-    )
+    candidates and with every non-host element offered (prediction's open set); the same
+    choice the evaluation makes."""
+    module.eval().to("cpu")
+    target = dm.split_tensors("val")[2].numpy()
+    chosen = []
+    for open_set in (False, True):
+        answers, mask = network_members([module.model], dm, "val", open_set=open_set)
+        chosen.append(best_threshold(answers[0], target, mask))
+    return Thresholds(*chosen)
 
 
 def run_checkpoints(trainer: L.Trainer) -> list[Path]:
