@@ -19,6 +19,15 @@ OmegaConf.register_new_resolver(
 )
 
 
+def calculator_config(name: str) -> DictConfig:
+    """The calculator config group entry ``conf/calculator/<name>.yaml``."""
+    path = Path(CONF_DIR) / "calculator" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ValueError(f"calculators: no calculator '{name}'; choose among {known}.")
+    return OmegaConf.load(path)
+
+
 def run_generation(cfg: DictConfig) -> dict:
     """``stage``: generate this shard, consolidate all shards into the cache, or both."""
     from defectnet.data.cache import consolidate, save_cache
@@ -27,6 +36,7 @@ def run_generation(cfg: DictConfig) -> dict:
         make_references,
         prepare_parents,
         run_shard,
+        settings_hash,
     )
 
     out: dict = {}
@@ -59,7 +69,13 @@ def run_generation(cfg: DictConfig) -> dict:
             cfg.num_shards,
         )
     elif cfg.stage in ("consolidate", "all"):
-        ds, report = consolidate(Path(cfg.out_dir) / "records", grid_from_config(cfg))
+        run = {
+            "settings_hash": settings_hash(cfg),
+            "grid": grid_from_config(cfg),
+            "fwhm_mev": float(cfg.spectra.fwhm_mev),
+            "weighting": cfg.spectra.get("weighting", "total"),
+        }
+        ds, report = consolidate(Path(cfg.out_dir) / "records", run)
         save_cache(ds, Path(cfg.cache))
         out["consolidate"] = report
         log.info(

@@ -130,3 +130,26 @@ def error_profile_plot(results: dict[str, dict], path: Path, title: str = "") ->
     right.set(xlabel="coexisting dopants", ylabel="RMSE (candidates)")
     left.legend(fontsize=7)
     return _save(fig, path)
+
+
+def spectra_overlay(energies, curves: dict[str, dict[str, object]], path: Path) -> Path:
+    """One panel per crystal, one line per source (``curves[crystal][source]``): the reference
+    in black, simulated spectra in colour."""
+    n = len(curves)
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 2.8 * rows), dpi=110, squeeze=False)
+    for ax, (crystal, lines) in zip(axes.flat, curves.items()):
+        for k, (source, spectrum) in enumerate(lines.items()):
+            style = {"c": "k", "lw": 1.6} if k == 0 else {"c": f"C{k - 1}", "lw": 1.1}
+            ax.plot(energies, spectrum, label=source, **style)
+        top = max(float(max(s)) for s in lines.values())
+        last = max(
+            float(energies[max(i for i, v in enumerate(s) if v > 0.01 * top)])
+            for s in lines.values()
+        )
+        ax.set(title=crystal, xlabel="energy (meV)", xlim=(0, min(energies[-1], last * 1.1)))
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    return _save(fig, path)

@@ -165,3 +165,36 @@ def modes_spectrum(
             modes.energies_mev, modes.weights, modes.element_projections, grid, fwhm_mev
         )
     raise ValueError(f"spectra.weighting='{weighting}': choose one of {', '.join(WEIGHTINGS)}.")
+
+
+def peak_energy(spectrum: np.ndarray, grid: EnergyGrid, min_height: float = 1.0) -> float:
+    """Energy of the highest-energy local maximum at least ``min_height`` × the tallest one
+    (1.0: the tallest peak; 0.25: the top of the highest band that carries weight), refined by a
+    parabola through the three bins around it."""
+    y = np.asarray(spectrum, dtype=np.float64)
+    inner = np.flatnonzero((y[1:-1] >= y[:-2]) & (y[1:-1] > y[2:])) + 1
+    tall = inner[y[inner] >= min_height * y.max()] if inner.size else inner
+    k = int(tall.max()) if tall.size else int(np.clip(np.argmax(y), 1, y.size - 2))
+    y0, y1, y2 = y[k - 1 : k + 2]
+    curvature = y0 - 2 * y1 + y2
+    offset = 0.5 * (y0 - y2) / curvature if curvature != 0 else 0.0
+    return float(grid.energies[k] + offset * grid.step)
+
+
+def mean_energy(spectrum: np.ndarray, grid: EnergyGrid) -> float:
+    """First moment of a spectrum on the grid (meV): a softer potential gives a lower one."""
+    y = np.asarray(spectrum, dtype=np.float64)
+    return float(np.trapezoid(grid.energies * y, dx=grid.step) / np.trapezoid(y, dx=grid.step))
+
+
+def agreement(a: np.ndarray, b: np.ndarray, grid: EnergyGrid, min_height: float = 1.0) -> dict:
+    """How closely spectrum ``a`` follows ``b`` (both unit area on ``grid``): cosine similarity,
+    L1 distance (∫|a − b| dE), ratio of mean energies and shift of the peak that ``peak_energy``
+    picks (meV, a − b)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return {
+        "cosine": float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)),
+        "l1": float(np.abs(a - b).sum() * grid.step),
+        "mean_energy_ratio": mean_energy(a, grid) / mean_energy(b, grid),
+        "peak_shift_mev": peak_energy(a, grid, min_height) - peak_energy(b, grid, min_height),
+    }

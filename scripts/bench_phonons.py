@@ -24,11 +24,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from defectnet.cli import CONF_DIR
-from defectnet.datagen.recommender import recommend
 from defectnet.datagen.phonons import EmbeddedForceConstants, FiniteDisplacement, Modes
+from defectnet.datagen.recommender import recommend
 from defectnet.datagen.relax import relax
 from defectnet.datagen.supercell import choose_supercell, substitute
 from defectnet.spectra import EnergyGrid, spectrum_from_modes
+from defectnet.spectra import agreement as compare
 
 GRID = EnergyGrid()
 
@@ -49,19 +50,10 @@ def doped_cell(pristine: Atoms, dopants: dict[str, str]) -> Atoms:
     return doped
 
 
-def tallest_peak(spectrum: np.ndarray) -> float:
-    """Energy of the tallest peak, refined by a parabola through the three bins around it."""
-    k = int(np.clip(np.argmax(spectrum), 1, len(spectrum) - 2))
-    y0, y1, y2 = spectrum[k - 1 : k + 2]
-    curvature = y0 - 2 * y1 + y2
-    offset = 0.5 * (y0 - y2) / curvature if curvature != 0 else 0.0
-    return float(GRID.energies[k] + offset * GRID.step)
-
-
 def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
-    cosine = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
-    l1 = float(np.abs(a - b).sum() * GRID.step)
-    return cosine, l1, tallest_peak(a) - tallest_peak(b)
+    """Cosine, L1 and shift of the tallest peak of spectrum ``a`` against ``b``."""
+    c = compare(a, b, GRID)
+    return c["cosine"], c["l1"], c["peak_shift_mev"]
 
 
 def sampled_calls(prim, pristine, method, host, draws: int, seed: int) -> np.ndarray:

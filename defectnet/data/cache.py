@@ -139,14 +139,54 @@ def load_cache(path: Path) -> PDoSDataset:
     )
 
 
-def consolidate(records_dir: Path, grid: EnergyGrid) -> tuple[PDoSDataset, dict]:
+def check_made_like(records: list[dict], records_dir: Path, run: dict) -> None:
+    """Refuse records whose spectra or settings differ from the run's config.
+
+    ``run`` holds the config's ``settings_hash``, ``grid``, ``fwhm_mev`` and ``weighting``.
+    Records say how their spectra were made; older records that do not are checked through the
+    settings hash alone, which covers the ``spectra`` section.
+    """
+    grid = run["grid"]
+    for r in records:
+        made = r.get("spectra")
+        if made is not None:
+            theirs = EnergyGrid(**{k: v for k, v in made["grid"].items() if k != "unit"})
+            for key in ("e_min", "e_max", "n_points"):
+                if getattr(theirs, key) != getattr(grid, key):
+                    raise CacheError(
+                        f"{records_dir} record {r['sample_id']}: spectra.{key} is "
+                        f"{getattr(theirs, key)} in the records, {getattr(grid, key)} in the "
+                        f"config; consolidate with spectra.{key}={getattr(theirs, key)} (the "
+                        "records' own generate= preset), or regenerate them on the new grid."
+                    )
+            for key in ("fwhm_mev", "weighting"):
+                if made[key] != run[key]:
+                    raise CacheError(
+                        f"{records_dir} record {r['sample_id']}: spectra.{key} is {made[key]} in "
+                        f"the records, {run[key]} in the config; consolidate with "
+                        f"spectra.{key}={made[key]} (the records' own generate= preset)."
+                    )
+        theirs_hash = r["provenance"]["settings_hash"]
+        if theirs_hash != run["settings_hash"]:
+            raise CacheError(
+                f"{records_dir} record {r['sample_id']}: made with settings {theirs_hash}, the "
+                f"config gives {run['settings_hash']}; consolidate with the config the records "
+                "were made with (their generate= preset and overrides), or regenerate them."
+            )
+
+
+def consolidate(records_dir: Path, run: dict) -> tuple[PDoSDataset, dict]:
     """Turn every ``ok`` record into one data set, ordered by sample index.
 
-    Returns the data set and a report: counts of ok and failed samples, failures by reason.
+    ``run`` describes the config (see ``check_made_like``); records made otherwise are refused,
+    so the cache's grid is the one its spectra were made on. Returns the data set and a report:
+    counts of ok and failed samples, failures by reason.
     """
     records = read_shards(records_dir)
     if not records:
         raise CacheError(f"{records_dir}: no records to consolidate; run the generation first.")
+    check_made_like(records, records_dir, run)
+    grid = run["grid"]
     seen: dict[str, dict] = {}
     for r in records:
         seen.setdefault(r["sample_id"], r)
@@ -157,7 +197,7 @@ def consolidate(records_dir: Path, grid: EnergyGrid) -> tuple[PDoSDataset, dict]
         "ok": len(ok),
         "failed": len(failed),
         "failures": dict(reasons),
-        "settings_hashes": sorted({r["provenance"]["settings_hash"] for r in seen.values()}),
+        "settings_hashes": [run["settings_hash"]],
     }
     if not ok:
         raise CacheError(
@@ -199,6 +239,7 @@ def consolidate(records_dir: Path, grid: EnergyGrid) -> tuple[PDoSDataset, dict]
             "formulas": {r["provenance"]["parent_id"]: r["provenance"]["formula"] for r in ok},
             "calculator": ok[0]["provenance"]["calculator"],
             "settings_hashes": report["settings_hashes"],
+            "spectra": {"fwhm_mev": run["fwhm_mev"], "weighting": run["weighting"]},
         },
     )
     return ds, report

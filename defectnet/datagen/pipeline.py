@@ -63,11 +63,16 @@ def grid_from_config(cfg: DictConfig) -> EnergyGrid:
     return EnergyGrid(float(s.e_min), float(s.e_max), int(s.n_points))
 
 
-def atoms_to_dict(atoms: Atoms) -> dict:
+def atoms_to_dict(atoms: Atoms, decimals: int | None = None) -> dict:
+    """A structure as plain lists; ``decimals`` rounds cell and positions (Å) to keep records
+    compact (1e-5 Å is far below any displacement that changes a spectrum)."""
+    cell, positions = atoms.cell[:], atoms.positions
+    if decimals is not None:
+        cell, positions = np.round(cell, decimals), np.round(positions, decimals)
     return {
         "numbers": atoms.numbers.tolist(),
-        "cell": atoms.cell[:].tolist(),
-        "positions": atoms.positions.tolist(),
+        "cell": cell.tolist(),
+        "positions": positions.tolist(),
     }
 
 
@@ -129,6 +134,15 @@ class Context:
             relax_cell=settings.relax_cell,
             optimizer=settings.optimizer,
         )
+
+    def spectra_settings(self) -> dict:
+        """How the record's spectra were made: grid, resolution, weighting (consolidate checks
+        them against the run's config)."""
+        return {
+            "grid": self.grid.as_dict(),
+            "fwhm_mev": float(self.cfg.spectra.fwhm_mev),
+            "weighting": self.weighting,
+        }
 
     def spectrum(self, modes) -> np.ndarray:
         return modes_spectrum(modes, self.grid, float(self.cfg.spectra.fwhm_mev), self.weighting)
@@ -222,6 +236,8 @@ def make_sample(ctx: Context, parent: Parent, parent_state: dict, index: int) ->
         "distractors": sub.distractors,
         "pristine": parent_state["pristine"],
         "doped": ctx.spectrum(modes).tolist(),
+        "spectra": ctx.spectra_settings(),
+        "structure": atoms_to_dict(relaxed.atoms, decimals=5),
         "composition": composition_vector(host.get_chemical_symbols()).tolist(),
         "relax": relaxed.summary(),
         "phonons": {

@@ -1,0 +1,146 @@
+"""Reference crystals and their phonon DOS from NCrystal's standard library (offline).
+
+NCrystal ships ~130 materials, each with a crystal structure and per-element vibrational DOS
+curves (measured or first-principles). They are the yardstick for the potentials: the pipeline
+computes a crystal's pristine spectrum with its own parent stage, and ``scripts/bench_fidelity.py``
+compares it with the reference curve put on the same grid at the same resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms
+from ase.geometry import cellpar_to_cell
+
+from defectnet.datagen.parents import Parent, ParentSource
+from defectnet.elements import DOPANTS
+from defectnet.spectra import EnergyGrid, gaussian_smooth, neutron_weight, normalise
+
+EV_TO_MEV = 1000.0
+
+
+@dataclass(frozen=True)
+class ReferenceDOS:
+    """Per-element VDOS curves of one material: element → (energies meV, density), and each
+    element's share of the atoms."""
+
+    curves: dict[str, tuple[np.ndarray, np.ndarray]]
+    fractions: dict[str, float]
+
+    def spectrum(self, grid: EnergyGrid, fwhm_mev: float, weighting: str = "total") -> np.ndarray:
+        """The total (or neutron-weighted) DOS on ``grid``, broadened by ``fwhm_mev`` and of unit
+        area, the form the pipeline's spectra have.
+
+        Each element's curve is normalised to one mode per degree of freedom, continued to zero
+        energy as E² (the Debye limit, as NCrystal does), summed with the element's share of the
+        atoms, broadened on a fine grid and then resampled.
+        """
+        fine = EnergyGrid(grid.e_min, grid.e_max, 8 * (grid.n_points - 1) + 1)
+        e = fine.energies
+        total = np.zeros_like(e)
+        for element, (energies, density) in self.curves.items():
+            curve = np.interp(e, energies, density, left=0.0, right=0.0)
+            below = e < energies[0]
+            curve[below] = density[0] * (e[below] / energies[0]) ** 2
+            area = np.trapezoid(curve, e)
+            if area <= 0:
+                continue
+            weight = neutron_weight(element) if weighting == "neutron" else 1.0
+            total += self.fractions[element] * weight * curve / area
+        smooth = gaussian_smooth(total, fine, fwhm_mev)
+        return normalise(np.interp(grid.energies, e, smooth), grid)
+
+
+class NCrystalParents(ParentSource):
+    """The crystalline NCrystal standard-library materials that the pipeline can simulate:
+    every element in the vocabulary (natural isotopic mix: no deuterides), at most
+    ``max_atoms`` atoms in the cell, a VDOS curve for every element. Parent id: the file name
+    without ``.ncmat``."""
+
+    def __init__(self, max_atoms: int = 40, files: list[str] | None = None):
+        self.max_atoms = int(max_atoms)
+        self.files = list(files) if files else None
+
+    def _entries(self) -> list[str]:
+        import NCrystal
+
+        names = sorted(f.name for f in NCrystal.browseFiles(factory="stdlib"))
+        if self.files is None:
+            return names
+        wanted = [f if f.endswith(".ncmat") else f"{f}.ncmat" for f in self.files]
+        unknown = sorted(set(wanted) - set(names))
+        if unknown:
+            raise ValueError(
+                f"parents.files: {unknown} are not in NCrystal's standard library; list them "
+                'with python -c "import NCrystal; NCrystal.browseFiles(dump=True)".'
+            )
+        return wanted
+
+    @staticmethod
+    def _info(name: str):
+        import NCrystal
+
+        return NCrystal.createInfo(f"stdlib::{name}")
+
+    def usable(self, info) -> bool:
+        if not (info.isCrystalline() and info.hasStructureInfo() and info.hasAtomInfo()):
+            return False
+        if info.structure_info["n_atoms"] > self.max_atoms:
+            return False
+        atoms = [ai.atomData for ai in info.atominfos]
+        if not all(a.isNaturalElement() and a.elementName() in DOPANTS for a in atoms):
+            return False
+        return all(type(d).__name__ == "DI_VDOS" for d in info.dyninfos)
+
+    def parents(self) -> list[Parent]:
+        out = []
+        for name in self._entries():
+            info = self._info(name)
+            if not self.usable(info):
+                if self.files is not None:
+                    raise ValueError(
+                        f"parents.files: {name} is not usable here (amorphous, over "
+                        f"{self.max_atoms} atoms, isotopes or elements beyond the vocabulary, "
+                        "or an element without a VDOS curve)."
+                    )
+                continue
+            atoms = crystal_of(info)
+            out.append(
+                Parent(
+                    id=name.removesuffix(".ncmat"),
+                    formula=atoms.get_chemical_formula(mode="metal", empirical=True),
+                    prototype=f"sg{info.structure_info['spacegroup']}",
+                    atoms=atoms,
+                )
+            )
+        return out
+
+    def reference(self, parent_id: str) -> ReferenceDOS:
+        return reference_of(self._info(f"{parent_id}.ncmat"))
+
+
+def crystal_of(info) -> Atoms:
+    """The crystal structure of an NCrystal ``Info`` as ASE atoms (fractional positions)."""
+    s = info.structure_info
+    cell = cellpar_to_cell([s["a"], s["b"], s["c"], s["alpha"], s["beta"], s["gamma"]])
+    symbols, positions = [], []
+    for ai in info.atominfos:
+        for pos in ai.positions:
+            symbols.append(ai.atomData.elementName())
+            positions.append(pos)
+    return Atoms(symbols=symbols, cell=cell, scaled_positions=positions, pbc=True)
+
+
+def reference_of(info) -> ReferenceDOS:
+    """Per-element VDOS curves (meV) of an NCrystal ``Info``."""
+    curves, fractions = {}, {}
+    for dyn in info.dyninfos:
+        (e_lo, e_hi), density = dyn.vdosData()
+        density = np.asarray(density, dtype=np.float64)
+        energies = np.linspace(e_lo, e_hi, density.size) * EV_TO_MEV
+        element = dyn.atomData.elementName()
+        curves[element] = (energies, density)
+        fractions[element] = float(dyn.fraction)
+    return ReferenceDOS(curves, fractions)

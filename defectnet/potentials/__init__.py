@@ -1,0 +1,1 @@
+"""Interatomic potential model folders that ship with DefectNet (see README.md here)."""
