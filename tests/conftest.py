@@ -11,7 +11,7 @@ from omegaconf import DictConfig, open_dict
 
 from defectnet.cli import CONF_DIR, ROOT_DIR
 
-DEMO_CACHE = ROOT_DIR / "data" / "demo" / "dataset.safetensors"
+DEMO_CACHE = ROOT_DIR / "data" / "demo_hosts8" / "dataset.safetensors"
 
 # A Si run small enough for a test: 8-atom cells, one dopant at a time.
 TINY_SI = [

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from defectnet.datagen.calculators import MACEForceField
+from defectnet.datagen.calculators import MACEForceField, MatGLForceField
 
 
 def test_chgnet_forces_match_its_ase_calculator(chgnet):
@@ -67,3 +67,40 @@ def test_missing_mace_file_says_where_and_how(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         MACEForceField(model_path=str(missing))
     assert str(missing) in str(err.value) and "calculator.model_path" in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def matgl():
+    return MatGLForceField()
+
+
+def test_matgl_forces_match_its_ase_calculator_and_relax_the_cell(matgl):
+    from defectnet.datagen.relax import relax
+
+    atoms = bulk("GaAs", "zincblende", a=5.75, cubic=True)
+    atoms.positions[0] += [0.05, 0.0, 0.02]
+    (forces,) = matgl.forces([atoms])
+    ase_atoms = atoms.copy()
+    ase_atoms.calc = matgl.calculator()
+    assert forces.shape == (8, 3) and np.allclose(forces, ase_atoms.get_forces(), atol=1e-5)
+    assert np.abs(forces).max() > 0.01 and np.allclose(forces.sum(axis=0), 0, atol=1e-4)
+    # stress in eV/Å³ (ASE's unit): a cell relaxation lands near GaAs's 5.65 Å
+    relaxed = relax(bulk("GaAs", "zincblende", a=5.75), matgl.calculator(), relax_cell=True)
+    a = relaxed.atoms.cell.lengths()[0] * np.sqrt(2)
+    assert relaxed.converged and abs(a / 5.653 - 1) < 0.02, a
+    assert matgl.describe()["name"] == "matgl" and "TensorNet-MatPES" in matgl.version
+
+
+def test_matgl_model_is_a_folder_or_a_shipped_name_never_a_download(tmp_path):
+    from defectnet.datagen.calculators import MATGL_SHIPPED, matgl_model_folder
+
+    shipped = matgl_model_folder("TensorNet-MatPES-r2SCAN-v2025.1-PES")
+    assert shipped.parent == MATGL_SHIPPED and (shipped / "model.json").is_file()
+    assert matgl_model_folder(str(shipped)) == shipped
+    with pytest.raises(FileNotFoundError) as err:
+        MatGLForceField(model="M3GNet-MP-2021.2.8-PES")
+    message = str(err.value)
+    assert "calculator.model" in message and "never downloads" in message
+    assert "matgl.load_model('M3GNet-MP-2021.2.8-PES')" in message
+    with pytest.raises(FileNotFoundError, match="calculator.model"):
+        MatGLForceField(model=str(tmp_path / "missing-folder"))
