@@ -1,4 +1,4 @@
-"""Shared fixtures: composed Hydra configs and one CHGNet model per session."""
+"""Shared fixtures: composed Hydra configs and one model per potential and session."""
 
 from __future__ import annotations
 
@@ -61,6 +61,14 @@ def chgnet():
     from defectnet.datagen.calculators import CHGNetForceField
 
     return CHGNetForceField()
+
+
+@pytest.fixture(scope="session")
+def matgl():
+    """The default potential (TensorNet-MatPES-r2SCAN, shipped with the package)."""
+    from defectnet.datagen.calculators import MatGLForceField
+
+    return MatGLForceField()
 
 
 SMALL = [

@@ -69,11 +69,6 @@ def test_missing_mace_file_says_where_and_how(tmp_path):
     assert str(missing) in str(err.value) and "calculator.model_path" in str(err.value)
 
 
-@pytest.fixture(scope="module")
-def matgl():
-    return MatGLForceField()
-
-
 def test_matgl_forces_match_its_ase_calculator_and_relax_the_cell(matgl):
     from defectnet.datagen.relax import relax
 

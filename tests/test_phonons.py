@@ -74,3 +74,20 @@ def test_embedding_needs_the_same_supercell(si64, host, chgnet):
         EmbeddedForceConstants().doped_modes(si64[:-1], host, chgnet)
     with pytest.raises(ValueError, match="host_reference"):
         EmbeddedForceConstants().doped_modes(si64, None, chgnet)
+
+
+def test_one_sided_steps_with_the_residual_subtracted_match_plus_minus_pairs(matgl):
+    """The default (one-sided) halves the calls of a P1 cell; with a potential whose force
+    constants do not move with the step, the spectrum is that of ± pairs."""
+    from defectnet.spectra import EnergyGrid, agreement, modes_spectrum
+
+    cell = bulk("Si", "diamond", a=5.46, cubic=True)
+    cell[3].symbol = "Ge"
+    cell.rattle(0.03, seed=0)  # P1; relaxed loosely, as generation does, so forces remain
+    cell = relax(cell, matgl.calculator(), fmax=0.01).atoms
+    pairs = FiniteDisplacement(plusminus=True).modes(cell, EYE, matgl)
+    one_sided = FiniteDisplacement(plusminus=False).modes(cell, EYE, matgl)
+    assert pairs.n_displacements == 48 and one_sided.n_displacements == 25  # + undisplaced
+    grid = EnergyGrid()
+    match = agreement(modes_spectrum(one_sided, grid, 3.0), modes_spectrum(pairs, grid, 3.0), grid)
+    assert match["cosine"] > 0.9999 and match["l1"] < 0.01, match

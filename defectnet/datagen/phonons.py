@@ -106,7 +106,13 @@ class FiniteDisplacement:
         )
         phonon.generate_displacements(distance=self.displacement, is_plusminus=self.plusminus)
         cells = [from_phonopy_atoms(c) for c in phonon.supercells_with_displacements]
-        phonon.forces = np.array(forcefield.forces(cells))
+        if self.plusminus is False:
+            # one-sided steps: forces relative to the undisplaced cell, whose residual forces
+            # after relaxation would otherwise enter every difference (one call for half of P1)
+            *forces, residual = forcefield.forces([*cells, from_phonopy_atoms(phonon.supercell)])
+            phonon.forces = np.array(forces) - residual
+        else:
+            phonon.forces = np.array(forcefield.forces(cells))
         phonon.produce_force_constants()
         if self.symmetrize_fc:
             phonon.symmetrize_force_constants()  # acoustic sum rule + index symmetry
@@ -117,7 +123,7 @@ class FiniteDisplacement:
         return mesh_modes(
             phonon,
             self.mesh,
-            n_displacements=len(phonon.displacements),
+            n_displacements=len(phonon.displacements) + (self.plusminus is False),
             projections=self.projections,
         )
 
