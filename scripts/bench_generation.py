@@ -17,8 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from phonopy import Phonopy
 
-from defectnet.cli import CONF_DIR
-from defectnet.datagen.calculators import CHGNetForceField, MACEForceField
+from defectnet.cli import CONF_DIR, calculator_config
 from defectnet.datagen.phonons import (
     FiniteDisplacement,
     from_phonopy_atoms,
@@ -84,8 +83,11 @@ def main(cfg: DictConfig) -> None:
     print("Si pristine PDoS, optical peak:")
     for name in cfg.calculators:
         try:
-            ff = CHGNetForceField() if name == "chgnet" else MACEForceField(cfg.mace_model_path)
-        except FileNotFoundError as exc:
+            calc = calculator_config(name)
+            if name == "mace_mp":
+                calc.model_path = cfg.mace_model_path
+            ff = instantiate(calc)
+        except (FileNotFoundError, ImportError) as exc:
             print(f"  {name:8s} not available here: {str(exc).splitlines()[0][:110]}…")
             continue
         gamma, peak, a = si_optical_peak(ff)

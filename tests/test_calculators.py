@@ -99,3 +99,16 @@ def test_matgl_model_is_a_folder_or_a_shipped_name_never_a_download(tmp_path):
     assert "matgl.load_model('M3GNet-MP-2021.2.8-PES')" in message
     with pytest.raises(FileNotFoundError, match="calculator.model"):
         MatGLForceField(model=str(tmp_path / "missing-folder"))
+
+
+def test_sevenn_forces_match_its_ase_calculator():
+    from defectnet.datagen.calculators import SevenNetForceField
+
+    ff = SevenNetForceField()
+    atoms = bulk("GaAs", "zincblende", a=5.65, cubic=True)
+    atoms.positions[0] += [0.05, 0.0, 0.02]
+    (forces,) = ff.forces([atoms])
+    ase_atoms = atoms.copy()
+    ase_atoms.calc = ff.calculator()
+    assert np.allclose(forces, ase_atoms.get_forces(), atol=1e-5) and np.abs(forces).max() > 0.01
+    assert ff.describe() == {"name": "sevenn", "version": ff.version} and "7net-0" in ff.version
