@@ -79,10 +79,16 @@ def test_matgl_forces_match_its_ase_calculator_and_relax_the_cell(matgl):
     ase_atoms.calc = matgl.calculator()
     assert forces.shape == (8, 3) and np.allclose(forces, ase_atoms.get_forces(), atol=1e-5)
     assert np.abs(forces).max() > 0.01 and np.allclose(forces.sum(axis=0), 0, atol=1e-4)
-    # stress in eV/Å³ (ASE's unit): a cell relaxation lands near GaAs's 5.65 Å
-    relaxed = relax(bulk("GaAs", "zincblende", a=5.75), matgl.calculator(), relax_cell=True)
-    a = relaxed.atoms.cell.lengths()[0] * np.sqrt(2)
-    assert relaxed.converged and abs(a / 5.653 - 1) < 0.02, a
+    # stress in eV/Å³ (ASE's unit): cell relaxations land within 2 % of measured lattice
+    # constants, ionic crystals included (a newer matgl puts NaCl at 6.61 Å instead of 5.64)
+    for formula, structure, measured in (
+        ("GaAs", "zincblende", 5.653),
+        ("NaCl", "rocksalt", 5.640),
+    ):
+        start = bulk(formula, structure, a=measured * 1.03)
+        relaxed = relax(start, matgl.calculator(), relax_cell=True)
+        a = (relaxed.atoms.get_volume() * 4) ** (1 / 3)
+        assert relaxed.converged and abs(a / measured - 1) < 0.02, (formula, a)
     assert matgl.describe()["name"] == "matgl" and "TensorNet-MatPES" in matgl.version
 
 

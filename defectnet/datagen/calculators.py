@@ -168,10 +168,19 @@ class MatGLForceField(ForceField):
 
         self.folder = matgl_model_folder(model)
         self.device = device
-        with warnings.catch_warnings():  # the shipped folder's version tag predates matgl 4.1;
-            # it loads unchanged and its phonons are measured (scripts/bench_fidelity.py)
-            warnings.filterwarnings("ignore", message="Incompatible model version")
-            self.potential = matgl.load_model(self.folder).to(device)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message="Incompatible model version")
+            try:
+                self.potential = matgl.load_model(self.folder).to(device)
+            except RuntimeError as exc:
+                if not isinstance(exc.__cause__, UserWarning):
+                    raise
+                raise RuntimeError(
+                    f"calculator.model: matgl {package_version('matgl')} would evaluate "
+                    f"'{self.folder.name}' with a newer network than the one it was saved from, "
+                    "and gets its phonons wrong (NaCl relaxes 17 % too large); install the "
+                    "matgl release DefectNet pins: pip install 'matgl==2.1.2'."
+                ) from None
         self._calc = None
 
     @property
