@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from defectnet.errors import UserError
 
 ROOT_DIR = Path(__file__).resolve().parent.parent
 CONF_DIR = str(ROOT_DIR / "conf")
@@ -19,12 +24,45 @@ OmegaConf.register_new_resolver(
 )
 
 
+# A user's mistake: a bad file or config value (UserError), a file or folder that is missing or
+# not writable, a mandatory setting left out (???).
+USER_ERRORS = (UserError, FileNotFoundError, PermissionError, MissingMandatoryValue)
+
+
+def reports_user_errors(command: str):
+    """Run a console command so that a user's mistake is one line on stderr and exit code 2,
+    with no traceback (``HYDRA_FULL_ERROR=1`` shows it); any other exception is a bug and
+    keeps its traceback."""
+
+    def wrap(task):
+        @functools.wraps(task)
+        def run(cfg: DictConfig):
+            try:
+                return task(cfg)
+            except USER_ERRORS as exc:
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                if isinstance(exc, MissingMandatoryValue):
+                    key = exc.full_key
+                    message = (
+                        f"{key}: a required setting is missing; pass {key}=... on the command line."
+                    )
+                else:
+                    message = " ".join(str(exc).split())
+                print(f"defectnet-{command}: error: {message}", file=sys.stderr)
+                raise SystemExit(2) from None
+
+        return run
+
+    return wrap
+
+
 def calculator_config(name: str) -> DictConfig:
     """The calculator config group entry ``conf/calculator/<name>.yaml``."""
     path = Path(CONF_DIR) / "calculator" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ValueError(f"calculators: no calculator '{name}'; choose among {known}.")
+        raise UserError(f"calculators: no calculator '{name}'; choose among {known}.")
     return OmegaConf.load(path)
 
 
@@ -87,7 +125,7 @@ def run_generation(cfg: DictConfig) -> dict:
             json.dumps(report["failures"]),
         )
     if cfg.stage not in ("generate", "consolidate", "all"):
-        raise ValueError(
+        raise UserError(
             f"stage='{cfg.stage}': choose parents, references, generate, consolidate, all or "
             "list_parents."
         )
@@ -95,11 +133,13 @@ def run_generation(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="generate")
+@reports_user_errors("generate")
 def generate(cfg: DictConfig) -> None:
     run_generation(cfg)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+@reports_user_errors("train")
 def train(cfg: DictConfig) -> float | None:
     """Returns the value of ``optimized_metric`` for Hydra sweepers."""
     from defectnet.training import train as run_training
@@ -109,6 +149,7 @@ def train(cfg: DictConfig) -> float | None:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
+@reports_user_errors("evaluate")
 def evaluate(cfg: DictConfig) -> None:
     from defectnet.evaluation import evaluate as run_evaluation
 
@@ -117,6 +158,7 @@ def evaluate(cfg: DictConfig) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
+@reports_user_errors("predict")
 def predict(cfg: DictConfig) -> None:
     from defectnet.predict import predict as run_prediction
 

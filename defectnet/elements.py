@@ -13,6 +13,8 @@ from collections.abc import Iterable
 import numpy as np
 from ase.data import atomic_numbers, chemical_symbols
 
+from defectnet.errors import UserError
+
 N_DOPANTS = 56
 N_COMPOSITION = 100
 
@@ -21,7 +23,7 @@ NOBLE_GASES: frozenset[str] = frozenset({"He", "Ne", "Ar", "Kr", "Xe"})
 PROPOSABLE: tuple[str, ...] = tuple(s for s in DOPANTS if s not in NOBLE_GASES)
 
 
-class UnknownElementError(ValueError):
+class UnknownElementError(UserError):
     """An element symbol that is not a chemical element, or lies outside a vocabulary."""
 
 
@@ -66,7 +68,7 @@ def concentration_vector(
     vec = np.zeros(N_DOPANTS, dtype=np.float32)
     for s, c in concentrations.items():
         if not 0.0 <= c <= 1.0:
-            raise ValueError(f"{where}: concentration of {s} is {c}; it must lie in [0, 1].")
+            raise UserError(f"{where}: concentration of {s} is {c}; it must lie in [0, 1].")
         vec[dopant_index(s, where=where)] = c
     return vec
 
@@ -75,7 +77,7 @@ def composition_vector(symbols: Iterable[str], *, where: str = "host") -> np.nda
     """Atomic fraction per Z = 1…100 (float32, length 100, sums to 1)."""
     counts = Counter(symbols)
     if not counts:
-        raise ValueError(f"{where}: the structure has no atoms.")
+        raise UserError(f"{where}: the structure has no atoms.")
     vec = np.zeros(N_COMPOSITION, dtype=np.float32)
     total = sum(counts.values())
     for s, n in counts.items():

@@ -25,6 +25,7 @@ from scipy.optimize import nnls
 from defectnet.atomic import write_json_atomic, write_text_atomic
 from defectnet.data.datamodule import PDoSDataModule, open_set_mask
 from defectnet.elements import DOPANTS
+from defectnet.errors import UserError
 from defectnet.model.lit_module import TEST_SPLITS
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 CONCENTRATION_BINS = (0.002, 0.01, 0.03, 0.1, 0.25)
 
 
-class ReferenceError(ValueError):
+class ReferenceError(UserError):
     """Single-dopant reference spectra that are missing or do not fit the data set."""
 
 
@@ -191,7 +192,7 @@ def _check_split(paths, dm: PDoSDataModule) -> None:
     for path in paths:
         held = checkpoint_data(path).get("ood_parents")
         if held is not None and sorted(held) != sorted(dm.splits.ood_parents):
-            raise ValueError(
+            raise UserError(
                 f"{path}: trained with test-OOD parents {held}, this data config holds out "
                 f"{dm.splits.ood_parents}; evaluate with the data settings of training "
                 "(data.seed, data.ood_parents, data.path)."
@@ -215,7 +216,7 @@ def evaluate(cfg: DictConfig) -> dict:
     dm.setup("test")
     networks, grid, stored, paths = load_ensemble(cfg.ckpt_path)
     if grid != dm.dataset.grid:
-        raise ValueError(
+        raise UserError(
             f"ckpt_path: trained on grid {grid}, the data set {dm.path} is on {dm.dataset.grid}."
         )
     _check_split(paths, dm)

@@ -170,13 +170,16 @@ def input_spectrum(path: str, cfg: DictConfig, grid: EnergyGrid) -> np.ndarray:
             f"{grid.e_min:g}–{grid.e_max:g} meV; check unit= (now {cfg.unit}) or measure a "
             "wider energy range."
         )
-    return prepare(
-        energies,
-        intensity,
-        grid,
-        elastic_cutoff_mev=float(cfg.elastic_cutoff_mev),
-        background=cfg.background,
-    )
+    try:
+        return prepare(
+            energies,
+            intensity,
+            grid,
+            elastic_cutoff_mev=float(cfg.elastic_cutoff_mev),
+            background=cfg.background,
+        )
+    except ValueError as exc:  # an all-zero or all-negative spectrum, a cut that removes all
+        raise SpectrumFileError(f"{p}: {exc}") from None
 
 
 def candidate_list(host: str, candidates) -> tuple[list[str], bool]:

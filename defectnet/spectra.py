@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from defectnet.errors import UserError
+
 THZ_TO_MEV = 4.135667696  # h·(1 THz) in meV
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
@@ -24,12 +26,12 @@ class EnergyGrid:
 
     def __post_init__(self) -> None:
         if not self.e_max > self.e_min:
-            raise ValueError(
-                f"energy grid: e_max ({self.e_max}) must exceed e_min ({self.e_min}); "
-                "fix spectra.grid in the config."
+            raise UserError(
+                f"spectra.e_max ({self.e_max}) must exceed spectra.e_min ({self.e_min}) meV; "
+                "set an energy range that holds the spectra."
             )
         if self.n_points < 2:
-            raise ValueError("energy grid: n_points must be at least 2.")
+            raise UserError(f"spectra.n_points is {self.n_points}; the grid needs at least 2.")
 
     @property
     def energies(self) -> np.ndarray:
@@ -164,7 +166,7 @@ def modes_spectrum(
         return neutron_weighted_spectrum(
             modes.energies_mev, modes.weights, modes.element_projections, grid, fwhm_mev
         )
-    raise ValueError(f"spectra.weighting='{weighting}': choose one of {', '.join(WEIGHTINGS)}.")
+    raise UserError(f"spectra.weighting='{weighting}': choose one of {', '.join(WEIGHTINGS)}.")
 
 
 def peak_energy(spectrum: np.ndarray, grid: EnergyGrid, min_height: float = 1.0) -> float:

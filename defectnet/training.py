@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from defectnet.atomic import write_json_atomic
 from defectnet.data.datamodule import PDoSDataModule
+from defectnet.errors import UserError
 from defectnet.evaluation import best_threshold, network_members
 from defectnet.model.checkpoint import Thresholds, pretrained_network_config, record_thresholds
 from defectnet.model.lit_module import TEST_SPLITS, DefectNetModule
@@ -40,7 +41,7 @@ def load_weights(module: DefectNetModule, path: str) -> None:
     ckpt = pretrained_file(path)
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     if "state_dict" not in state:
-        raise ValueError(
+        raise UserError(
             f"init_from: '{ckpt}' is not a DefectNet Lightning checkpoint (no 'state_dict')."
         )
     weights = {
@@ -51,7 +52,7 @@ def load_weights(module: DefectNetModule, path: str) -> None:
     try:
         module.model.load_state_dict(weights)
     except RuntimeError as exc:
-        raise ValueError(
+        raise UserError(
             f"init_from: '{ckpt}' was trained with another architecture; use the "
             f"same model.* settings as that run ({exc})."
         ) from exc
@@ -165,7 +166,7 @@ def train(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("ckpt_path") and cfg.get("init_from"):
-        raise ValueError(
+        raise UserError(
             "Set either ckpt_path= (resume this run) or init_from= (fine-tune from "
             "pretrained weights), not both."
         )

@@ -24,13 +24,14 @@ from defectnet.elements import (
     candidate_vector,
     concentration_vector,
 )
+from defectnet.errors import UserError
 from defectnet.spectra import EnergyGrid
 
 FORMAT_VERSION = "1"
 SPECTRAL_KEYS = ("pristine", "doped", "composition")
 
 
-class CacheError(ValueError):
+class CacheError(UserError):
     """A cache file that is missing, corrupt, or of another format version."""
 
 

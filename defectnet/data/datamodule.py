@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from defectnet.data.cache import PDoSDataset, load_cache
 from defectnet.elements import DOPANTS, N_DOPANTS, NOBLE_GASES
+from defectnet.errors import UserError
 from defectnet.spectra import FWHM_TO_SIGMA
 
 PROPOSABLE_MASK = torch.tensor([s not in NOBLE_GASES for s in DOPANTS], dtype=torch.bool)
@@ -55,7 +56,7 @@ def split_indices(
     if ood_parents:
         unknown = sorted(set(ood_parents) - set(parents))
         if unknown:
-            raise ValueError(f"data.ood_parents: {unknown} are not in the data set's parents.")
+            raise UserError(f"data.ood_parents: {unknown} are not in the data set's parents.")
         held = sorted(parents.index(p) for p in ood_parents)
     else:
         n_ood = math.ceil(ood_fraction * n_parents) if n_parents > 1 and ood_fraction > 0 else 0
@@ -192,7 +193,7 @@ class PDoSDataModule(L.LightningDataModule):
 
     def train_dataloader(self):
         if len(self.splits.train) == 0:
-            raise ValueError(
+            raise UserError(
                 f"{self.path}: the training split is empty; the data set is too "
                 "small for the split fractions in data.*_fraction."
             )

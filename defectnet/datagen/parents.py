@@ -27,6 +27,7 @@ from ase.data import covalent_radii
 from ase.spacegroup import crystal
 
 from defectnet.elements import atomic_number
+from defectnet.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class ParentSource:
         for key in include:
             match = [p for p in pool if key in (p.id, p.formula)]
             if not match:
-                raise ValueError(
+                raise UserError(
                     f"parents.include: no parent has id or formula '{key}'; "
                     "list the available ones with `defectnet-generate stage=list_parents`."
                 )
@@ -368,7 +369,7 @@ class BuiltinParents(ParentSource):
         names = list(prototypes) if prototypes else list(known)
         unknown = [n for n in names if n not in known]
         if unknown:
-            raise ValueError(
+            raise UserError(
                 f"parents.prototypes: unknown prototype(s) {unknown}; choose among {sorted(known)}."
             )
         self.prototypes = [known[n] for n in names]
@@ -429,14 +430,14 @@ def read_structure(path: Path) -> Atoms:
     try:
         atoms = read(str(path), index=0)
     except Exception as exc:  # ASE raises many types for malformed files
-        raise ValueError(
+        raise UserError(
             f"{path}: could not be read as a crystal structure ({type(exc).__name__}: {exc}); "
             "check that it is a valid CIF, POSCAR or extended-XYZ file."
         ) from exc
     if len(atoms) == 0:
-        raise ValueError(f"{path}: the structure holds no atoms.")
+        raise UserError(f"{path}: the structure holds no atoms.")
     if not atoms.pbc.all() or atoms.cell.rank < 3:
-        raise ValueError(f"{path}: the structure needs a full periodic cell (3 lattice vectors).")
+        raise UserError(f"{path}: the structure needs a full periodic cell (3 lattice vectors).")
     for s in set(atoms.get_chemical_symbols()):
         atomic_number(s, where=str(path))
     return atoms

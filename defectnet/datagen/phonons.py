@@ -20,6 +20,7 @@ import numpy as np
 from ase import Atoms
 
 from defectnet.datagen.calculators import ForceField
+from defectnet.errors import UserError
 from defectnet.spectra import THZ_TO_MEV
 
 
@@ -163,7 +164,7 @@ class EmbeddedForceConstants(FiniteDisplacement):
     def __init__(self, cutoff: float = 4.5, **kwargs):
         super().__init__(**kwargs)
         if cutoff < 0:
-            raise ValueError(f"phonons.cutoff must be >= 0 Å, got {cutoff}.")
+            raise UserError(f"phonons.cutoff must be >= 0 Å, got {cutoff}.")
         self.cutoff = cutoff
 
     def settings(self) -> dict:

@@ -31,6 +31,7 @@ from defectnet.datagen.records import RecordShard, read_json, read_shards
 from defectnet.datagen.relax import relax
 from defectnet.datagen.supercell import choose_supercell, substitute
 from defectnet.elements import composition_vector, dopant_index
+from defectnet.errors import UserError
 from defectnet.spectra import EnergyGrid, modes_spectrum, weight_outside
 
 log = logging.getLogger(__name__)
@@ -295,7 +296,7 @@ def check_output_dir(out_dir: Path) -> None:
 def _check_shard(cfg: DictConfig) -> tuple[int, int]:
     shard, num_shards = int(cfg.shard), int(cfg.num_shards)
     if not 0 <= shard < num_shards:
-        raise ValueError(f"shard={shard} must lie in [0, num_shards={num_shards}).")
+        raise UserError(f"shard={shard} must lie in [0, num_shards={num_shards}).")
     return shard, num_shards
 
 
@@ -369,7 +370,7 @@ def make_references(cfg: DictConfig) -> dict:
         path = out_dir / "references" / f"{parent.id}.json"
         ref = read_json(path) if path.exists() else None
         if ref is not None and ref["settings_hash"] != h:
-            raise ValueError(
+            raise UserError(
                 f"{path}: made with settings {ref['settings_hash']}, the current config gives {h}; "
                 "restore that config, or delete the references folder to recompute it."
             )
@@ -406,6 +407,7 @@ def make_references(cfg: DictConfig) -> dict:
 def run_shard(cfg: DictConfig) -> dict:
     """Generate this shard's samples; returns counts of what was done, skipped and failed."""
     shard, num_shards = _check_shard(cfg)
+    grid_from_config(cfg)  # a bad grid is refused before any work
     if cfg.candidates is not None:
         for dopant in cfg.candidates:
             dopant_index(dopant, where="candidates")
@@ -416,7 +418,7 @@ def run_shard(cfg: DictConfig) -> dict:
     existing = read_shards(out_dir / "records")  # every shard file: resharding skips them too
     other = {r["provenance"]["settings_hash"] for r in existing} - {h}
     if other:
-        raise ValueError(
+        raise UserError(
             f"{out_dir / 'records'}: records were made with settings {sorted(other)}, the "
             f"current config gives {h}; restore that config to resume, or choose a new out_dir."
         )

@@ -11,12 +11,14 @@ import json
 import os
 from pathlib import Path
 
+from defectnet.errors import UserError
+
 
 def read_json(path: Path):
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(
+        raise UserError(
             f"{path}: not valid JSON ({exc}); delete the file to recompute it."
         ) from exc
 
@@ -71,7 +73,7 @@ def read_shards(records_dir: Path) -> list[dict]:
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                raise ValueError(
+                raise UserError(
                     f"{path}, line {n}: not a JSON record ({exc}); rerun that shard to repair it."
                 ) from exc
     return out

@@ -16,6 +16,7 @@ from ase.geometry import cellpar_to_cell
 
 from defectnet.datagen.parents import Parent, ParentSource
 from defectnet.elements import DOPANTS
+from defectnet.errors import UserError
 from defectnet.spectra import EnergyGrid, gaussian_smooth, neutron_weight, normalise
 
 EV_TO_MEV = 1000.0
@@ -72,7 +73,7 @@ class NCrystalParents(ParentSource):
         wanted = [f if f.endswith(".ncmat") else f"{f}.ncmat" for f in self.files]
         unknown = sorted(set(wanted) - set(names))
         if unknown:
-            raise ValueError(
+            raise UserError(
                 f"parents.files: {unknown} are not in NCrystal's standard library; list them "
                 'with python -c "import NCrystal; NCrystal.browseFiles(dump=True)".'
             )
@@ -100,7 +101,7 @@ class NCrystalParents(ParentSource):
             info = self._info(name)
             if not self.usable(info):
                 if self.files is not None:
-                    raise ValueError(
+                    raise UserError(
                         f"parents.files: {name} is not usable here (amorphous, over "
                         f"{self.max_atoms} atoms, isotopes or elements beyond the vocabulary, "
                         "or an element without a VDOS curve)."

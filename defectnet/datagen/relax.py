@@ -8,6 +8,8 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
+from defectnet.errors import UserError
+
 OPTIMISERS = ("BFGS", "FIRE", "LBFGS")
 
 
@@ -46,7 +48,7 @@ def relax(
     from ase.filters import FrechetCellFilter
 
     if optimizer not in OPTIMISERS:
-        raise ValueError(f"relax.optimizer: '{optimizer}' is not one of {OPTIMISERS}.")
+        raise UserError(f"relax.optimizer: '{optimizer}' is not one of {OPTIMISERS}.")
     work = atoms.copy()
     work.calc = calculator
     target = FrechetCellFilter(work) if relax_cell else work

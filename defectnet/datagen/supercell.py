@@ -16,6 +16,7 @@ from ase import Atoms
 from ase.build import make_supercell
 
 from defectnet.datagen.recommender import Candidate
+from defectnet.errors import UserError
 
 
 class SupercellRangeError(ValueError):
@@ -139,7 +140,7 @@ def substitute(
     at most ``max_total`` of the sites, so the host stays the host.
     """
     if site_counts not in SITE_COUNTS:
-        raise ValueError(
+        raise UserError(
             f"sampling.site_counts='{site_counts}': choose one of {sorted(SITE_COUNTS)}."
         )
     draw_sites = SITE_COUNTS[site_counts]

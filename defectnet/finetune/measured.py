@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from defectnet.errors import UserError
 from defectnet.spectra import THZ_TO_MEV, EnergyGrid, normalise, resample
 
 UNITS = {"meV": 1.0, "THz": THZ_TO_MEV, "cm-1": 0.12398419843320026}
 _SPLIT = re.compile(r"[,;\s]+")
 
 
-class SpectrumFileError(ValueError):
+class SpectrumFileError(UserError):
     """A measured-spectrum file that cannot be used as it is."""
 
 
@@ -101,7 +102,7 @@ def prepare(
     """
     keep = energies_mev >= elastic_cutoff_mev
     if keep.sum() < 2:
-        raise ValueError(f"elastic_cutoff_mev={elastic_cutoff_mev} removes every point.")
+        raise UserError(f"elastic_cutoff_mev={elastic_cutoff_mev} removes every point.")
     e, y = energies_mev[keep], intensity[keep].astype(np.float64)
     if background == "min":
         y = y - y.min()

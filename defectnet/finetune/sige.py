@@ -27,6 +27,7 @@ from ase.neighborlist import neighbor_list
 
 from defectnet.datagen.calculators import ForceField
 from defectnet.datagen.parents import LazyParent, Parent, ParentSource
+from defectnet.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ class MeltQuenchParents(ParentSource):
         friction_per_fs: float = 0.02,
     ):
         if not quenches:
-            raise ValueError(
+            raise UserError(
                 "parents.quenches: give at least one {t_max, hold_steps, quench_steps}."
             )
         self.element, self.a, self.repeat = element, float(a), int(repeat)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from defectnet.atomic import atomic_path
+from defectnet.errors import UserError
 from defectnet.model.defectnet import DefectNet
 from defectnet.model.mlp import MLPBaseline
 from defectnet.spectra import EnergyGrid
@@ -25,7 +26,7 @@ CHECKPOINT_FORMAT = "1"
 NETWORKS = {"DefectNet": DefectNet, "MLPBaseline": MLPBaseline}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be used for prediction as it is."""
 
 

@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from defectnet.elements import N_DOPANTS
+from defectnet.errors import UserError
 
 
 def network_config(arguments: dict) -> dict:
@@ -44,12 +45,12 @@ class SpectralEncoder(nn.Module):
         if isinstance(kernel_sizes, int):
             kernel_sizes = [kernel_sizes] * len(channels)
         if len(channels) != len(kernel_sizes):
-            raise ValueError("model.encoder: channels and kernel_sizes need the same length.")
+            raise UserError("model.encoder: channels and kernel_sizes need the same length.")
         layers: list[nn.Module] = []
         c_in = in_channels
         for c, k in zip(channels, kernel_sizes):
             if k % 2 == 0:
-                raise ValueError(
+                raise UserError(
                     f"model.encoder.kernel_sizes: {k} is even; use odd kernels so "
                     "every energy bin keeps its own token."
                 )
@@ -90,7 +91,7 @@ class DefectNet(nn.Module):
         self.config = network_config(locals())
         super().__init__()
         if d_model % n_heads:
-            raise ValueError(f"model: d_model={d_model} is not divisible by n_heads={n_heads}.")
+            raise UserError(f"model: d_model={d_model} is not divisible by n_heads={n_heads}.")
         self.encoder = SpectralEncoder(
             in_channels, n_points, conv_channels, kernel_sizes, d_model, dropout
         )
