@@ -17,20 +17,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from scipy.optimize import nnls
 
 from defectnet.atomic import write_json_atomic, write_text_atomic
-from defectnet.data.datamodule import PDoSDataModule, open_set_mask
+from defectnet.data.datamodule import TEST_SPLITS, PDoSDataModule
 from defectnet.elements import DOPANTS
+from defectnet.ensemble import EnsemblePrediction, load_ensemble, network_members
 from defectnet.errors import UserError
-from defectnet.model.lit_module import TEST_SPLITS
+from defectnet.metrics import best_threshold, coverage, split_metrics
+from defectnet.runtime import finish_wandb, instantiate_all
 
 log = logging.getLogger(__name__)
-
-CONCENTRATION_BINS = (0.002, 0.01, 0.03, 0.1, 0.25)
 
 
 class ReferenceError(UserError):
@@ -102,63 +101,6 @@ def train_mean_predict(dm: PDoSDataModule, split: str) -> np.ndarray:
     return (dm.train_mean()[None] * mask).numpy()
 
 
-@torch.no_grad()
-def network_members(networks, dm: PDoSDataModule, split: str, open_set: bool = False):
-    """[M, N, 56] predictions of every network, with the given or the open-set candidates."""
-    x, mask, *_ = dm.split_tensors(split)
-    if open_set:
-        mask = open_set_mask(x)
-    return np.stack([net(x, mask)[0].numpy() for net in networks]), mask.numpy()
-
-
-def split_metrics(
-    pred: np.ndarray, target: np.ndarray, mask: np.ndarray, threshold: float
-) -> dict[str, float]:
-    """The comparison's numbers for one method on one split (candidate entries only)."""
-    sel = mask > 0
-    err = (pred - target) ** 2
-    present, called = target > 0, pred > threshold
-    tp = float((called & present & sel).sum())
-    fp = float((called & ~present & sel).sum())
-    fn = float((~called & present & sel).sum())
-    distractor = sel & ~present
-    out = {
-        "rmse": float(np.sqrt(err[sel].mean())),
-        "mae": float(np.abs(pred - target)[sel].mean()),
-        "distractor_fpr": float(called[distractor].mean()) if distractor.any() else float("nan"),
-        "precision": tp / (tp + fp) if tp + fp else float("nan"),
-        "recall": tp / (tp + fn) if tp + fn else float("nan"),
-    }
-    p, r = out["precision"], out["recall"]
-    out["f1"] = 2 * p * r / (p + r) if p + r > 0 else 0.0
-    n_dopants = present.sum(1)
-    for n in np.unique(n_dopants):
-        rows = n_dopants == n
-        out[f"rmse_n{int(n)}"] = float(np.sqrt(err[rows][sel[rows]].mean()))
-    edges = CONCENTRATION_BINS
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        cell = present & sel & (target >= lo) & (target < hi)
-        if cell.any():
-            out[f"rmse_c{lo:g}-{hi:g}"] = float(np.sqrt(err[cell].mean()))
-    return out
-
-
-def coverage(
-    low: np.ndarray, high: np.ndarray, target: np.ndarray, mask: np.ndarray
-) -> dict[str, float]:
-    """Fraction of true concentrations inside the interval: all candidates, present dopants."""
-    sel = mask > 0
-    inside = (target >= low - 1e-9) & (target <= high + 1e-9)
-    present = sel & (target > 0)
-    return {
-        "coverage_candidates": float(inside[sel].mean()),
-        "coverage_present": float(inside[present].mean()) if present.any() else float("nan"),
-        "mean_width_present": float((high - low)[present].mean())
-        if present.any()
-        else float("nan"),
-    }
-
-
 def comparison_table(results: dict) -> str:
     """Markdown: one row per method, RMSE / distractor FPR / F1 per split."""
     splits = [s for s in ("test_id", "test_ood") if any(s in m for m in results.values())]
@@ -175,14 +117,6 @@ def comparison_table(results: dict) -> str:
             )
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def best_threshold(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
-    """The presence threshold with the best element-identification F1 on these samples."""
-    values = pred[mask > 0]
-    candidates = np.unique(np.quantile(values, np.linspace(0, 1, 201)))
-    f1 = [split_metrics(pred, target, mask, float(t))["f1"] for t in candidates]
-    return float(candidates[int(np.argmax(f1))])
 
 
 def _check_split(paths, dm: PDoSDataModule) -> None:
@@ -209,8 +143,6 @@ def evaluate(cfg: DictConfig) -> dict:
     and the training mean on test-ID and test-OOD; open-set identification and interval
     coverage; metrics.json, comparison.md and figures in the run folder."""
     from defectnet.plots import error_profile_plot, quartile_parity_plot
-    from defectnet.predict import EnsemblePrediction, load_ensemble
-    from defectnet.training import finish_wandb, instantiate_all
 
     dm: PDoSDataModule = instantiate(cfg.data)
     dm.setup("test")

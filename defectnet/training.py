@@ -17,11 +17,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from defectnet.atomic import write_json_atomic
-from defectnet.data.datamodule import PDoSDataModule
+from defectnet.data.datamodule import TEST_SPLITS, PDoSDataModule
+from defectnet.ensemble import network_members
 from defectnet.errors import UserError
-from defectnet.evaluation import best_threshold, network_members
+from defectnet.metrics import best_threshold, masked_rmse
 from defectnet.model.checkpoint import Thresholds, pretrained_network_config, record_thresholds
-from defectnet.model.lit_module import TEST_SPLITS, DefectNetModule
+from defectnet.model.lit_module import DefectNetModule
+from defectnet.runtime import finish_wandb, instantiate_all
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +75,6 @@ def use_pretrained_shape(cfg: DictConfig) -> None:
             cfg.model.model = pretrained
 
 
-def instantiate_all(group: DictConfig | None) -> list:
-    if not group:
-        return []
-    return [instantiate(c) for c in group.values() if c is not None and "_target_" in c]
-
-
 @torch.no_grad()
 def predict_split(module: DefectNetModule, dm: PDoSDataModule, split: str) -> dict:
     """Predictions, targets and masks of one split, on CPU, outside the trainer."""
@@ -86,10 +82,6 @@ def predict_split(module: DefectNetModule, dm: PDoSDataModule, split: str) -> di
     x, mask, target, *_ = dm.split_tensors(split)
     pred, _ = module.to("cpu")(x, mask)
     return {"pred": pred, "target": target, "mask": mask}
-
-
-def masked_rmse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
-    return float(torch.sqrt(((pred - target) ** 2 * mask).sum() / mask.sum().clamp_min(1)))
 
 
 def baseline_rmse(dm: PDoSDataModule, split: str) -> float:
@@ -146,17 +138,6 @@ def run_checkpoints(trainer: L.Trainer) -> list[Path]:
     """Every checkpoint file the run's checkpoint callbacks wrote (none under fast_dev_run)."""
     folders = {Path(c.dirpath) for c in trainer.checkpoint_callbacks if c.dirpath}
     return sorted(path for folder in folders for path in folder.glob("*.ckpt"))
-
-
-def finish_wandb() -> None:
-    """End the W&B run so that jobs of a multirun stay separate runs."""
-    import sys
-
-    if "wandb" in sys.modules:
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish()
 
 
 def train(cfg: DictConfig) -> dict:

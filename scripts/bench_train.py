@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from defectnet.cli import CONF_DIR
 from defectnet.data.cache import load_cache
-from defectnet.model.lit_module import masked_mse
+from defectnet.metrics import masked_mse
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench_train")

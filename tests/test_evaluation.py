@@ -10,14 +10,8 @@ from omegaconf import open_dict
 from defectnet.data.cache import PDoSDataset, save_cache
 from defectnet.data.datamodule import PDoSDataModule, SpectrumAugmentation, open_set_mask
 from defectnet.elements import DOPANTS, candidate_vector, composition_vector
-from defectnet.evaluation import (
-    best_threshold,
-    coverage,
-    evaluate,
-    load_references,
-    nnls_predict,
-    split_metrics,
-)
+from defectnet.evaluation import evaluate, load_references, nnls_predict
+from defectnet.metrics import best_threshold, coverage, split_metrics
 from defectnet.spectra import EnergyGrid
 
 from .conftest import ROOT_DIR, compose_config
@@ -107,8 +101,7 @@ def test_open_set_mask_and_augmentation_offer_every_non_host_element():
 
 
 def test_interval_scale_widens_an_overconfident_ensemble_to_its_level():
-    from defectnet.evaluation import coverage
-    from defectnet.predict import EnsemblePrediction
+    from defectnet.ensemble import EnsemblePrediction
 
     rng = np.random.default_rng(0)
     n, level = 4000, 0.9

@@ -1,7 +1,7 @@
 import torch
 
+from defectnet.metrics import masked_mse
 from defectnet.model.defectnet import DefectNet
-from defectnet.model.lit_module import masked_mse
 
 
 def _batch(b=6):

@@ -60,7 +60,7 @@ def test_presence_thresholds_are_chosen_on_validation_and_stored(train_cfg):
     from hydra.utils import instantiate
 
     from defectnet.data.datamodule import open_set_mask
-    from defectnet.evaluation import split_metrics
+    from defectnet.metrics import split_metrics
     from defectnet.model.checkpoint import load_network
 
     cfg = train_cfg("experiment=demo", "logger=none", "trainer.max_epochs=3", *SMALL)

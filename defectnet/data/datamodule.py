@@ -20,6 +20,7 @@ from defectnet.elements import DOPANTS, N_DOPANTS, NOBLE_GASES
 from defectnet.errors import UserError
 from defectnet.spectra import FWHM_TO_SIGMA
 
+TEST_SPLITS = ("test_id", "test_ood")
 PROPOSABLE_MASK = torch.tensor([s not in NOBLE_GASES for s in DOPANTS], dtype=torch.bool)
 
 

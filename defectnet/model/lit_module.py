@@ -5,64 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import lightning as L
-import torch
 from torch import nn
-from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection, R2Score
-from torchmetrics.classification import BinaryF1Score
 
+from defectnet.data.datamodule import TEST_SPLITS
+from defectnet.metrics import SplitMetrics, masked_mse
 from defectnet.model.checkpoint import checkpoint_entry
-
-MAX_DOPANTS = 6
-TEST_SPLITS = ("test_id", "test_ood")
-
-
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over candidate entries; entries outside the mask do not count."""
-    return ((pred - target) ** 2 * mask).sum() / mask.sum().clamp_min(1)
-
-
-class SplitMetrics(nn.Module):
-    """Metrics of one split: masked RMSE / MAE / R², distractor false positives, element F1,
-    and RMSE per number of coexisting dopants."""
-
-    def __init__(self, threshold: float):
-        super().__init__()
-        self.threshold = threshold
-        self.regression = MetricCollection(
-            {"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError(), "r2": R2Score()}
-        )
-        self.distractor_fpr = MeanMetric()
-        self.element_f1 = BinaryF1Score()
-        self.rmse_by_n = nn.ModuleList(
-            MeanSquaredError(squared=False) for _ in range(MAX_DOPANTS + 1)
-        )
-
-    def update(self, pred, target, mask, n_dopants):
-        sel = mask.bool()
-        p, t = pred[sel], target[sel]
-        self.regression.update(p, t)
-        distractor = sel & (target == 0)
-        if distractor.any():
-            self.distractor_fpr.update((pred[distractor] > self.threshold).float())
-        self.element_f1.update((p > self.threshold).long(), (t > 0).long())
-        for n in n_dopants.unique().tolist():
-            rows = n_dopants == n
-            k = min(int(n), MAX_DOPANTS)
-            self.rmse_by_n[k].update(pred[rows][sel[rows]], target[rows][sel[rows]])
-
-    def compute(self) -> dict[str, torch.Tensor]:
-        out = dict(self.regression.compute())
-        if self.distractor_fpr.update_count:
-            out["distractor_fpr"] = self.distractor_fpr.compute()
-        out["element_f1"] = self.element_f1.compute()
-        for n, metric in enumerate(self.rmse_by_n):
-            if metric.update_count:
-                out[f"rmse_n{n}"] = metric.compute()
-        return out
-
-    def reset(self):
-        for m in (self.regression, self.distractor_fpr, self.element_f1, *self.rmse_by_n):
-            m.reset()
 
 
 class DefectNetModule(L.LightningModule):

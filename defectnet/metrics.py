@@ -1,0 +1,123 @@
+"""Masked metrics shared by training, the LightningModule and the evaluation: losses and
+errors over candidate entries only, element identification at a presence threshold, the
+threshold with the best F1, and the coverage of uncertainty intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, MetricCollection, R2Score
+from torchmetrics.classification import BinaryF1Score
+
+MAX_DOPANTS = 6
+CONCENTRATION_BINS = (0.002, 0.01, 0.03, 0.1, 0.25)
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over candidate entries; entries outside the mask do not count."""
+    return ((pred - target) ** 2 * mask).sum() / mask.sum().clamp_min(1)
+
+
+class SplitMetrics(nn.Module):
+    """Metrics of one split: masked RMSE / MAE / R², distractor false positives, element F1,
+    and RMSE per number of coexisting dopants."""
+
+    def __init__(self, threshold: float):
+        super().__init__()
+        self.threshold = threshold
+        self.regression = MetricCollection(
+            {"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError(), "r2": R2Score()}
+        )
+        self.distractor_fpr = MeanMetric()
+        self.element_f1 = BinaryF1Score()
+        self.rmse_by_n = nn.ModuleList(
+            MeanSquaredError(squared=False) for _ in range(MAX_DOPANTS + 1)
+        )
+
+    def update(self, pred, target, mask, n_dopants):
+        sel = mask.bool()
+        p, t = pred[sel], target[sel]
+        self.regression.update(p, t)
+        distractor = sel & (target == 0)
+        if distractor.any():
+            self.distractor_fpr.update((pred[distractor] > self.threshold).float())
+        self.element_f1.update((p > self.threshold).long(), (t > 0).long())
+        for n in n_dopants.unique().tolist():
+            rows = n_dopants == n
+            k = min(int(n), MAX_DOPANTS)
+            self.rmse_by_n[k].update(pred[rows][sel[rows]], target[rows][sel[rows]])
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        out = dict(self.regression.compute())
+        if self.distractor_fpr.update_count:
+            out["distractor_fpr"] = self.distractor_fpr.compute()
+        out["element_f1"] = self.element_f1.compute()
+        for n, metric in enumerate(self.rmse_by_n):
+            if metric.update_count:
+                out[f"rmse_n{n}"] = metric.compute()
+        return out
+
+    def reset(self):
+        for m in (self.regression, self.distractor_fpr, self.element_f1, *self.rmse_by_n):
+            m.reset()
+
+
+def masked_rmse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
+    return float(torch.sqrt(((pred - target) ** 2 * mask).sum() / mask.sum().clamp_min(1)))
+
+
+def split_metrics(
+    pred: np.ndarray, target: np.ndarray, mask: np.ndarray, threshold: float
+) -> dict[str, float]:
+    """The comparison's numbers for one method on one split (candidate entries only)."""
+    sel = mask > 0
+    err = (pred - target) ** 2
+    present, called = target > 0, pred > threshold
+    tp = float((called & present & sel).sum())
+    fp = float((called & ~present & sel).sum())
+    fn = float((~called & present & sel).sum())
+    distractor = sel & ~present
+    out = {
+        "rmse": float(np.sqrt(err[sel].mean())),
+        "mae": float(np.abs(pred - target)[sel].mean()),
+        "distractor_fpr": float(called[distractor].mean()) if distractor.any() else float("nan"),
+        "precision": tp / (tp + fp) if tp + fp else float("nan"),
+        "recall": tp / (tp + fn) if tp + fn else float("nan"),
+    }
+    p, r = out["precision"], out["recall"]
+    out["f1"] = 2 * p * r / (p + r) if p + r > 0 else 0.0
+    n_dopants = present.sum(1)
+    for n in np.unique(n_dopants):
+        rows = n_dopants == n
+        out[f"rmse_n{int(n)}"] = float(np.sqrt(err[rows][sel[rows]].mean()))
+    edges = CONCENTRATION_BINS
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        cell = present & sel & (target >= lo) & (target < hi)
+        if cell.any():
+            out[f"rmse_c{lo:g}-{hi:g}"] = float(np.sqrt(err[cell].mean()))
+    return out
+
+
+def coverage(
+    low: np.ndarray, high: np.ndarray, target: np.ndarray, mask: np.ndarray
+) -> dict[str, float]:
+    """Fraction of true concentrations inside the interval: all candidates, present dopants."""
+    sel = mask > 0
+    inside = (target >= low - 1e-9) & (target <= high + 1e-9)
+    present = sel & (target > 0)
+    return {
+        "coverage_candidates": float(inside[sel].mean()),
+        "coverage_present": float(inside[present].mean()) if present.any() else float("nan"),
+        "mean_width_present": float((high - low)[present].mean())
+        if present.any()
+        else float("nan"),
+    }
+
+
+def best_threshold(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
+    """The presence threshold with the best element-identification F1 on these samples."""
+    values = pred[mask > 0]
+    candidates = np.unique(np.quantile(values, np.linspace(0, 1, 201)))
+    f1 = [split_metrics(pred, target, mask, float(t))["f1"] for t in candidates]
+    return float(candidates[int(np.argmax(f1))])
