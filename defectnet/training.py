@@ -121,6 +121,19 @@ def evaluate_splits(
     return result
 
 
+def test_table(metrics: dict) -> str:
+    """One row per metric, one column per test split that was tested."""
+    splits = [s for s in TEST_SPLITS if any(k.startswith(f"{s}/") for k in metrics)]
+    names = sorted({k.split("/", 1)[1] for k in metrics if k.split("/", 1)[0] in splits})
+    lines = [f"{'metric':<16}" + "".join(f"{s:>12}" for s in splits)]
+    for name in names:
+        cells = [metrics.get(f"{s}/{name}") for s in splits]
+        lines.append(
+            f"{name:<16}" + "".join(f"{c:>12.4f}" if c is not None else f"{'—':>12}" for c in cells)
+        )
+    return "\n".join(lines)
+
+
 def validation_thresholds(module: DefectNetModule, dm: PDoSDataModule) -> Thresholds:
     """Presence thresholds with the best element F1 on the validation split, with the data's
     candidates and with every non-host element offered (prediction's open set); the same
@@ -168,8 +181,11 @@ def train(cfg: DictConfig) -> dict:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if cfg.get("test", True):
             best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
-            trainer.test(module, datamodule=dm, ckpt_path=best, weights_only=True)
+            # Lightning's own table repeats every metric under each test dataloader
+            trainer.test(module, datamodule=dm, ckpt_path=best, weights_only=True, verbose=False)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+            if trainer.is_global_zero:
+                log.info("test metrics:\n%s", test_table(metrics))
             if trainer.is_global_zero:
                 if best:
                     load_weights(module, best)

@@ -1,0 +1,70 @@
+"""Every config composes: each experiment, generate preset, calculator, phonon method and the
+other groups, and every top-level config (benchmarks, evaluation, prediction, comparison)."""
+
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from defectnet.cli import CONF_DIR
+
+from .conftest import compose_config
+
+CONF = Path(CONF_DIR)
+
+
+def names(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", names("experiment"))
+def test_every_experiment_composes(experiment):
+    cfg = compose_config("train", [f"experiment={experiment}", "init_from=pretrained.ckpt"])
+    OmegaConf.to_container(cfg.data, resolve=True)
+    assert cfg.model._target_ and cfg.trainer._target_
+
+
+@pytest.mark.parametrize(
+    "group", ["data", "model", "trainer", "logger", "callbacks", "debug", "hparams_search"]
+)
+def test_every_training_group_entry_composes(group):
+    for entry in names(group):
+        cfg = compose_config("train", [f"{group}={entry}"])
+        assert OmegaConf.select(cfg, group) is not None or group in ("debug", "hparams_search")
+
+
+@pytest.mark.parametrize("preset", names("generate"))
+def test_every_generate_preset_composes(preset):
+    from defectnet.datagen.pipeline import grid_from_config, settings_hash
+
+    cfg = compose_config("generate", [f"generate={preset}"])
+    assert len(settings_hash(cfg)) == 16 and grid_from_config(cfg).n_points == 100
+    assert cfg.calculator._target_ and cfg.phonons._target_
+
+
+@pytest.mark.parametrize("calculator", names("calculator"))
+def test_every_calculator_composes(calculator):
+    cfg = compose_config("generate", [f"calculator={calculator}"])
+    assert cfg.calculator._target_.startswith("defectnet.datagen.calculators.")
+
+
+@pytest.mark.parametrize("phonons", names("phonons"))
+def test_every_phonon_method_composes_and_builds(phonons):
+    cfg = compose_config("generate", [f"phonons={phonons}"])
+    method = instantiate(cfg.phonons)
+    assert method.settings()["method"] == method.name
+
+
+@pytest.mark.parametrize("parents", names("parents"))
+def test_every_parent_source_composes(parents):
+    cfg = compose_config("generate", [f"parents={parents}"])
+    assert cfg.parents._target_
+
+
+@pytest.mark.parametrize(
+    "name", [p.stem for p in sorted(CONF.glob("*.yaml")) if p.stem not in ("train", "generate")]
+)
+def test_every_top_level_config_composes(name):
+    cfg = compose_config(name, [])
+    assert cfg is not None
