@@ -124,3 +124,9 @@ def test_foreign_and_old_checkpoints_are_refused(pretrained, tmp_path):
     (tmp_path / "text.ckpt").write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match="not a loadable checkpoint"):
         load_network(tmp_path / "text.ckpt")
+    state = torch.load(pretrained, weights_only=True)
+    assert state["defectnet"]["network"]["_target_"] == "defectnet.model.defectnet.DefectNet"
+    state["defectnet"]["network"]["_target_"] = "subprocess.Popen"
+    torch.save(state, tmp_path / "hostile.ckpt")
+    with pytest.raises(CheckpointError, match="'subprocess.Popen' is not one of DefectNet's"):
+        load_network(tmp_path / "hostile.ckpt")

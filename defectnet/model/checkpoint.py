@@ -1,7 +1,8 @@
 """What a checkpoint must carry to be used for prediction, and its safe loading.
 
 Every checkpoint a training run writes holds, beside the weights, a ``defectnet`` entry: the
-format version, the network class and its constructor arguments, the energy grid of the data
+format version, the network as a ``_target_`` config (its class path and constructor
+arguments, so a new network needs no registration), the energy grid of the data
 it was trained on and the presence thresholds (given candidates, open set; chosen on the
 validation split when training ends). ``load_network`` rebuilds the network from that
 entry alone (``torch.load(weights_only=True)``: nothing is unpickled), so prediction needs no
@@ -18,12 +19,11 @@ from torch import nn
 
 from defectnet.atomic import atomic_path
 from defectnet.errors import UserError
-from defectnet.model.defectnet import DefectNet
-from defectnet.model.mlp import MLPBaseline
 from defectnet.spectra import EnergyGrid
 
-CHECKPOINT_FORMAT = "1"
-NETWORKS = {"DefectNet": DefectNet, "MLPBaseline": MLPBaseline}
+CHECKPOINT_FORMAT = "2"
+# A checkpoint names the class to build; only DefectNet's own networks are built from a file.
+NETWORK_PACKAGE = "defectnet.model."
 
 
 class CheckpointError(UserError):
@@ -50,8 +50,10 @@ def checkpoint_entry(
     its held-out parents, so an evaluation can tell whether a checkpoint saw its test parents."""
     return {
         "format_version": CHECKPOINT_FORMAT,
-        "network": type(network).__name__,
-        "config": network.config,
+        "network": {
+            "_target_": f"{type(network).__module__}.{type(network).__qualname__}",
+            **network.config,
+        },
         "grid": grid.as_dict() if grid is not None else None,
         "threshold": float(threshold),
         "open_set_threshold": float(threshold),
@@ -85,10 +87,29 @@ def pretrained_network_config(path: str | Path) -> dict | None:
     fine-tuning builds the same shape whatever ``model=`` says (None: not recorded)."""
     ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
     entry = ckpt.get("defectnet") if isinstance(ckpt, dict) else None
-    if not entry or entry.get("network") not in NETWORKS:
+    if not entry or entry.get("format_version") != CHECKPOINT_FORMAT:
         return None
-    cls = NETWORKS[entry["network"]]
-    return {"_target_": f"{cls.__module__}.{cls.__qualname__}", **entry["config"]}
+    return dict(entry["network"])
+
+
+def build_network(config: dict, where: str | Path) -> nn.Module:
+    """The network of a ``_target_`` config from a checkpoint; only classes of
+    ``defectnet.model`` are imported, so a checkpoint file cannot name arbitrary code."""
+    from hydra.utils import get_class
+
+    target = str(config.get("_target_", ""))
+    if not target.startswith(NETWORK_PACKAGE):
+        raise CheckpointError(
+            f"{where}: network '{target}' is not one of DefectNet's networks "
+            f"({NETWORK_PACKAGE}*); this checkpoint was not written by DefectNet's training."
+        )
+    try:
+        cls = get_class(target)
+    except Exception as exc:  # missing module or class: Hydra raises ImportError variants
+        raise CheckpointError(
+            f"{where}: network '{target}' does not exist in this DefectNet version ({exc})."
+        ) from None
+    return cls(**{k: v for k, v in config.items() if k != "_target_"})
 
 
 def load_network(path: str | Path) -> tuple[nn.Module, EnergyGrid, Thresholds]:
@@ -114,14 +135,10 @@ def load_network(path: str | Path) -> tuple[nn.Module, EnergyGrid, Thresholds]:
             f"{path}: checkpoint format {entry.get('format_version')!r}, this DefectNet reads "
             f"{CHECKPOINT_FORMAT!r}; retrain, or predict with the DefectNet version that wrote it."
         )
-    if entry["network"] not in NETWORKS:
-        raise CheckpointError(
-            f"{path}: unknown network '{entry['network']}'; known: {sorted(NETWORKS)}."
-        )
     if entry.get("grid") is None:
         raise CheckpointError(f"{path}: the checkpoint does not record its energy grid; retrain.")
     grid = EnergyGrid(**{k: v for k, v in entry["grid"].items() if k != "unit"})
-    network = NETWORKS[entry["network"]](**entry["config"])
+    network = build_network(entry["network"], path)
     if network.config["n_points"] != grid.n_points:
         raise CheckpointError(
             f"{path}: the network takes {network.config['n_points']} energy points but was "
