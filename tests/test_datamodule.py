@@ -38,3 +38,27 @@ def test_augmentation_adds_only_absent_non_host_distractors_and_keeps_area():
     assert (added[:, [1, 9, 17, 35, 53]] == 0).all()  # never a noble gas
     assert (t2[added == 1] == 0).all()
     assert torch.allclose(x2[:, :2].sum(-1) * 2.0, torch.ones(16, 2), atol=1e-4)
+
+
+def test_a_data_set_off_the_100_point_grid_is_refused_where_it_is_read(tmp_path):
+    import pytest
+
+    from defectnet.data.cache import PDoSDataset, save_cache
+    from defectnet.data.datamodule import PDoSDataModule
+    from defectnet.errors import UserError
+    from defectnet.spectra import EnergyGrid
+
+    n = 4
+    ds = PDoSDataset(
+        pristine=torch.rand(n, 50),
+        doped=torch.rand(n, 50),
+        composition=torch.rand(n, 100),
+        mask=torch.ones(n, 56),
+        targets=torch.zeros(n, 56),
+        parent_index=torch.zeros(n, dtype=torch.int64),
+        parents=["p0"],
+        grid=EnergyGrid(0, 200, 50),
+    )
+    save_cache(ds, tmp_path / "coarse.safetensors")
+    with pytest.raises(UserError, match=r"on 50 energy points.*spectra.n_points=100"):
+        PDoSDataModule(str(tmp_path / "coarse.safetensors")).setup("fit")

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from defectnet.data.cache import PDoSDataset, load_cache
-from defectnet.elements import DOPANTS, N_DOPANTS, NOBLE_GASES
+from defectnet.elements import DOPANTS, N_COMPOSITION, N_DOPANTS, NOBLE_GASES
 from defectnet.errors import UserError
 from defectnet.spectra import FWHM_TO_SIGMA
 
@@ -164,6 +164,13 @@ class PDoSDataModule(L.LightningDataModule):
         if self.dataset is not None:
             return
         self.dataset = load_cache(self.path)
+        if self.dataset.grid.n_points != N_COMPOSITION:
+            raise UserError(
+                f"{self.path}: spectra on {self.dataset.grid.n_points} energy points; DefectNet "
+                f"reads three channels of {N_COMPOSITION} (pristine, doped, composition over "
+                f"Z = 1…{N_COMPOSITION}): generate the data set with spectra.n_points="
+                f"{N_COMPOSITION}."
+            )
         if self.augmentation is not None:
             self.augmentation.energy_step = self.dataset.grid.step
         ood, val, test_id = self.fractions

@@ -30,7 +30,7 @@ from defectnet.datagen.recommender import recommend
 from defectnet.datagen.records import RecordShard, read_json, read_shards
 from defectnet.datagen.relax import relax
 from defectnet.datagen.supercell import choose_supercell, substitute
-from defectnet.elements import composition_vector, dopant_index
+from defectnet.elements import N_COMPOSITION, composition_vector, dopant_index
 from defectnet.errors import UserError
 from defectnet.spectra import EnergyGrid, modes_spectrum, weight_outside
 
@@ -407,7 +407,12 @@ def make_references(cfg: DictConfig) -> dict:
 def run_shard(cfg: DictConfig) -> dict:
     """Generate this shard's samples; returns counts of what was done, skipped and failed."""
     shard, num_shards = _check_shard(cfg)
-    grid_from_config(cfg)  # a bad grid is refused before any work
+    if grid_from_config(cfg).n_points != N_COMPOSITION:  # a bad grid is refused before any work
+        raise UserError(
+            f"spectra.n_points={cfg.spectra.n_points}: DefectNet reads three channels of "
+            f"{N_COMPOSITION} points (pristine, doped, composition over Z = 1…{N_COMPOSITION}); "
+            f"set spectra.n_points={N_COMPOSITION}."
+        )
     if cfg.candidates is not None:
         for dopant in cfg.candidates:
             dopant_index(dopant, where="candidates")
