@@ -135,3 +135,10 @@ def test_malformed_inputs_to_each_command(pretrained, tmp_path):
     _refused(
         "generate", "spectra.e_max=-5", f"out_dir={tmp_path / 'gen'}", cwd=tmp_path, expect="e_max"
     )
+    _refused(
+        "generate",
+        "spectra.n_points=50",
+        f"out_dir={tmp_path / 'gen'}",
+        cwd=tmp_path,
+        expect="spectra.n_points=50",
+    )
