@@ -107,7 +107,7 @@ def load_ensemble(spec) -> tuple[list[torch.nn.Module], EnergyGrid, Thresholds, 
 @torch.no_grad()
 def network_members(networks, dm: PDoSDataModule, split: str, open_set: bool = False):
     """[M, N, 56] predictions of every network, with the given or the open-set candidates."""
-    x, mask, *_ = dm.split_tensors(split)
-    if open_set:
-        mask = open_set_mask(x)
+    batch = dm.split_tensors(split)
+    mask = open_set_mask(batch.composition) if open_set else batch.candidates
+    x = batch.inputs()
     return np.stack([net(x, mask)[0].numpy() for net in networks]), mask.numpy()

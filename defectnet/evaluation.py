@@ -27,7 +27,7 @@ from defectnet.elements import DOPANTS
 from defectnet.ensemble import EnsemblePrediction, load_ensemble, network_members
 from defectnet.errors import UserError
 from defectnet.metrics import best_threshold, coverage, split_metrics
-from defectnet.runtime import finish_wandb, instantiate_all
+from defectnet.runtime import finish_wandb, instantiate_all, log_once
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,9 @@ def nnls_predict(dm: PDoSDataModule, split: str, references: dict[str, dict]) ->
     """Unmix each difference spectrum (doped − pristine) as a non-negative mix of the host's
     single-dopant difference spectra scaled to unit concentration; candidates without a
     reference get 0."""
-    x, mask, _, _, parent_index = dm.split_tensors(split)
-    parents = [dm.dataset.parents[i] for i in parent_index.tolist()]
+    batch = dm.split_tensors(split)
+    mask, spectra = batch.candidates, batch.spectra
+    parents = [dm.dataset.parents[i] for i in batch.parent.tolist()]
     pred = np.zeros(mask.shape, dtype=np.float64)
     for row, parent in enumerate(parents):
         ref = references.get(parent)
@@ -71,7 +72,7 @@ def nnls_predict(dm: PDoSDataModule, split: str, references: dict[str, dict]) ->
                 slots.append(slot)
         if not cols:
             continue
-        diff = (x[row, 1] - x[row, 0]).numpy().astype(np.float64)
+        diff = (spectra[row, 1] - spectra[row, 0]).numpy().astype(np.float64)
         conc, _ = nnls(np.stack(cols, axis=1), diff)
         pred[row, slots] = np.clip(conc, 0, 1)
     return pred
@@ -81,7 +82,8 @@ def per_sample_table(dm: PDoSDataModule, split: str, pred: np.ndarray) -> list[d
     """Each sample of a split: id, parent, true and predicted concentration per candidate."""
     idx = getattr(dm.splits, split)
     ids = dm.dataset.meta.get("sample_ids")
-    _, mask, target, *_ = dm.split_tensors(split)
+    batch = dm.split_tensors(split)
+    mask, target = batch.candidates, batch.targets
     rows = []
     for row, i in enumerate(idx):
         slots = np.flatnonzero(mask[row].numpy())
@@ -97,7 +99,7 @@ def per_sample_table(dm: PDoSDataModule, split: str, pred: np.ndarray) -> list[d
 
 
 def train_mean_predict(dm: PDoSDataModule, split: str) -> np.ndarray:
-    _, mask, *_ = dm.split_tensors(split)
+    mask = dm.split_tensors(split).candidates
     return (dm.train_mean()[None] * mask).numpy()
 
 
@@ -142,6 +144,7 @@ def evaluate(cfg: DictConfig) -> dict:
     """DefectNet (one checkpoint or a deep ensemble) against the MLP baseline, NNLS unmixing
     and the training mean on test-ID and test-OOD; open-set identification and interval
     coverage; metrics.json, comparison.md and figures in the run folder."""
+    log_once()
     from defectnet.plots import error_profile_plot, quartile_parity_plot
 
     dm: PDoSDataModule = instantiate(cfg.data)
@@ -170,8 +173,8 @@ def evaluate(cfg: DictConfig) -> dict:
     methods["training mean"] = lambda s: train_mean_predict(dm, s)
 
     def truth(split):
-        _, mask, target, *_ = dm.split_tensors(split)
-        return target.numpy(), mask.numpy()
+        batch = dm.split_tensors(split)
+        return batch.targets.numpy(), batch.candidates.numpy()
 
     has_val = len(dm.splits.val) > 0
     thresholds = {

@@ -23,7 +23,7 @@ from defectnet.errors import UserError
 from defectnet.metrics import best_threshold, masked_rmse
 from defectnet.model.checkpoint import Thresholds, pretrained_network_config, record_thresholds
 from defectnet.model.lit_module import DefectNetModule
-from defectnet.runtime import finish_wandb, instantiate_all
+from defectnet.runtime import finish_wandb, instantiate_all, log_once
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +79,15 @@ def use_pretrained_shape(cfg: DictConfig) -> None:
 def predict_split(module: DefectNetModule, dm: PDoSDataModule, split: str) -> dict:
     """Predictions, targets and masks of one split, on CPU, outside the trainer."""
     module.eval()
-    x, mask, target, *_ = dm.split_tensors(split)
-    pred, _ = module.to("cpu")(x, mask)
-    return {"pred": pred, "target": target, "mask": mask}
+    batch = dm.split_tensors(split)
+    pred, _ = module.to("cpu")(batch.inputs(), batch.candidates)
+    return {"pred": pred, "target": batch.targets, "mask": batch.candidates}
 
 
 def baseline_rmse(dm: PDoSDataModule, split: str) -> float:
     """The trivial baseline: each candidate gets its mean training concentration."""
-    _, mask, target, *_ = dm.split_tensors(split)
+    batch = dm.split_tensors(split)
+    mask, target = batch.candidates, batch.targets
     return masked_rmse(dm.train_mean()[None].expand_as(target) * mask, target, mask)
 
 
@@ -139,7 +140,7 @@ def validation_thresholds(module: DefectNetModule, dm: PDoSDataModule) -> Thresh
     candidates and with every non-host element offered (prediction's open set); the same
     choice the evaluation makes."""
     module.eval().to("cpu")
-    target = dm.split_tensors("val")[2].numpy()
+    target = dm.split_tensors("val").targets.numpy()
     chosen = []
     for open_set in (False, True):
         answers, mask = network_members([module.model], dm, "val", open_set=open_set)
@@ -155,6 +156,7 @@ def run_checkpoints(trainer: L.Trainer) -> list[Path]:
 
 def train(cfg: DictConfig) -> dict:
     """Fit, test, compare with the baseline; returns every metric as a float."""
+    log_once()
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True)
     out_dir = Path(cfg.paths.output_dir)

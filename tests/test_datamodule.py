@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from defectnet.data.datamodule import SpectrumAugmentation, split_indices
+from defectnet.data.datamodule import Batch, SpectrumAugmentation, split_indices
 
 
 def test_ood_split_holds_out_whole_parents_and_is_deterministic():
@@ -23,21 +23,24 @@ def test_ood_split_holds_out_whole_parents_and_is_deterministic():
 
 def test_augmentation_adds_only_absent_non_host_distractors_and_keeps_area():
     torch.manual_seed(0)
-    x = torch.rand(16, 3, 100)
-    x[:, 2] = 0
-    x[:, 2, 13] = 1.0  # host: Si
-    x[:, :2] /= x[:, :2].sum(-1, keepdim=True) * 2.0
+    spectra = torch.rand(16, 2, 100)
+    spectra /= spectra.sum(-1, keepdim=True) * 2.0
+    composition = torch.zeros(16, 100)
+    composition[:, 13] = 1.0  # host: Si
     mask = torch.zeros(16, 56)
     mask[:, 31] = 1
     targets = mask * 0.1
+    n, parent = torch.ones(16), torch.zeros(16)
     aug = SpectrumAugmentation(extra_distractors=3, counts=1e5, max_extra_fwhm=4.0, energy_step=2.0)
-    x2, m2, t2 = aug(x, mask, targets)
+    out = aug(Batch(spectra, composition, mask, targets, n, parent))
+    m2, t2 = out.candidates, out.targets
     added = m2 - mask
     assert (added >= 0).all() and added.sum() > 0
     assert (added[:, 13] == 0).all()  # never the host element
     assert (added[:, [1, 9, 17, 35, 53]] == 0).all()  # never a noble gas
     assert (t2[added == 1] == 0).all()
-    assert torch.allclose(x2[:, :2].sum(-1) * 2.0, torch.ones(16, 2), atol=1e-4)
+    assert torch.allclose(out.spectra.sum(-1) * 2.0, torch.ones(16, 2), atol=1e-4)
+    assert torch.equal(out.composition, composition) and torch.equal(out.targets, targets)
 
 
 def test_a_data_set_off_the_100_point_grid_is_refused_where_it_is_read(tmp_path):

@@ -8,7 +8,7 @@ import torch
 from omegaconf import open_dict
 
 from defectnet.data.cache import PDoSDataset, save_cache
-from defectnet.data.datamodule import PDoSDataModule, SpectrumAugmentation, open_set_mask
+from defectnet.data.datamodule import Batch, PDoSDataModule, SpectrumAugmentation, open_set_mask
 from defectnet.elements import DOPANTS, candidate_vector, composition_vector
 from defectnet.evaluation import evaluate, load_references, nnls_predict
 from defectnet.metrics import best_threshold, coverage, split_metrics
@@ -89,15 +89,15 @@ def test_nnls_unmixes_a_linear_mixture_exactly(tmp_path):
 
 
 def test_open_set_mask_and_augmentation_offer_every_non_host_element():
-    x = torch.zeros(2, 3, 100)
-    x[:, 2] = torch.tensor(composition_vector(["Ga", "As"]))
-    mask = open_set_mask(x)
+    composition = torch.tensor(composition_vector(["Ga", "As"])).repeat(2, 1)
+    mask = open_set_mask(composition)
     offered = {DOPANTS[i] for i in torch.nonzero(mask[0]).flatten().tolist()}
     assert "Ga" not in offered and "As" not in offered and "Ar" not in offered
     assert len(offered) == 56 - 5 - 2
     aug = SpectrumAugmentation(open_set=1.0)
-    _, augmented, _ = aug(x, torch.zeros(2, 56), torch.zeros(2, 56))
-    assert torch.equal(augmented, mask)
+    zeros = torch.zeros(2, 56)
+    batch = Batch(torch.zeros(2, 2, 100), composition, zeros, zeros, zeros[:, 0], zeros[:, 0])
+    assert torch.equal(aug(batch).candidates, mask)
 
 
 def test_interval_scale_widens_an_overconfident_ensemble_to_its_level():

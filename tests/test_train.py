@@ -72,13 +72,14 @@ def test_presence_thresholds_are_chosen_on_validation_and_stored(train_cfg):
     net = load_network(paths[0])[0]  # the best epoch, on which they were chosen
     dm = instantiate(cfg.data)
     dm.setup("fit")
-    x, mask, target, *_ = dm.split_tensors("val")
+    val = dm.split_tensors("val")
 
     def f1(offered, threshold):
-        pred = net(x, offered)[0].detach().numpy()
-        return split_metrics(pred, target.numpy(), offered.numpy(), threshold)["f1"]
+        pred = net(val.inputs(), offered)[0].detach().numpy()
+        return split_metrics(pred, val.targets.numpy(), offered.numpy(), threshold)["f1"]
 
-    for offered, t in ((mask, chosen["guided"]), (open_set_mask(x), chosen["open_set"])):
+    guided, open_set = val.candidates, open_set_mask(val.composition)
+    for offered, t in ((guided, chosen["guided"]), (open_set, chosen["open_set"])):
         assert f1(offered, t) >= max(f1(offered, other) for other in (0.0, 0.005, 0.02, 0.05))
 
 
@@ -115,9 +116,15 @@ def test_multirun_sweeps_d_model(tmp_path):
         "model.model.d_model=64,128",
         f"hydra.sweep.dir={tmp_path}",
     ]
-    subprocess.run(cmd, check=True, capture_output=True, cwd=tmp_path, timeout=600)
+    done = subprocess.run(
+        cmd, check=True, capture_output=True, text=True, cwd=tmp_path, timeout=600
+    )
     runs = sorted(p.parent for p in tmp_path.glob("*/metrics.json"))
     assert [p.name for p in runs] == ["0", "1"]
+    # every log line once (Lightning's own handler printed each twice), one test table per run
+    output = done.stdout + done.stderr
+    assert output.count("GPU available") == 2 and output.count("test metrics:") == 2
+    assert "DataLoader 1" not in output
     overrides = [(p / ".hydra" / "overrides.yaml").read_text() for p in runs]
     assert "model.model.d_model=64" in overrides[0] and "model.model.d_model=128" in overrides[1]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import lightning as L
 import numpy as np
@@ -24,11 +25,31 @@ TEST_SPLITS = ("test_id", "test_ood")
 PROPOSABLE_MASK = torch.tensor([s not in NOBLE_GASES for s in DOPANTS], dtype=torch.bool)
 
 
-def open_set_mask(spectra: torch.Tensor) -> torch.Tensor:
+class Batch(NamedTuple):
+    """What the DataModule serves, a batch or a whole split: the contract between the cache and
+    everything that trains, evaluates or predicts."""
+
+    spectra: torch.Tensor  # [B, 2, P] pristine and doped PDoS on the data set's grid
+    composition: torch.Tensor  # [B, 100] host composition over Z = 1…100
+    candidates: torch.Tensor  # [B, 56] offered dopants (0/1)
+    targets: torch.Tensor  # [B, 56] concentrations (0 for absent candidates)
+    n_dopants: torch.Tensor  # [B] dopants present
+    parent: torch.Tensor  # [B] index into the data set's parents
+
+    def inputs(self) -> torch.Tensor:
+        """[B, 3, P]: the network's three channels (pristine, doped, composition)."""
+        return torch.cat([self.spectra, self.composition[:, None]], dim=1)
+
+
+def open_set_mask(composition: torch.Tensor) -> torch.Tensor:
     """[B, 56] candidates of the open-set mode: every non-noble-gas vocabulary element that is
-    not an element of the host (read from the composition channel)."""
-    host = spectra[:, 2, :N_DOPANTS] > 0
-    return (PROPOSABLE_MASK.to(spectra.device)[None] & ~host).to(spectra.dtype)
+    not an element of the host (``composition`` [B, 100])."""
+    host = composition[:, :N_DOPANTS] > 0
+    return (PROPOSABLE_MASK.to(composition.device)[None] & ~host).to(composition.dtype)
+
+
+def collate(samples) -> Batch:
+    return Batch(*torch.utils.data.default_collate(samples))
 
 
 @dataclass
@@ -76,7 +97,7 @@ def split_indices(
 
 
 class SpectrumAugmentation:
-    """Training-time perturbations of a batch (spectra, mask, targets).
+    """Training-time perturbations of a batch (its spectra and candidates).
 
     * ``extra_distractors``: up to this many extra candidates per sample that are absent
       (target 0) and not host elements, so the model learns to send distractors to zero;
@@ -100,24 +121,24 @@ class SpectrumAugmentation:
         self.open_set = open_set
         self.energy_step = energy_step
 
-    def __call__(self, x: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor):
-        x = x.clone()
+    def __call__(self, batch: Batch) -> Batch:
+        spectra, mask = batch.spectra.clone(), batch.candidates
         if self.extra_distractors > 0:
-            mask = self._add_distractors(x, mask)
+            mask = self._add_distractors(batch.composition, mask)
         if self.open_set > 0:
             rows = torch.rand(mask.shape[0], 1, device=mask.device) < self.open_set
-            mask = torch.where(rows, open_set_mask(x), mask)
+            mask = torch.where(rows, open_set_mask(batch.composition), mask)
         if self.max_extra_fwhm > 0:
-            x[:, :2] = self._smooth(x[:, :2])
+            spectra = self._smooth(spectra)
         if self.counts:
-            spec = x[:, :2].clamp_min(0)
+            spec = spectra.clamp_min(0)
             sigma = torch.sqrt(spec / (self.counts * self.energy_step))
             noisy = (spec + sigma * torch.randn_like(spec)).clamp_min(0)
-            x[:, :2] = noisy / (noisy.sum(-1, keepdim=True) * self.energy_step).clamp_min(1e-12)
-        return x, mask, targets
+            spectra = noisy / (noisy.sum(-1, keepdim=True) * self.energy_step).clamp_min(1e-12)
+        return batch._replace(spectra=spectra, candidates=mask)
 
-    def _add_distractors(self, x, mask):
-        allowed = (open_set_mask(x) > 0) & (mask == 0)
+    def _add_distractors(self, composition, mask):
+        allowed = (open_set_mask(composition) > 0) & (mask == 0)
         scores = torch.rand_like(mask).masked_fill(~allowed, -1.0)
         k = torch.randint(0, self.extra_distractors + 1, (mask.shape[0], 1), device=mask.device)
         rank = scores.argsort(dim=1, descending=True).argsort(dim=1)
@@ -135,7 +156,7 @@ class SpectrumAugmentation:
 
 
 class PDoSDataModule(L.LightningDataModule):
-    """Serves (spectra [3, 100], candidate mask [56], targets [56], n_dopants, parent index)."""
+    """Serves ``Batch``es of the cached data set's train / val / test-ID / test-OOD splits."""
 
     def __init__(
         self,
@@ -185,7 +206,12 @@ class PDoSDataModule(L.LightningDataModule):
         )
         ds = self.dataset
         self._tensors = TensorDataset(
-            ds.inputs(), ds.mask, ds.targets, (ds.targets > 0).sum(dim=1), ds.parent_index
+            torch.stack([ds.pristine, ds.doped], dim=1),
+            ds.composition,
+            ds.mask,
+            ds.targets,
+            (ds.targets > 0).sum(dim=1),
+            ds.parent_index,
         )
 
     def _loader(self, idx: np.ndarray, shuffle: bool) -> DataLoader:
@@ -196,6 +222,7 @@ class PDoSDataModule(L.LightningDataModule):
             shuffle=shuffle,
             num_workers=self.num_workers,
             drop_last=False,
+            collate_fn=collate,
             persistent_workers=self.num_workers > 0,
         )
 
@@ -216,9 +243,9 @@ class PDoSDataModule(L.LightningDataModule):
             self._loader(self.splits.test_ood, shuffle=False),
         ]
 
-    def split_tensors(self, split: str) -> tuple[torch.Tensor, ...]:
-        """(spectra, mask, targets, n_dopants, parent index) of one split, whole."""
-        return self._tensors[torch.as_tensor(getattr(self.splits, split))]
+    def split_tensors(self, split: str) -> Batch:
+        """One split, whole, as a ``Batch``."""
+        return Batch(*self._tensors[torch.as_tensor(getattr(self.splits, split))])
 
     def train_mean(self) -> torch.Tensor:
         """Per-dopant mean concentration over training samples where it is a candidate."""
@@ -228,7 +255,5 @@ class PDoSDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if self.augmentation is not None and self.trainer is not None and self.trainer.training:
-            x, mask, targets, n_dop, parent = batch
-            x, mask, targets = self.augmentation(x, mask, targets)
-            batch = (x, mask, targets, n_dop, parent)
+            batch = self.augmentation(batch)
         return batch

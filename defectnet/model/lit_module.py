@@ -7,7 +7,7 @@ from collections.abc import Callable
 import lightning as L
 from torch import nn
 
-from defectnet.data.datamodule import TEST_SPLITS
+from defectnet.data.datamodule import TEST_SPLITS, Batch
 from defectnet.metrics import SplitMetrics, masked_mse
 from defectnet.model.checkpoint import checkpoint_entry
 
@@ -39,10 +39,10 @@ class DefectNetModule(L.LightningModule):
     def forward(self, spectra, candidates):
         return self.model(spectra, candidates)
 
-    def _step(self, batch):
-        x, mask, target, n_dopants, _ = batch
-        pred, attention = self(x, mask)
-        return pred, masked_mse(pred, target, mask), mask, target, n_dopants, attention
+    def _step(self, batch: Batch):
+        pred, attention = self(batch.inputs(), batch.candidates)
+        loss = masked_mse(pred, batch.targets, batch.candidates)
+        return pred, loss, batch.candidates, batch.targets, batch.n_dopants, attention
 
     def training_step(self, batch, batch_idx):
         _, loss, *_ = self._step(batch)
@@ -52,14 +52,14 @@ class DefectNetModule(L.LightningModule):
             on_step=False,
             on_epoch=True,
             prog_bar=True,
-            batch_size=batch[0].shape[0],
+            batch_size=batch.targets.shape[0],
             sync_dist=True,
         )
         return loss
 
     def validation_step(self, batch, batch_idx):
         pred, loss, mask, target, n_dop, _ = self._step(batch)
-        self.log("val/loss", loss, prog_bar=True, batch_size=batch[0].shape[0], sync_dist=True)
+        self.log("val/loss", loss, prog_bar=True, batch_size=batch.targets.shape[0], sync_dist=True)
         self.val_metrics.update(pred, target, mask, n_dop)
 
     def on_validation_epoch_end(self):
