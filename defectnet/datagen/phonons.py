@@ -10,11 +10,15 @@ Two methods behind one interface, chosen by the ``phonons`` config group:
   the pristine ones, then the acoustic sum rule and index symmetry are restored. A dopant at
   0.2–25 % perturbs the force constants only near itself, so this costs a few percent of
   ``full`` for the same spectrum (``scripts/bench_phonons.py`` measures both).
+- ``SuperposedForceConstants`` (``superposed``): a per-host library of defect patches
+  (``defect_library``), computed once per (dopant, kind of site) in a dilute cell, summed onto
+  the pristine force constants of each doped cell: no force call and no relaxation per sample.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from ase import Atoms
@@ -69,6 +73,7 @@ class FiniteDisplacement:
     """
 
     name = "full"
+    relaxes_samples = True  # each doped cell is relaxed before its phonons
 
     def __init__(
         self,
@@ -94,6 +99,10 @@ class FiniteDisplacement:
             "symprec": self.symprec,
             "symmetrize_fc": self.symmetrize_fc,
         }
+
+    def settings_kwargs(self) -> dict:
+        """This method's finite-displacement settings as constructor arguments."""
+        return {k: v for k, v in FiniteDisplacement.settings(self).items() if k != "method"}
 
     def phonopy(self, unitcell: Atoms, matrix: np.ndarray, forcefield: ForceField):
         """A ``Phonopy`` object with force constants computed from displaced supercells."""
@@ -128,7 +137,9 @@ class FiniteDisplacement:
             projections=self.projections,
         )
 
-    def host_reference(self, pristine: Atoms, forcefield: ForceField) -> HostForceConstants | None:
+    def host_reference(
+        self, pristine: Atoms, forcefield: ForceField, **_
+    ) -> HostForceConstants | None:
         """What the method needs from the pristine supercell, once per parent: nothing here."""
         return None
 
@@ -170,7 +181,7 @@ class EmbeddedForceConstants(FiniteDisplacement):
     def settings(self) -> dict:
         return {**super().settings(), "cutoff": self.cutoff}
 
-    def host_reference(self, pristine: Atoms, forcefield: ForceField) -> HostForceConstants:
+    def host_reference(self, pristine: Atoms, forcefield: ForceField, **_) -> HostForceConstants:
         phonon = self.phonopy(pristine, np.eye(3, dtype=int), forcefield)
         return HostForceConstants(
             pristine.numbers.copy(), np.asarray(phonon.force_constants), len(phonon.displacements)
@@ -262,3 +273,103 @@ def mesh_modes(phonon, mesh: float, n_displacements: int, projections: bool = Fa
             el: per_atom[:, symbols == el, :].sum(axis=1).ravel() for el in dict.fromkeys(symbols)
         }
     return Modes(freqs.ravel(), weights.ravel(), n_displacements, len(phonon.unitcell), shares)
+
+
+class SuperposedForceConstants(FiniteDisplacement):
+    """Doped cells from a per-host library of defect patches: no force call per sample.
+
+    Once per parent (``host_reference``): the pristine force constants of the doped samples'
+    supercell (symmetry-reduced displacements), and for every candidate dopant and kind of site
+    a patch from a dilute cell of ``patch_atoms`` atoms (``defect_library``). Per sample: the
+    patches summed onto the pristine force constants; the sample is not relaxed (the patches'
+    relaxation displacements give its recorded structure).
+    """
+
+    name = "superposed"
+    relaxes_samples = False
+
+    def __init__(self, cutoff: float = 5.0, patch_atoms: tuple[int, int] = (64, 128), **kwargs):
+        super().__init__(**kwargs)
+        if cutoff <= 0:
+            raise UserError(f"phonons.cutoff must be > 0 Å, got {cutoff}.")
+        self.cutoff = float(cutoff)
+        self.patch_atoms = (int(patch_atoms[0]), int(patch_atoms[1]))
+
+    def settings(self) -> dict:
+        return {**super().settings(), "cutoff": self.cutoff, "patch_atoms": list(self.patch_atoms)}
+
+    def host_reference(
+        self,
+        pristine: Atoms,
+        forcefield: ForceField,
+        host: Atoms | None = None,
+        candidates=(),
+        store: Path | None = None,
+        relax=None,
+        settings: dict | None = None,
+    ):
+        """The parent's library: loaded from ``store`` when it holds one made with the same
+        settings, completed with any missing patch, saved after each new patch."""
+        from defectnet.datagen.defect_library import (
+            DefectLibrary,
+            host_site_of,
+            load_library,
+            make_patch,
+            primitive_index,
+            save_library,
+        )
+        from defectnet.datagen.supercell import choose_supercell
+
+        if host is None or relax is None:
+            raise ValueError("superposed phonons need the host cell and a relaxation")
+        settings = {**self.settings(), **(settings or {})}
+        library = load_library(store, settings) if store else None
+        site_class = primitive_index(host)
+        if library is None:
+            phonon = self.phonopy(pristine, np.eye(3, dtype=int), forcefield)
+            library = DefectLibrary(
+                pristine.copy(),
+                np.asarray(phonon.force_constants),
+                len(phonon.displacements) + (self.plusminus is False),
+                site_class[host_site_of(pristine, host)],
+            )
+            if store:
+                save_library(store, library, settings)
+        wanted = [
+            (c.dopant, int(k))
+            for c in candidates
+            for k in sorted(set(site_class[np.array(host.get_chemical_symbols()) == c.replaces]))
+        ]
+        missing = [key for key in wanted if key not in library.patches]
+        if not missing:
+            return library
+        _, dilute = choose_supercell(host, *self.patch_atoms, where="phonons.patch_atoms")
+        dilute_class = site_class[host_site_of(dilute, host)]
+        phonon = self.phonopy(dilute, np.eye(3, dtype=int), forcefield)
+        dilute_fc = HostForceConstants(
+            dilute.numbers.copy(), np.asarray(phonon.force_constants), len(phonon.displacements)
+        )
+        library.n_displacements += dilute_fc.n_displacements + (self.plusminus is False)
+        embedded = EmbeddedForceConstants(self.cutoff, **self.settings_kwargs())
+        for dopant, kind in missing:
+            site = int(np.flatnonzero(dilute_class == kind)[0])
+            library.patches[(dopant, kind)] = make_patch(
+                dilute, site, dopant, dilute_fc, forcefield, relax, embedded
+            )
+            if store:
+                save_library(store, library, settings)
+        return library
+
+    def doped_modes(self, doped: Atoms, reference, forcefield: ForceField) -> Modes:
+        from phonopy import Phonopy
+
+        if reference is None:
+            raise ValueError("superposed phonons need the host's defect library (host_reference)")
+        phonon = Phonopy(
+            to_phonopy_atoms(doped),
+            supercell_matrix=np.eye(3, dtype=int),
+            primitive_matrix=np.eye(3),
+            symprec=self.symprec,
+        )
+        phonon.force_constants = reference.doped_force_constants(doped)
+        return mesh_modes(phonon, self.mesh, n_displacements=0, projections=self.projections)

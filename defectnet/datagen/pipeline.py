@@ -118,11 +118,23 @@ class Context:
             self._hosts[parent.id] = (host, candidates, supercell)
         return self._hosts[parent.id]
 
-    def host_reference(self, parent: Parent, supercell: Atoms):
+    def host_reference(self, parent: Parent, host: Atoms, candidates, supercell: Atoms):
         """What the phonon method needs from the pristine supercell (embedded: its force
-        constants), computed once per parent and run."""
+        constants; superposed: the parent's defect library, kept in ``library/<id>``),
+        computed once per parent and run."""
         if parent.id not in self._references:
-            self._references[parent.id] = self.phonons.host_reference(supercell, self.forcefield)
+            self._references[parent.id] = self.phonons.host_reference(
+                supercell,
+                self.forcefield,
+                host=host,
+                candidates=candidates,
+                store=self.out_dir / "library" / f"{parent.id}.safetensors",
+                relax=lambda atoms: self.relax(atoms, self.cfg.relax).atoms,
+                settings={
+                    "calculator": self.forcefield.describe(),
+                    "relax": OmegaConf.to_container(self.cfg.relax, resolve=True),
+                },
+            )
         return self._references[parent.id]
 
     def relax(self, atoms: Atoms, settings: DictConfig):
@@ -135,6 +147,14 @@ class Context:
             relax_cell=settings.relax_cell,
             optimizer=settings.optimizer,
         )
+
+    def relaxed_doped(self, doped: Atoms, reference) -> tuple[Atoms, dict]:
+        """The doped cell relaxed with the force field, or, when the phonon method builds
+        samples from a defect library, with the library's relaxation around each dopant."""
+        if self.phonons.relaxes_samples:
+            relaxed = self.relax(doped, self.cfg.relax)
+            return relaxed.atoms, relaxed.summary()
+        return reference.relaxed_estimate(doped), {"steps": 0, "from": "defect library"}
 
     def spectra_settings(self) -> dict:
         """How the record's spectra were made: grid, resolution, weighting (consolidate checks
@@ -219,18 +239,18 @@ def make_sample(ctx: Context, parent: Parent, parent_state: dict, index: int) ->
     sub = substitute(supercell, candidates, rng, **OmegaConf.to_container(cfg.sampling))
     timing["setup_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    relaxed = ctx.relax(sub.atoms, cfg.relax)
-    timing["relax_s"] = time.perf_counter() - t1
+    reference = ctx.host_reference(parent, host, candidates, supercell)
+    timing["host_phonons_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    reference = ctx.host_reference(parent, supercell)
-    timing["host_phonons_s"] = time.perf_counter() - t2
+    structure, relax_summary = ctx.relaxed_doped(sub.atoms, reference)
+    timing["relax_s"] = time.perf_counter() - t2
     t3 = time.perf_counter()
-    modes = ctx.phonons.doped_modes(relaxed.atoms, reference, ctx.forcefield)
+    modes = ctx.phonons.doped_modes(structure, reference, ctx.forcefield)
     timing["phonons_s"] = time.perf_counter() - t3
     timing["total_s"] = time.perf_counter() - t0
     return {
         "n_atoms": len(sub.atoms),
-        "doped_formula": relaxed.atoms.get_chemical_formula(),
+        "doped_formula": structure.get_chemical_formula(),
         "counts": sub.counts,
         "concentrations": sub.concentrations,
         "candidates": [c.as_dict() for c in sub.candidates],
@@ -238,12 +258,13 @@ def make_sample(ctx: Context, parent: Parent, parent_state: dict, index: int) ->
         "pristine": parent_state["pristine"],
         "doped": ctx.spectrum(modes).tolist(),
         "spectra": ctx.spectra_settings(),
-        "structure": atoms_to_dict(relaxed.atoms, decimals=5),
+        "structure": atoms_to_dict(structure, decimals=5),
         "composition": composition_vector(host.get_chemical_symbols()).tolist(),
-        "relax": relaxed.summary(),
+        "relax": relax_summary,
         "phonons": {
             "n_displacements": modes.n_displacements,
             "host_displacements": getattr(reference, "n_displacements", 0),
+            "library_calls": getattr(reference, "library_calls", 0),
             "min_energy_mev": modes.min_energy,
             "weight_above_grid": weight_outside(modes.energies_mev, ctx.grid, modes.weights),
         },
@@ -381,15 +402,15 @@ def make_references(cfg: DictConfig) -> dict:
             "dopants": {},
             "failed": {},
         }
-        _, candidates, supercell = ctx.host_setup(parent, state)
-        reference = ctx.host_reference(parent, supercell)
+        host, candidates, supercell = ctx.host_setup(parent, state)
+        reference = ctx.host_reference(parent, host, candidates, supercell)
         for cand in candidates:
             if cand.dopant in ref["dopants"] or cand.dopant in ref["failed"]:
                 continue
             try:
                 cell = single_dopant_cell(supercell, cand.dopant, cand.replaces)
-                relaxed = ctx.relax(cell, cfg.relax)
-                modes = ctx.phonons.doped_modes(relaxed.atoms, reference, ctx.forcefield)
+                structure, _ = ctx.relaxed_doped(cell, reference)
+                modes = ctx.phonons.doped_modes(structure, reference, ctx.forcefield)
                 ref["dopants"][cand.dopant] = {
                     "replaces": cand.replaces,
                     "concentration": 1 / len(cell),

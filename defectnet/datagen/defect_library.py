@@ -1,0 +1,238 @@
+"""A per-host library of defect force-constant patches, superposed into doped cells of any size.
+
+A substituted dopant changes the force constants only near itself, and that change is the same
+in every sample that holds the dopant on that kind of site. So it is computed once per (host,
+dopant, site): a dilute cell with one substitution is relaxed, the atoms within ``cutoff`` of
+the dopant are displaced (symmetry-reduced; the other rows come from the pristine dilute cell,
+as ``phonons=embedded`` does), and the patch keeps ΔΦ = doped − pristine on every pair that
+involves a displaced atom, keyed by the atoms' positions relative to the dopant, together with
+the relaxation displacements around it. A doped cell is then assembled without any force call:
+the pristine force constants of that cell plus one patch on every substituted site, then the
+acoustic sum rule and index symmetry restored.
+
+Sites are told apart by their atom of the primitive cell (``mapping_to_primitive``): sites
+related by a lattice translation share a patch, sites related only by a rotation get their own.
+The library of one parent is one safetensors file, rewritten atomically after every patch, so a
+killed build resumes without recomputing what it finished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from defectnet.atomic import atomic_path
+from defectnet.datagen.calculators import ForceField
+from defectnet.errors import UserError
+
+log = logging.getLogger(__name__)
+LIBRARY_FORMAT = "1"
+
+
+@dataclass
+class Patch:
+    """ΔΦ of one dopant on one kind of site, over the atoms it touches."""
+
+    vectors: np.ndarray  # [K, 3] pristine positions relative to the dopant (Å)
+    near: np.ndarray  # [K] displaced atoms (within the cutoff); ΔΦ is zero on other pairs
+    delta: np.ndarray  # [K, K, 3, 3] eV/Å²
+    relaxation: np.ndarray  # [K, 3] displacement of each atom on relaxation (Å)
+    n_calls: int
+    seconds: float
+
+
+def primitive_index(host: Atoms, symprec: float = 1e-3) -> np.ndarray:
+    """For each atom of the host cell, its atom of the primitive cell."""
+    import spglib
+
+    cell = (host.cell[:], host.get_scaled_positions(), host.numbers)
+    data = spglib.get_symmetry_dataset(cell, symprec=symprec)
+    if data is None:
+        return np.arange(len(host))
+    return np.asarray(data.mapping_to_primitive)
+
+
+def host_site_of(atoms: Atoms, host: Atoms) -> np.ndarray:
+    """For each atom of a supercell of ``host`` (pristine positions), its atom of ``host``."""
+    frac = atoms.positions @ np.linalg.inv(host.cell[:])
+    diff = frac[:, None, :] - host.get_scaled_positions()[None, :, :]
+    diff -= np.round(diff)
+    dist = np.linalg.norm(diff @ host.cell[:], axis=2)
+    site = dist.argmin(axis=1)
+    if dist[np.arange(len(atoms)), site].max() > 0.05:
+        raise ValueError("the supercell's atoms do not sit on the host cell's sites")
+    return site
+
+
+def wrap_to_atoms(atoms: Atoms, origin: int, vectors: np.ndarray, tol: float = 0.2) -> np.ndarray:
+    """Index of the atom at ``positions[origin] + vector`` (periodic images folded) for each
+    vector, or -1 where no atom is there."""
+    cell = atoms.cell[:]
+    target = atoms.positions[origin] + vectors
+    diff = (target @ np.linalg.inv(cell))[:, None, :] - atoms.get_scaled_positions()[None]
+    diff -= np.round(diff)
+    dist = np.linalg.norm(diff @ cell, axis=2)
+    index = dist.argmin(axis=1)
+    return np.where(dist[np.arange(len(vectors)), index] < tol, index, -1)
+
+
+@dataclass
+class DefectLibrary:
+    """The pristine force constants of the doped supercell and the patches of one parent."""
+
+    pristine: Atoms  # the doped samples' pristine supercell
+    force_constants: np.ndarray  # [N, N, 3, 3] of ``pristine``
+    n_displacements: int  # force calls for ``force_constants``
+    site_class: np.ndarray  # [N] primitive-cell atom of each site of ``pristine``
+    patches: dict[tuple[str, int], Patch] = field(default_factory=dict)
+
+    @property
+    def library_calls(self) -> int:
+        return self.n_displacements + sum(p.n_calls for p in self.patches.values())
+
+    def patch_at(self, dopant: str, site: int) -> Patch:
+        key = (dopant, int(self.site_class[site]))
+        if key not in self.patches:
+            known = sorted({d for d, _ in self.patches})
+            raise UserError(
+                f"phonons=superposed: no patch for {dopant} on site class {key[1]} of this host "
+                f"(library holds {known}); a sample may only use the host's candidates."
+            )
+        return self.patches[key]
+
+    def doped_force_constants(self, doped: Atoms) -> np.ndarray:
+        """Pristine force constants plus one patch on every substituted site; acoustic sum
+        rule and index symmetry restored."""
+        from phonopy.harmonic.force_constants import symmetrize_force_constants
+
+        fc = np.array(self.force_constants, dtype=np.float64)
+        for site in np.flatnonzero(doped.numbers != self.pristine.numbers):
+            patch = self.patch_at(doped[site].symbol, site)
+            index = wrap_to_atoms(self.pristine, site, patch.vectors)
+            keep = index >= 0
+            idx = index[keep]
+            np.add.at(fc, (idx[:, None], idx[None, :]), patch.delta[np.ix_(keep, keep)])
+        symmetrize_force_constants(fc, level=2)
+        return fc
+
+    def relaxed_estimate(self, doped: Atoms) -> Atoms:
+        """The doped cell with every patch's relaxation displacements added (no force call)."""
+        out = doped.copy()
+        for site in np.flatnonzero(doped.numbers != self.pristine.numbers):
+            patch = self.patch_at(doped[site].symbol, site)
+            index = wrap_to_atoms(self.pristine, site, patch.vectors)
+            keep = index >= 0
+            np.add.at(out.positions, index[keep], patch.relaxation[keep])
+        return out
+
+
+def make_patch(
+    dilute: Atoms,
+    site: int,
+    dopant: str,
+    pristine_fc,
+    forcefield: ForceField,
+    relax: Callable[[Atoms], Atoms],
+    embedded,
+    threshold: float = 1e-4,
+) -> Patch:
+    """One dopant on ``site`` of the pristine ``dilute`` cell: relax, recompute the rows of the
+    atoms within the cutoff, keep ΔΦ on the pairs they touch."""
+    t0 = time.perf_counter()
+    doped = dilute.copy()
+    doped[site].symbol = dopant
+    relaxed = relax(doped)
+    phonon, n_calls = embedded.phonopy_doped(relaxed, pristine_fc, forcefield)
+    delta = np.asarray(phonon.force_constants) - pristine_fc.force_constants
+    near = dilute.get_distances(site, np.arange(len(dilute)), mic=True) <= embedded.cutoff
+    touched = near | (np.abs(delta[near]).max(axis=(0, 2, 3)) > threshold)
+    pairs = near[touched][:, None] | near[touched][None, :]
+    sub = delta[np.ix_(touched, touched)] * pairs[:, :, None, None]
+    vectors = dilute.get_distances(site, np.flatnonzero(touched), mic=True, vector=True)
+    moved = relaxed.positions - dilute.positions
+    frac = moved @ np.linalg.inv(dilute.cell[:])
+    moved = (frac - np.round(frac)) @ dilute.cell[:]
+    return Patch(
+        vectors=np.asarray(vectors),
+        near=near[touched],
+        delta=sub,
+        relaxation=moved[touched],
+        n_calls=n_calls,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def save_library(path: Path, library: DefectLibrary, settings: dict) -> None:
+    """One safetensors file (no pickle), written whole or not at all."""
+    from safetensors.numpy import save_file
+
+    tensors = {
+        "pristine_numbers": library.pristine.numbers.astype(np.int64),
+        "pristine_cell": np.asarray(library.pristine.cell[:], dtype=np.float64),
+        "pristine_positions": library.pristine.positions.astype(np.float64),
+        "force_constants": library.force_constants.astype(np.float64),
+        "site_class": library.site_class.astype(np.int64),
+    }
+    patches = {}
+    for (dopant, site), patch in library.patches.items():
+        key = f"{dopant}@{site}"
+        tensors[f"{key}/vectors"] = patch.vectors.astype(np.float64)
+        tensors[f"{key}/near"] = patch.near.astype(np.int8)
+        tensors[f"{key}/delta"] = patch.delta.astype(np.float64)
+        tensors[f"{key}/relaxation"] = patch.relaxation.astype(np.float64)
+        patches[key] = {"n_calls": patch.n_calls, "seconds": round(patch.seconds, 3)}
+    meta = {
+        "format_version": LIBRARY_FORMAT,
+        "settings": json.dumps(settings, sort_keys=True),
+        "n_displacements": str(library.n_displacements),
+        "patches": json.dumps(patches),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def load_library(path: Path, settings: dict) -> DefectLibrary | None:
+    """A stored library made with the same settings, else None (then it is rebuilt)."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework="numpy") as fh:
+        meta = fh.metadata() or {}
+    if meta.get("format_version") != LIBRARY_FORMAT:
+        return None
+    if json.loads(meta.get("settings", "{}")) != json.loads(json.dumps(settings, sort_keys=True)):
+        raise UserError(
+            f"{path}: a defect library made with other settings; delete it to rebuild it, or "
+            "restore the phonons.* settings it was made with."
+        )
+    t = load_file(str(path))
+    pristine = Atoms(
+        numbers=t["pristine_numbers"],
+        cell=t["pristine_cell"],
+        positions=t["pristine_positions"],
+        pbc=True,
+    )
+    library = DefectLibrary(
+        pristine, t["force_constants"], int(meta["n_displacements"]), t["site_class"]
+    )
+    for key, info in json.loads(meta["patches"]).items():
+        dopant, site = key.split("@")
+        library.patches[(dopant, int(site))] = Patch(
+            vectors=t[f"{key}/vectors"],
+            near=t[f"{key}/near"].astype(bool),
+            delta=t[f"{key}/delta"],
+            relaxation=t[f"{key}/relaxation"],
+            n_calls=int(info["n_calls"]),
+            seconds=float(info["seconds"]),
+        )
+    return library
