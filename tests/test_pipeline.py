@@ -212,3 +212,20 @@ def test_records_of_the_older_format_still_consolidate_under_their_settings(gene
         run_generation(
             generate_cfg("samples_per_parent=2", "stage=consolidate", "spectra.e_max=300")
         )
+
+
+def test_superposed_phonons_in_the_pipeline_cost_no_call_per_sample(generate_cfg):
+    cfg = generate_cfg(
+        "phonons=superposed",
+        "phonons.cutoff=3.0",
+        "phonons.patch_atoms=[16,16]",
+        "samples_per_parent=2",
+        "candidates=[Ge,C]",
+    )
+    assert run_shard(cfg)["ok"] == 2
+    records = RecordShard(shard_path(cfg.out_dir, 0, 1)).records
+    for r in records:
+        assert r["provenance"]["phonons"]["method"] == "superposed"
+        assert r["phonons"]["n_displacements"] == 0 and r["relax"]["steps"] == 0
+        assert r["phonons"]["library_calls"] > 0
+    assert (Path(cfg.out_dir) / "library" / "diamond-Si.safetensors").is_file()

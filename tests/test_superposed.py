@@ -1,0 +1,142 @@
+"""phonons=superposed: defect patches summed onto pristine force constants, checked against
+finite displacements of the whole cell."""
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from defectnet.datagen.defect_library import DefectLibrary, Patch, load_library
+from defectnet.datagen.phonons import (
+    FiniteDisplacement,
+    SuperposedForceConstants,
+    mesh_modes,
+)
+from defectnet.datagen.recommender import Candidate
+from defectnet.datagen.relax import relax
+from defectnet.datagen.supercell import choose_supercell
+from defectnet.spectra import EnergyGrid, agreement, modes_spectrum
+
+EYE = np.eye(3, dtype=int)
+GRID = EnergyGrid()
+
+
+def spectrum(modes):
+    return modes_spectrum(modes, GRID, 3.0)
+
+
+@pytest.fixture(scope="module")
+def si(matgl):
+    """Relaxed Si (8-atom cubic cell) and its 16-atom supercell."""
+    host = relax(bulk("Si", "diamond", a=5.42, cubic=True), matgl.calculator(), relax_cell=True)
+    _, cell = choose_supercell(host.atoms, 16, 16)
+    return host.atoms, cell
+
+
+class Counting:
+    """A force field that counts its calls and relaxations."""
+
+    def __init__(self, forcefield):
+        self.inner, self.calls, self.relaxations = forcefield, 0, 0
+        self.version = forcefield.version
+
+    def forces(self, structures):
+        self.calls += len(structures)
+        return self.inner.forces(structures)
+
+    def calculator(self):
+        return self.inner.calculator()
+
+    def relax(self, atoms):
+        self.relaxations += 1
+        return relax(atoms, self.inner.calculator(), fmax=0.01).atoms
+
+
+def candidates(*dopants):
+    return [Candidate(d, "Si", "n", "test", 1.0) for d in dopants]
+
+
+def test_a_zero_patch_gives_the_masses_only_spectrum_and_no_dopant_the_pristine_one(si, matgl):
+    host, cell = si
+    full = FiniteDisplacement()
+    phonon = full.phonopy(cell, EYE, matgl)
+    library = DefectLibrary(cell, np.asarray(phonon.force_constants), 1, np.zeros(len(cell), int))
+    method = SuperposedForceConstants()
+    pristine = spectrum(method.doped_modes(cell, library, matgl))
+    assert agreement(pristine, spectrum(full.modes(cell, EYE, matgl)), GRID)["cosine"] > 0.99999
+    zero = Patch(np.zeros((1, 3)), np.ones(1, bool), np.zeros((1, 1, 3, 3)), np.zeros((1, 3)), 0, 0)
+    library.patches[("Ge", 0)] = zero
+    doped = cell.copy()
+    doped[3].symbol = "Ge"
+    phonon.masses = doped.get_masses()  # pristine force constants, the dopant's mass
+    expected = spectrum(mesh_modes(phonon, method.mesh, 0))
+    got = spectrum(method.doped_modes(doped, library, matgl))
+    assert agreement(got, expected, GRID)["cosine"] > 0.99999
+
+
+def test_one_dopant_in_the_patch_cell_reproduces_full_phonons(si, matgl, tmp_path):
+    host, cell = si
+    ff = Counting(matgl)
+    method = SuperposedForceConstants(cutoff=20.0, patch_atoms=(16, 16))
+    library = method.host_reference(
+        cell,
+        ff,
+        host=host,
+        candidates=candidates("Ge"),
+        store=tmp_path / "lib.safetensors",
+        relax=ff.relax,
+    )
+    doped = cell.copy()
+    doped[0].symbol = "Ge"
+    structure = library.relaxed_estimate(doped)
+    reference = relax(doped, matgl.calculator(), fmax=0.01).atoms
+    assert np.abs(structure.positions - reference.positions).max() < 1e-3
+    # as generation does: the doped cell at the positions the patches' relaxation gives
+    got = spectrum(method.doped_modes(structure, library, matgl))
+    expected = spectrum(FiniteDisplacement().modes(reference, EYE, matgl))
+    match = agreement(got, expected, GRID)
+    assert match["cosine"] > 0.99999 and match["l1"] < 0.005, match
+
+
+def test_superposed_force_constants_obey_the_sum_rule_and_index_symmetry(si, matgl, tmp_path):
+    host, cell = si
+    ff = Counting(matgl)
+    method = SuperposedForceConstants(cutoff=3.0, patch_atoms=(16, 16))
+    library = method.host_reference(
+        cell,
+        ff,
+        host=host,
+        candidates=candidates("Ge", "C"),
+        store=tmp_path / "lib.safetensors",
+        relax=ff.relax,
+    )
+    doped = cell.copy()
+    doped[0].symbol, doped[5].symbol, doped[9].symbol = "Ge", "C", "Ge"
+    fc = library.doped_force_constants(doped)
+    assert np.abs(fc.sum(axis=1)).max() < 1e-6 and np.abs(fc.sum(axis=0)).max() < 1e-6
+    assert np.allclose(fc, fc.transpose(1, 0, 3, 2), atol=1e-8)
+    assert (fc != library.force_constants).any()
+    modes = method.doped_modes(doped, library, matgl)
+    assert modes.n_displacements == 0 and modes.min_energy > -1.0
+
+
+def test_a_stopped_library_build_resumes_without_recomputing_patches(si, matgl, tmp_path):
+    host, cell = si
+    store = tmp_path / "lib.safetensors"
+    method = SuperposedForceConstants(cutoff=3.0, patch_atoms=(16, 16))
+    first = Counting(matgl)
+    built = method.host_reference(
+        cell, first, host=host, candidates=candidates("Ge"), store=store, relax=first.relax
+    )
+    assert first.relaxations == 2 and set(built.patches) == {("Ge", 0), ("Ge", 1)}
+    again = Counting(matgl)
+    more = method.host_reference(
+        cell, again, host=host, candidates=candidates("Ge", "C"), store=store, relax=again.relax
+    )
+    assert again.relaxations == 2  # only the two C patches are new
+    assert np.array_equal(more.patches[("Ge", 0)].delta, built.patches[("Ge", 0)].delta)
+    assert set(load_library(store, {**method.settings()}).patches) == set(more.patches)
+    quiet = Counting(matgl)
+    method.host_reference(
+        cell, quiet, host=host, candidates=candidates("Ge", "C"), store=store, relax=quiet.relax
+    )
+    assert quiet.calls == 0 and quiet.relaxations == 0
