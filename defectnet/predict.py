@@ -18,9 +18,9 @@ import torch
 from omegaconf import DictConfig
 
 from defectnet.atomic import write_json_atomic
-from defectnet.datagen.parents import PARENT_FILE_PATTERNS
 from defectnet.elements import DOPANTS, PROPOSABLE, candidate_vector, formula_composition
 from defectnet.ensemble import ensemble_predict, load_ensemble
+from defectnet.io import PARENT_FILE_PATTERNS
 from defectnet.model.checkpoint import CheckpointError
 from defectnet.spectra import EnergyGrid
 
@@ -31,9 +31,9 @@ def simulate_spectrum(path: Path, cfg: DictConfig, grid: EnergyGrid) -> np.ndarr
     """Relax a structure file's positions and compute its phonon spectrum on ``grid``."""
     from hydra.utils import instantiate
 
-    from defectnet.datagen.parents import read_structure
     from defectnet.datagen.relax import relax
     from defectnet.datagen.supercell import choose_supercell
+    from defectnet.io import read_structure
     from defectnet.spectra import modes_spectrum
 
     sim = cfg.simulate
@@ -68,7 +68,7 @@ def is_structure_file(path: Path) -> bool:
 
 def input_spectrum(path: str, cfg: DictConfig, grid: EnergyGrid) -> np.ndarray:
     """A spectrum file (read, cleaned, put on the grid) or a structure file (simulated)."""
-    from defectnet.finetune.measured import SpectrumFileError, prepare, read_spectrum
+    from defectnet.io import SpectrumFileError, prepare, read_spectrum
 
     p = Path(path).expanduser()
     if is_structure_file(p):

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "defectnet"
 
 # bottom → top; a module may import its own layer and the ones below it
 LAYERS = [
-    {"errors", "atomic", "elements", "spectra", "metrics", "potentials"},
+    {"errors", "atomic", "elements", "spectra", "metrics", "io", "potentials"},
     {"datagen", "finetune"},
     {"data"},
     {"model"},

@@ -12,7 +12,7 @@ from omegaconf import open_dict
 
 from defectnet.data.cache import load_cache
 from defectnet.elements import DOPANTS, PROPOSABLE, UnknownElementError
-from defectnet.finetune.measured import SpectrumFileError
+from defectnet.io import SpectrumFileError
 from defectnet.model.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_network
 from defectnet.predict import predict
 

@@ -28,6 +28,7 @@ from ase.spacegroup import crystal
 
 from defectnet.elements import atomic_number
 from defectnet.errors import UserError
+from defectnet.io import PARENT_FILE_PATTERNS, read_structure
 
 
 @dataclass(frozen=True)
@@ -419,28 +420,6 @@ class LazyParent(Parent):
 
 
 # --- parents from files -------------------------------------------------------------------------
-
-PARENT_FILE_PATTERNS = ("*.cif", "POSCAR*", "*.vasp", "*.poscar", "*.extxyz", "*.xyz")
-
-
-def read_structure(path: Path) -> Atoms:
-    """Read one crystal file with ASE; errors name the file and what to fix."""
-    from ase.io import read
-
-    try:
-        atoms = read(str(path), index=0)
-    except Exception as exc:  # ASE raises many types for malformed files
-        raise UserError(
-            f"{path}: could not be read as a crystal structure ({type(exc).__name__}: {exc}); "
-            "check that it is a valid CIF, POSCAR or extended-XYZ file."
-        ) from exc
-    if len(atoms) == 0:
-        raise UserError(f"{path}: the structure holds no atoms.")
-    if not atoms.pbc.all() or atoms.cell.rank < 3:
-        raise UserError(f"{path}: the structure needs a full periodic cell (3 lattice vectors).")
-    for s in set(atoms.get_chemical_symbols()):
-        atomic_number(s, where=str(path))
-    return atoms
 
 
 class FileParents(ParentSource):

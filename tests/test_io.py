@@ -5,7 +5,7 @@ import pytest
 from ase.build import bulk
 
 from defectnet.datagen.phonons import FiniteDisplacement, mesh_modes
-from defectnet.finetune.measured import SpectrumFileError, load_measured, read_spectrum
+from defectnet.io import SpectrumFileError, load_measured, read_spectrum
 from defectnet.spectra import (
     EnergyGrid,
     neutron_weight,

@@ -1,8 +1,10 @@
-"""Measured inelastic-neutron spectra: read, clean and put on the model's energy grid.
+"""Reading what a user brings: spectrum files (measured inelastic-neutron spectra) and crystal
+structure files. Every problem names the file (and line) and what to fix.
 
-A file holds two or more numeric columns (whitespace, comma, semicolon or tab separated;
-``#``/``%`` comments and one header line allowed): energy transfer and intensity. The energy
-unit is never guessed: meV, THz or cm-1 must be given. Every problem names the file and line.
+A spectrum file holds two or more numeric columns (whitespace, comma, semicolon or tab
+separated; ``#``/``%`` comments and one header line allowed): energy transfer and intensity.
+The energy unit is never guessed: meV, THz or cm-1 must be given. It is cleaned and put on the
+model's energy grid. A structure file is a CIF, POSCAR or extended-XYZ crystal read with ASE.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import re
 from pathlib import Path
 
 import numpy as np
+from ase import Atoms
 
+from defectnet.elements import atomic_number
 from defectnet.errors import UserError
 from defectnet.spectra import THZ_TO_MEV, EnergyGrid, normalise, resample
 
@@ -114,3 +118,26 @@ def prepare(
 def load_measured(path: str | Path, unit: str, grid: EnergyGrid, **kwargs) -> np.ndarray:
     """``read_spectrum`` then ``prepare``: a measured spectrum as the model sees it."""
     return prepare(*read_spectrum(path, unit), grid, **kwargs)
+
+
+PARENT_FILE_PATTERNS = ("*.cif", "POSCAR*", "*.vasp", "*.poscar", "*.extxyz", "*.xyz")
+
+
+def read_structure(path: Path) -> Atoms:
+    """Read one crystal file with ASE; errors name the file and what to fix."""
+    from ase.io import read
+
+    try:
+        atoms = read(str(path), index=0)
+    except Exception as exc:  # ASE raises many types for malformed files
+        raise UserError(
+            f"{path}: could not be read as a crystal structure ({type(exc).__name__}: {exc}); "
+            "check that it is a valid CIF, POSCAR or extended-XYZ file."
+        ) from exc
+    if len(atoms) == 0:
+        raise UserError(f"{path}: the structure holds no atoms.")
+    if not atoms.pbc.all() or atoms.cell.rank < 3:
+        raise UserError(f"{path}: the structure needs a full periodic cell (3 lattice vectors).")
+    for s in set(atoms.get_chemical_symbols()):
+        atomic_number(s, where=str(path))
+    return atoms
