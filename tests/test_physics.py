@@ -2,7 +2,6 @@
 not snapshots."""
 
 import numpy as np
-import pytest
 from ase.build import bulk
 
 from defectnet.datagen.phonons import FiniteDisplacement
