@@ -116,8 +116,9 @@ def coverage(
 
 
 def best_threshold(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
-    """The presence threshold with the best element-identification F1 on these samples."""
+    """The presence threshold with the best element-identification F1 on these samples; 0
+    (every candidate called present) is among the choices."""
     values = pred[mask > 0]
-    candidates = np.unique(np.quantile(values, np.linspace(0, 1, 201)))
+    candidates = np.unique(np.concatenate([[0.0], np.quantile(values, np.linspace(0, 1, 201))]))
     f1 = [split_metrics(pred, target, mask, float(t))["f1"] for t in candidates]
     return float(candidates[int(np.argmax(f1))])

@@ -47,8 +47,11 @@ def test_joblib_shards_in_parallel_equal_one_process(tmp_path):
     a = load_cache(parallel / "dataset.safetensors")
     b = load_cache(single / "dataset.safetensors")
     assert len(a) == len(b) == 4
-    for name in ("pristine", "doped", "composition", "mask", "targets"):
-        np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=1e-6)
+    for name in ("composition", "mask", "targets"):  # the same samples …
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    for name in ("pristine", "doped"):  # … and spectra equal to float32 force noise: the default
+        # potential runs in float32, and its sums differ in the last bits between processes
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=2e-4 * a.doped.max())
     # a finished shard does nothing when run again
     again = _run([*GENERATE, f"out_dir={parallel}", *tiny, "num_shards=2", "shard=1"], tmp_path)
     assert "already done" in again.stderr + again.stdout
