@@ -55,6 +55,14 @@ def candidates(*dopants):
     return [Candidate(d, "Si", "n", "test", 1.0) for d in dopants]
 
 
+def build(method, si, ff, store, *dopants):
+    """The Si library of ``method`` for these dopants, relaxing and computing through ``ff``."""
+    host, cell = si
+    return method.host_reference(
+        cell, ff, host=host, candidates=candidates(*dopants), store=store, relax=ff.relax
+    )
+
+
 def test_a_zero_patch_gives_the_masses_only_spectrum_and_no_dopant_the_pristine_one(si, matgl):
     host, cell = si
     full = FiniteDisplacement()
@@ -77,14 +85,7 @@ def test_one_dopant_in_the_patch_cell_reproduces_full_phonons(si, matgl, tmp_pat
     host, cell = si
     ff = Counting(matgl)
     method = SuperposedForceConstants(cutoff=20.0, patch_atoms=(16, 16))
-    library = method.host_reference(
-        cell,
-        ff,
-        host=host,
-        candidates=candidates("Ge"),
-        store=tmp_path / "lib.safetensors",
-        relax=ff.relax,
-    )
+    library = build(method, si, ff, tmp_path / "lib.safetensors", "Ge")
     doped = cell.copy()
     doped[0].symbol = "Ge"
     structure = library.relaxed_estimate(doped)
@@ -101,14 +102,7 @@ def test_superposed_force_constants_obey_the_sum_rule_and_index_symmetry(si, mat
     host, cell = si
     ff = Counting(matgl)
     method = SuperposedForceConstants(cutoff=3.0, patch_atoms=(16, 16))
-    library = method.host_reference(
-        cell,
-        ff,
-        host=host,
-        candidates=candidates("Ge", "C"),
-        store=tmp_path / "lib.safetensors",
-        relax=ff.relax,
-    )
+    library = build(method, si, ff, tmp_path / "lib.safetensors", "Ge", "C")
     doped = cell.copy()
     doped[0].symbol, doped[5].symbol, doped[9].symbol = "Ge", "C", "Ge"
     fc = library.doped_force_constants(doped)
@@ -124,19 +118,13 @@ def test_a_stopped_library_build_resumes_without_recomputing_patches(si, matgl, 
     store = tmp_path / "lib.safetensors"
     method = SuperposedForceConstants(cutoff=3.0, patch_atoms=(16, 16))
     first = Counting(matgl)
-    built = method.host_reference(
-        cell, first, host=host, candidates=candidates("Ge"), store=store, relax=first.relax
-    )
+    built = build(method, si, first, store, "Ge")
     assert first.relaxations == 2 and set(built.patches) == {("Ge", 0), ("Ge", 1)}
     again = Counting(matgl)
-    more = method.host_reference(
-        cell, again, host=host, candidates=candidates("Ge", "C"), store=store, relax=again.relax
-    )
+    more = build(method, si, again, store, "Ge", "C")
     assert again.relaxations == 2  # only the two C patches are new
     assert np.array_equal(more.patches[("Ge", 0)].delta, built.patches[("Ge", 0)].delta)
     assert set(load_library(store, {**method.settings()}).patches) == set(more.patches)
     quiet = Counting(matgl)
-    method.host_reference(
-        cell, quiet, host=host, candidates=candidates("Ge", "C"), store=store, relax=quiet.relax
-    )
+    build(method, si, quiet, store, "Ge", "C")
     assert quiet.calls == 0 and quiet.relaxations == 0
