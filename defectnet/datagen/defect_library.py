@@ -107,17 +107,22 @@ class DefectLibrary:
             )
         return self.patches[key]
 
+    def placed(self, doped: Atoms):
+        """Each substituted site's patch with the cell atom of each patch atom (those that fall
+        on no atom of the cell left out): (patch, kept patch atoms, their cell atoms)."""
+        for site in np.flatnonzero(doped.numbers != self.pristine.numbers):
+            patch = self.patch_at(doped[site].symbol, site)
+            index = wrap_to_atoms(self.pristine, site, patch.vectors)
+            keep = index >= 0
+            yield patch, keep, index[keep]
+
     def doped_force_constants(self, doped: Atoms) -> np.ndarray:
         """Pristine force constants plus one patch on every substituted site; acoustic sum
         rule and index symmetry restored."""
         from phonopy.harmonic.force_constants import symmetrize_force_constants
 
         fc = np.array(self.force_constants, dtype=np.float64)
-        for site in np.flatnonzero(doped.numbers != self.pristine.numbers):
-            patch = self.patch_at(doped[site].symbol, site)
-            index = wrap_to_atoms(self.pristine, site, patch.vectors)
-            keep = index >= 0
-            idx = index[keep]
+        for patch, keep, idx in self.placed(doped):
             np.add.at(fc, (idx[:, None], idx[None, :]), patch.delta[np.ix_(keep, keep)])
         symmetrize_force_constants(fc, level=2)
         return fc
@@ -125,11 +130,8 @@ class DefectLibrary:
     def relaxed_estimate(self, doped: Atoms) -> Atoms:
         """The doped cell with every patch's relaxation displacements added (no force call)."""
         out = doped.copy()
-        for site in np.flatnonzero(doped.numbers != self.pristine.numbers):
-            patch = self.patch_at(doped[site].symbol, site)
-            index = wrap_to_atoms(self.pristine, site, patch.vectors)
-            keep = index >= 0
-            np.add.at(out.positions, index[keep], patch.relaxation[keep])
+        for patch, keep, idx in self.placed(doped):
+            np.add.at(out.positions, idx, patch.relaxation[keep])
         return out
 
 
