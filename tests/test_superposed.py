@@ -67,7 +67,9 @@ def test_a_zero_patch_gives_the_masses_only_spectrum_and_no_dopant_the_pristine_
     host, cell = si
     full = FiniteDisplacement()
     phonon = full.phonopy(cell, EYE, matgl)
-    library = DefectLibrary(cell, np.asarray(phonon.force_constants), 1, np.zeros(len(cell), int))
+    library = DefectLibrary(
+        cell, np.asarray(phonon.force_constants), 1, np.zeros(len(cell), int), [0], [np.eye(3)]
+    )
     method = SuperposedForceConstants()
     pristine = spectrum(method.doped_modes(cell, library, matgl))
     assert agreement(pristine, spectrum(full.modes(cell, EYE, matgl)), GRID)["cosine"] > 0.99999
@@ -119,12 +121,61 @@ def test_a_stopped_library_build_resumes_without_recomputing_patches(si, matgl, 
     method = SuperposedForceConstants(cutoff=3.0, patch_atoms=(16, 16))
     first = Counting(matgl)
     built = build(method, si, first, store, "Ge")
-    assert first.relaxations == 2 and set(built.patches) == {("Ge", 0), ("Ge", 1)}
+    # Si's two primitive-cell atoms are related by inversion: one patch per dopant
+    assert first.relaxations == 1 and set(built.patches) == {("Ge", 0)}
     again = Counting(matgl)
     more = build(method, si, again, store, "Ge", "C")
-    assert again.relaxations == 2  # only the two C patches are new
+    assert again.relaxations == 1  # only the C patch is new
     assert np.array_equal(more.patches[("Ge", 0)].delta, built.patches[("Ge", 0)].delta)
     assert set(load_library(store, {**method.settings()}).patches) == set(more.patches)
     quiet = Counting(matgl)
     build(method, si, quiet, store, "Ge", "C")
     assert quiet.calls == 0 and quiet.relaxations == 0
+
+
+def test_a_patch_rotated_onto_an_equivalent_site_equals_one_computed_there(matgl):
+    """Wurtzite's two Ga atoms of the primitive cell are related by the 6₃ screw only: the
+    library computes Mg@Ga once and rotates it onto the other site."""
+    from ase.build import bulk
+
+    from defectnet.datagen.defect_library import host_site_of, make_patch, site_classes
+    from defectnet.datagen.phonons import EmbeddedForceConstants, HostForceConstants
+
+    host = relax(bulk("GaN", "wurtzite", a=3.19, c=5.19), matgl.calculator(), relax_cell=True)
+    host = host.atoms
+    classes = site_classes(host)
+    ga = [i for i, s in enumerate(host.get_chemical_symbols()) if s == "Ga"]
+    assert classes.representative[classes.of_atom[ga[1]]] == classes.of_atom[ga[0]]
+    method = SuperposedForceConstants(cutoff=2.5, patch_atoms=(32, 32))
+    library = method.host_reference(
+        host,
+        matgl,
+        host=host,
+        candidates=[Candidate("Mg", "Ga", "p", "test", 1.0)],
+        relax=lambda atoms: relax(atoms, matgl.calculator(), fmax=0.01).atoms,
+    )
+    assert len(library.patches) == 1
+    _, dilute = choose_supercell(host, 32, 32)
+    phonon = method.phonopy(dilute, EYE, matgl)
+    fc = HostForceConstants(dilute.numbers.copy(), np.asarray(phonon.force_constants), 1)
+    embedded = EmbeddedForceConstants(2.5, **method.settings_kwargs())
+    kind = int(classes.of_atom[ga[1]])
+    site = int(np.flatnonzero(classes.of_atom[host_site_of(dilute, host)] == kind)[0])
+    direct = make_patch(
+        dilute,
+        site,
+        "Mg",
+        fc,
+        matgl,
+        lambda atoms: relax(atoms, matgl.calculator(), fmax=0.01).atoms,
+        embedded,
+    )
+    rotated = library.patches[("Mg", int(classes.of_atom[ga[0]]))].rotated(classes.rotation[kind])
+    # the dilute cell is small: match patch atoms up to its lattice vectors
+    diff = (direct.vectors[:, None] - rotated.vectors[None]) @ np.linalg.inv(dilute.cell[:])
+    dist = np.linalg.norm((diff - np.round(diff)) @ dilute.cell[:], axis=2)
+    order = dist.argmin(axis=0)
+    assert dist.min(axis=0).max() < 1e-3
+    scale = np.abs(direct.delta).max()
+    assert np.abs(direct.delta[np.ix_(order, order)] - rotated.delta).max() < 0.02 * scale
+    assert np.allclose(direct.relaxation[order], rotated.relaxation, atol=2e-3)

@@ -10,8 +10,10 @@ the relaxation displacements around it. A doped cell is then assembled without a
 the pristine force constants of that cell plus one patch on every substituted site, then the
 acoustic sum rule and index symmetry restored.
 
-Sites are told apart by their atom of the primitive cell (``mapping_to_primitive``): sites
-related by a lattice translation share a patch, sites related only by a rotation get their own.
+Sites are told apart by their atom of the primitive cell (``mapping_to_primitive``). Patches are
+computed once per symmetry orbit of those atoms (a Wyckoff position): the patch of any other
+atom of the orbit is the representative's, rotated by the space-group operation that carries
+the one onto the other (vectors and relaxation by R, ΔΦ by R·ΔΦ·Rᵀ).
 The library of one parent is one safetensors file, rewritten atomically after every patch, so a
 killed build resumes without recomputing what it finished.
 """
@@ -33,7 +35,7 @@ from defectnet.datagen.calculators import ForceField
 from defectnet.errors import UserError
 
 log = logging.getLogger(__name__)
-LIBRARY_FORMAT = "1"
+LIBRARY_FORMAT = "2"
 
 
 @dataclass
@@ -47,16 +49,56 @@ class Patch:
     n_calls: int
     seconds: float
 
+    def rotated(self, rotation: np.ndarray) -> Patch:
+        """The same patch on a symmetry-equivalent site (Cartesian ``rotation``)."""
+        return Patch(
+            vectors=self.vectors @ rotation.T,
+            near=self.near,
+            delta=np.einsum("ab,ijbc,dc->ijad", rotation, self.delta, rotation),
+            relaxation=self.relaxation @ rotation.T,
+            n_calls=0,
+            seconds=0.0,
+        )
 
-def primitive_index(host: Atoms, symprec: float = 1e-3) -> np.ndarray:
-    """For each atom of the host cell, its atom of the primitive cell."""
+
+@dataclass
+class SiteClasses:
+    """The host's kinds of site: each atom's primitive-cell atom (``of_atom``), and for each of
+    those its orbit's representative and the Cartesian rotation carrying the representative's
+    surroundings onto its own."""
+
+    of_atom: np.ndarray  # [n_host] primitive-cell atom of each host atom
+    representative: np.ndarray  # [n_classes]
+    rotation: np.ndarray  # [n_classes, 3, 3]
+
+
+def site_classes(host: Atoms, symprec: float = 1e-3) -> SiteClasses:
+    """Classify the host's sites with spglib: translations share a class, rotations relate
+    classes of one orbit."""
     import spglib
 
     cell = (host.cell[:], host.get_scaled_positions(), host.numbers)
     data = spglib.get_symmetry_dataset(cell, symprec=symprec)
     if data is None:
-        return np.arange(len(host))
-    return np.asarray(data.mapping_to_primitive)
+        n = len(host)
+        return SiteClasses(np.arange(n), np.arange(n), np.tile(np.eye(3), (n, 1, 1)))
+    of_atom = np.asarray(data.mapping_to_primitive)
+    n_classes = int(of_atom.max()) + 1
+    representative = np.arange(n_classes)
+    rotation = np.tile(np.eye(3), (n_classes, 1, 1))
+    frac = host.get_scaled_positions()
+    lattice = host.cell[:].T  # columns: lattice vectors, so r_cart = lattice @ r_frac
+    for atom in range(len(host)):
+        k, rep_atom = of_atom[atom], int(data.equivalent_atoms[atom])
+        if of_atom[rep_atom] == k or representative[k] != k:
+            continue
+        for rot, trans in zip(data.rotations, data.translations):
+            diff = rot @ frac[rep_atom] + trans - frac[atom]
+            if np.abs(diff - np.round(diff)).max() < 10 * symprec:
+                representative[k] = of_atom[rep_atom]
+                rotation[k] = lattice @ rot @ np.linalg.inv(lattice)
+                break
+    return SiteClasses(of_atom, representative, rotation)
 
 
 def host_site_of(atoms: Atoms, host: Atoms) -> np.ndarray:
@@ -91,21 +133,29 @@ class DefectLibrary:
     force_constants: np.ndarray  # [N, N, 3, 3] of ``pristine``
     n_displacements: int  # force calls for ``force_constants``
     site_class: np.ndarray  # [N] primitive-cell atom of each site of ``pristine``
-    patches: dict[tuple[str, int], Patch] = field(default_factory=dict)
+    representative: np.ndarray  # [n_classes] each class's orbit representative
+    rotation: np.ndarray  # [n_classes, 3, 3] representative's surroundings → the class's
+    patches: dict[tuple[str, int], Patch] = field(default_factory=dict)  # by representative
+    _rotated: dict[tuple[str, int], Patch] = field(default_factory=dict, repr=False)
 
     @property
     def library_calls(self) -> int:
         return self.n_displacements + sum(p.n_calls for p in self.patches.values())
 
     def patch_at(self, dopant: str, site: int) -> Patch:
-        key = (dopant, int(self.site_class[site]))
+        kind = int(self.site_class[site])
+        key = (dopant, int(self.representative[kind]))
         if key not in self.patches:
             known = sorted({d for d, _ in self.patches})
             raise UserError(
                 f"phonons=superposed: no patch for {dopant} on site class {key[1]} of this host "
                 f"(library holds {known}); a sample may only use the host's candidates."
             )
-        return self.patches[key]
+        if key[1] == kind:
+            return self.patches[key]
+        if (dopant, kind) not in self._rotated:
+            self._rotated[(dopant, kind)] = self.patches[key].rotated(self.rotation[kind])
+        return self._rotated[(dopant, kind)]
 
     def placed(self, doped: Atoms):
         """Each substituted site's patch with the cell atom of each patch atom (those that fall
@@ -181,6 +231,8 @@ def save_library(path: Path, library: DefectLibrary, settings: dict) -> None:
         "pristine_positions": library.pristine.positions.astype(np.float64),
         "force_constants": library.force_constants.astype(np.float64),
         "site_class": library.site_class.astype(np.int64),
+        "representative": library.representative.astype(np.int64),
+        "rotation": library.rotation.astype(np.float64),
     }
     patches = {}
     for (dopant, site), patch in library.patches.items():
@@ -225,7 +277,12 @@ def load_library(path: Path, settings: dict) -> DefectLibrary | None:
         pbc=True,
     )
     library = DefectLibrary(
-        pristine, t["force_constants"], int(meta["n_displacements"]), t["site_class"]
+        pristine,
+        t["force_constants"],
+        int(meta["n_displacements"]),
+        t["site_class"],
+        t["representative"],
+        t["rotation"],
     )
     for key, info in json.loads(meta["patches"]).items():
         dopant, site = key.split("@")

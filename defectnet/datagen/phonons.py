@@ -315,8 +315,8 @@ class SuperposedForceConstants(FiniteDisplacement):
             host_site_of,
             load_library,
             make_patch,
-            primitive_index,
             save_library,
+            site_classes,
         )
         from defectnet.datagen.supercell import choose_supercell
 
@@ -324,7 +324,8 @@ class SuperposedForceConstants(FiniteDisplacement):
             raise ValueError("superposed phonons need the host cell and a relaxation")
         settings = {**self.settings(), **(settings or {})}
         library = load_library(store, settings) if store else None
-        site_class = primitive_index(host)
+        classes = site_classes(host)
+        site_class = classes.of_atom
         if library is None:
             phonon = self.phonopy(pristine, np.eye(3, dtype=int), forcefield)
             library = DefectLibrary(
@@ -332,13 +333,16 @@ class SuperposedForceConstants(FiniteDisplacement):
                 np.asarray(phonon.force_constants),
                 len(phonon.displacements) + (self.plusminus is False),
                 site_class[host_site_of(pristine, host)],
+                classes.representative,
+                classes.rotation,
             )
             if store:
                 save_library(store, library, settings)
+        symbols = np.array(host.get_chemical_symbols())
         wanted = [
             (c.dopant, int(k))
             for c in candidates
-            for k in sorted(set(site_class[np.array(host.get_chemical_symbols()) == c.replaces]))
+            for k in sorted(set(classes.representative[site_class[symbols == c.replaces]]))
         ]
         missing = [key for key in wanted if key not in library.patches]
         if not missing:
