@@ -97,9 +97,13 @@ def run_generation(cfg: DictConfig) -> dict:
             out["references"],
         )
         return out
-    if cfg.stage in ("generate", "all"):
+    if cfg.stage in ("generate", "all", "shard"):
         out["generate"] = run_shard(cfg)
         log.info("shard %s/%s: %s", cfg.shard, cfg.num_shards, out["generate"])
+    if cfg.stage == "shard":  # a shard's samples, then its parents' single-dopant references
+        out["references"] = make_references(cfg)
+        log.info("single-dopant references of shard %s: %s", cfg.shard, out["references"])
+        return out
     if cfg.stage == "all" and cfg.num_shards > 1:
         log.info(
             "shard %s of %s done; once every shard is, merge them with stage=consolidate",
@@ -126,8 +130,8 @@ def run_generation(cfg: DictConfig) -> dict:
         )
     if cfg.stage not in ("generate", "consolidate", "all"):
         raise UserError(
-            f"stage='{cfg.stage}': choose parents, references, generate, consolidate, all or "
-            "list_parents."
+            f"stage='{cfg.stage}': choose parents, references, generate, shard, consolidate, "
+            "all or list_parents."
         )
     return out
 

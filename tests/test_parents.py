@@ -34,6 +34,19 @@ def test_selection_is_seeded_and_honours_include():
         src.select(5, seed=1, include=["Unobtainium"])
 
 
+def test_balanced_selection_spans_every_prototype_in_any_prefix():
+    src = BuiltinParents()
+    n_protos = len(PROTOTYPES)
+    chosen = src.select(2 * n_protos, seed=0, balance_prototypes=True)
+    assert len({p.prototype for p in chosen[:n_protos]}) == n_protos
+    assert len({p.id for p in chosen}) == 2 * n_protos
+    assert [p.id for p in chosen] == [
+        p.id for p in src.select(2 * n_protos, seed=0, balance_prototypes=True)
+    ]
+    orders = {len(set(p.atoms.get_chemical_symbols())) for p in chosen}
+    assert orders == {1, 2, 3, 4, 5}  # elemental to pentanary
+
+
 def test_file_parents_read_structures_and_name_bad_files(tmp_path):
     write(tmp_path / "GaAs.cif", bulk("GaAs", "zincblende", a=5.65))
     write(tmp_path / "POSCAR_Si", bulk("Si", "diamond", a=5.43), format="vasp")

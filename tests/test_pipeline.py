@@ -1,5 +1,6 @@
 """Generation end to end: records, resume after a kill, provenance, failures, bad input."""
 
+import gzip
 import json
 import os
 import signal
@@ -13,8 +14,8 @@ import pytest
 
 from defectnet.cli import ROOT_DIR, run_generation
 from defectnet.data.cache import load_cache
-from defectnet.datagen.pipeline import run_shard, shard_path
-from defectnet.datagen.records import RecordShard
+from defectnet.datagen.pipeline import run_shard, sample_structure, shard_path
+from defectnet.datagen.records import RecordShard, compressed, read_shards
 from defectnet.elements import UnknownElementError
 
 from .conftest import TINY_SI
@@ -90,7 +91,8 @@ def test_killed_run_resumes_without_losing_or_repeating(generate_cfg, tmp_path):
 
     stats = run_shard(cfg)
     assert stats["skipped"] == done_before and stats["ok"] == 6 - done_before
-    after = path.read_bytes()
+    assert not path.exists()  # finished: folded into the compressed shard
+    after = gzip.decompress(compressed(path).read_bytes())
     assert after.startswith(before.rsplit(b"\n", 1)[0])  # finished lines kept byte for byte
     ids = [json.loads(line)["sample_id"] for line in after.splitlines()]
     assert len(ids) == len(set(ids)) == 6
@@ -102,6 +104,22 @@ def test_torn_last_line_is_cut_on_resume(tmp_path):
     path.write_bytes(b'{"sample_id": "a/0"}\n{"sample_id": "a/1", "pri')
     shard = RecordShard(path)
     assert shard.done == {"a/0"} and path.read_bytes() == b'{"sample_id": "a/0"}\n'
+
+
+def test_a_compressed_shard_takes_more_records_and_folds_them_in(tmp_path):
+    path = tmp_path / "shard-0000-of-0001.jsonl"
+    shard = RecordShard(path)
+    shard.append({"sample_id": "a/0"})
+    shard.compress()
+    assert not path.exists() and compressed(path).exists()
+    first = compressed(path).read_bytes()
+    RecordShard(path).compress()
+    assert compressed(path).read_bytes() == first  # byte-reproducible (no timestamp)
+    more = RecordShard(path)
+    more.append({"sample_id": "a/1"})
+    assert path.exists() and RecordShard(path).done == {"a/0", "a/1"}
+    more.compress()
+    assert [r["sample_id"] for r in read_shards(tmp_path)] == ["a/0", "a/1"]
 
 
 def test_failed_sample_is_recorded_with_its_reason(generate_cfg):
@@ -202,9 +220,10 @@ def test_records_of_the_older_format_still_consolidate_under_their_settings(gene
     cfg = generate_cfg("samples_per_parent=2", "stage=generate")
     run_generation(cfg)
     path = shard_path(cfg.out_dir, 0, 1)
-    old = [json.loads(line) for line in path.read_text().splitlines()]
+    old = RecordShard(path).records
     for r in old:  # records written before they carried their structure and spectra settings
         del r["structure"], r["spectra"]
+    compressed(path).unlink()  # and before finished shards were compressed
     path.write_text("".join(json.dumps(r) + "\n" for r in old))
     run_generation(generate_cfg("samples_per_parent=2", "stage=consolidate"))
     assert len(load_cache(cfg.cache)) == 2
@@ -219,13 +238,22 @@ def test_superposed_phonons_in_the_pipeline_cost_no_call_per_sample(generate_cfg
         "phonons=superposed",
         "phonons.cutoff=3.0",
         "phonons.patch_atoms=[16,16]",
-        "samples_per_parent=2",
+        "samples_per_parent=4",
         "candidates=[Ge,C]",
+        "sampling.undoped_fraction=0.5",
     )
-    assert run_shard(cfg)["ok"] == 2
+    assert run_shard(cfg)["ok"] == 4
     records = RecordShard(shard_path(cfg.out_dir, 0, 1)).records
+    parent = json.loads((Path(cfg.out_dir) / "parents" / "diamond-Si.json").read_text())
     for r in records:
         assert r["provenance"]["phonons"]["method"] == "superposed"
         assert r["phonons"]["n_displacements"] == 0 and r["relax"]["steps"] == 0
         assert r["phonons"]["library_calls"] > 0
+        atoms = sample_structure(r, parent)  # rebuilt from the host and the record's sites
+        assert atoms.get_chemical_formula() == r["doped_formula"] and len(atoms) == r["n_atoms"]
+    undoped = [r for r in records if not r["counts"]]
+    assert 0 < len(undoped) < len(records)
+    for r in undoped:  # nothing in it: every offered candidate a distractor, spectra equal
+        assert r["distractors"] and len(r["candidates"]) == len(r["distractors"])
+        np.testing.assert_allclose(r["doped"], r["pristine"], rtol=1e-5, atol=1e-7)
     assert (Path(cfg.out_dir) / "library" / "diamond-Si.safetensors").is_file()

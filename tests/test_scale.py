@@ -10,6 +10,7 @@ import yaml
 
 from defectnet.cli import ROOT_DIR
 from defectnet.data.cache import load_cache
+from defectnet.datagen.records import read_shards
 from tests.conftest import TINY_SI
 
 GENERATE = [sys.executable, str(ROOT_DIR / "scripts" / "generate.py")]
@@ -39,8 +40,8 @@ def test_joblib_shards_in_parallel_equal_one_process(tmp_path):
         tmp_path,
     )
     assert sorted(p.name for p in (parallel / "records").iterdir()) == [
-        "shard-0000-of-0002.jsonl",
-        "shard-0001-of-0002.jsonl",
+        "shard-0000-of-0002.jsonl.gz",  # finished shards are compressed
+        "shard-0001-of-0002.jsonl.gz",
     ]
     _run([*GENERATE, f"out_dir={parallel}", *tiny, "stage=consolidate"], tmp_path)
     _run([*GENERATE, f"out_dir={single}", *tiny], tmp_path)
@@ -91,8 +92,8 @@ def test_submitit_slurm_config_composes_and_local_executor_runs_a_shard(tmp_path
         ],
         tmp_path,
     )
-    records = (out / "records" / "shard-0001-of-0002.jsonl").read_text().splitlines()
-    assert len(records) == 1 and yaml.safe_load(records[0])["status"] == "ok"
+    records = read_shards(out / "records")
+    assert len(records) == 1 and records[0]["status"] == "ok"
 
 
 def test_optuna_sweep_of_two_trials_on_the_demo_set(tmp_path):

@@ -48,9 +48,18 @@ class ParentSource:
         raise NotImplementedError
 
     def select(
-        self, num_parents: int | None, seed: int, include: Sequence[str] = ()
+        self,
+        num_parents: int | None,
+        seed: int,
+        include: Sequence[str] = (),
+        balance_prototypes: bool = False,
     ) -> list[Parent]:
-        """``include`` (ids or formulas) first, then a seeded random draw to ``num_parents``."""
+        """``include`` (ids or formulas) first, then a seeded random draw to ``num_parents``.
+
+        ``balance_prototypes`` draws the prototypes in turn (each shuffled with the seed), so
+        any prefix of the list, and hence a data set stopped part-way, spans every prototype
+        instead of mirroring how many decorations each prototype has.
+        """
         pool = self.parents()
         chosen: list[Parent] = []
         for key in include:
@@ -64,9 +73,16 @@ class ParentSource:
                 chosen.append(match[0])
         rest = [p for p in pool if p not in chosen]
         n_more = len(rest) if num_parents is None else max(0, num_parents - len(chosen))
-        order = np.random.default_rng(seed).permutation(len(rest))
-        chosen += [rest[i] for i in sorted(order[:n_more])]
-        return chosen
+        rng = np.random.default_rng(seed)
+        if not balance_prototypes:
+            order = rng.permutation(len(rest))
+            return chosen + [rest[i] for i in sorted(order[:n_more])]
+        groups: dict[str, list[Parent]] = {}
+        for p in rest:
+            groups.setdefault(p.prototype, []).append(p)
+        queues = [[g[i] for i in rng.permutation(len(g))] for _, g in sorted(groups.items())]
+        turn = [q[j] for j in range(max(map(len, queues), default=0)) for q in queues if j < len(q)]
+        return chosen + turn[:n_more]
 
 
 # --- built-in prototypes ----------------------------------------------------------------------

@@ -38,12 +38,27 @@ log = logging.getLogger(__name__)
 
 # Keys that only say how or where to run (and what the folder is called), not what the data
 # set is.
-RUNTIME_KEYS = ("name", "shard", "num_shards", "stage", "out_dir", "cache", "progress", "cost")
+RUNTIME_KEYS = (
+    "name",
+    "shard",
+    "num_shards",
+    "shard_by",
+    "stage",
+    "out_dir",
+    "cache",
+    "progress",
+    "cost",
+)
 
 
 # Settings added after data sets were made with their implied value: at that value they stay
 # out of the hash, so those data sets still resume.
-IMPLIED = {("spectra", "weighting"): "total", ("sampling", "site_counts"): "log_uniform"}
+IMPLIED = {
+    ("spectra", "weighting"): "total",
+    ("sampling", "site_counts"): "log_uniform",
+    ("sampling", "undoped_fraction"): 0.0,
+}
+TOP_IMPLIED = {"balance_prototypes": False}
 
 
 def settings_hash(cfg: DictConfig) -> str:
@@ -53,6 +68,9 @@ def settings_hash(cfg: DictConfig) -> str:
     for (section, key), value in IMPLIED.items():
         if data.get(section, {}).get(key, value) == value:
             data.get(section, {}).pop(key, None)
+    for key, value in TOP_IMPLIED.items():
+        if data.get(key, value) == value:
+            data.pop(key, None)
     for forcefield in (data.get("calculator", {}), data.get("parents", {}).get("forcefield", {})):
         forcefield.pop("device", None)  # where a potential runs does not change the data
         forcefield.pop("batch_size", None)
@@ -77,6 +95,12 @@ def atoms_to_dict(atoms: Atoms, decimals: int | None = None) -> dict:
     }
 
 
+def compact(values) -> list[float]:
+    """Six significant digits: a spectrum's record stays a third of full ``repr`` length, far
+    below the float16 step the cache may store it in."""
+    return [float(f"{v:.6g}") for v in np.asarray(values, dtype=np.float64).ravel()]
+
+
 def atoms_from_dict(d: dict) -> Atoms:
     return Atoms(numbers=d["numbers"], cell=d["cell"], positions=d["positions"], pbc=True)
 
@@ -93,6 +117,7 @@ class Context:
     settings_hash: str
     _hosts: dict = field(default_factory=dict)
     _references: dict = field(default_factory=dict)
+    _pristine: dict = field(default_factory=dict)
 
     def provenance(self, parent: Parent, seed_key) -> dict:
         return {
@@ -112,9 +137,10 @@ class Context:
             host = atoms_from_dict(parent_state["structure"])
             user = OmegaConf.to_container(cfg.candidates) if cfg.candidates is not None else None
             candidates = recommend(host, per_type=cfg.recommender.per_type, candidates=user)
-            _, supercell = choose_supercell(
+            matrix, supercell = choose_supercell(
                 host, cfg.supercell.min_atoms, cfg.supercell.max_atoms, where=parent.id
             )
+            supercell.info["supercell_matrix"] = np.asarray(matrix).tolist()
             self._hosts[parent.id] = (host, candidates, supercell)
         return self._hosts[parent.id]
 
@@ -137,6 +163,17 @@ class Context:
             )
         return self._references[parent.id]
 
+    def pristine_spectrum(self, parent: Parent, parent_state: dict, supercell: Atoms, reference):
+        """The spectrum a sample's doped one is read against. With a defect library it is the
+        library's own pristine supercell through the same route as every sample (so an undoped
+        sample's two spectra are equal); otherwise the parent's, from its pristine supercell."""
+        if self.phonons.relaxes_samples:
+            return parent_state["pristine"]
+        if parent.id not in self._pristine:
+            modes = self.phonons.doped_modes(supercell, reference, self.forcefield)
+            self._pristine[parent.id] = compact(self.spectrum(modes))
+        return self._pristine[parent.id]
+
     def relax(self, atoms: Atoms, settings: DictConfig):
         """Relax with this run's force field and one relaxation section of the config."""
         return relax(
@@ -155,6 +192,14 @@ class Context:
             relaxed = self.relax(doped, self.cfg.relax)
             return relaxed.atoms, relaxed.summary()
         return reference.relaxed_estimate(doped), {"steps": 0, "from": "defect library"}
+
+    def structure_record(self, structure: Atoms, supercell: Atoms, sites: dict) -> dict:
+        """The doped cell as a record keeps it: positions when the sample was relaxed; when it
+        was assembled from the defect library, the substituted sites of the host supercell
+        (``sample_structure`` rebuilds the cell from them), which is 30× smaller."""
+        if self.phonons.relaxes_samples:
+            return atoms_to_dict(structure, decimals=5)
+        return {"supercell_matrix": supercell.info["supercell_matrix"], "sites": sites}
 
     def spectra_settings(self) -> dict:
         """How the record's spectra were made: grid, resolution, weighting (consolidate checks
@@ -255,11 +300,11 @@ def make_sample(ctx: Context, parent: Parent, parent_state: dict, index: int) ->
         "concentrations": sub.concentrations,
         "candidates": [c.as_dict() for c in sub.candidates],
         "distractors": sub.distractors,
-        "pristine": parent_state["pristine"],
-        "doped": ctx.spectrum(modes).tolist(),
+        "pristine": compact(ctx.pristine_spectrum(parent, parent_state, supercell, reference)),
+        "doped": compact(ctx.spectrum(modes)),
         "spectra": ctx.spectra_settings(),
-        "structure": atoms_to_dict(structure, decimals=5),
-        "composition": composition_vector(host.get_chemical_symbols()).tolist(),
+        "structure": ctx.structure_record(structure, supercell, sub.sites),
+        "composition": compact(composition_vector(host.get_chemical_symbols())),
         "relax": relax_summary,
         "phonons": {
             "n_displacements": modes.n_displacements,
@@ -270,6 +315,25 @@ def make_sample(ctx: Context, parent: Parent, parent_state: dict, index: int) ->
         },
         "timing": {k: round(v, 3) for k, v in timing.items()},
     }
+
+
+def sample_structure(record: dict, parent_state: dict) -> Atoms:
+    """A record's doped cell: its stored positions, or the parent's relaxed cell repeated by the
+    record's supercell matrix with the record's sites substituted (unrelaxed: the defect
+    library's relaxation is not stored per sample)."""
+    from ase.build import make_supercell
+
+    structure = record["structure"]
+    if "positions" in structure:
+        return atoms_from_dict(structure)
+    host = atoms_from_dict(parent_state["structure"])
+    cell = make_supercell(host, structure["supercell_matrix"], order="cell-major")
+    symbols = cell.get_chemical_symbols()
+    for dopant, sites in structure["sites"].items():
+        for i in sites:
+            symbols[i] = dopant
+    cell.set_chemical_symbols(symbols)
+    return cell
 
 
 def expected_cost(cfg: DictConfig, existing: list[dict], n_todo: int) -> str:
@@ -295,6 +359,28 @@ def plan(cfg: DictConfig, parents: list[Parent]) -> list[tuple[int, Parent]]:
     """Every (sample index, parent) of the data set, in order."""
     spp = int(cfg.samples_per_parent)
     return [(p_i * spp + j, p) for p_i, p in enumerate(parents) for j in range(spp)]
+
+
+def selected_parents(cfg: DictConfig) -> list[Parent]:
+    """The data set's parents, in order: ``include`` first, then the seeded draw."""
+    return instantiate(cfg.parents).select(
+        cfg.num_parents,
+        int(cfg.seed),
+        list(cfg.include),
+        balance_prototypes=bool(cfg.get("balance_prototypes", False)),
+    )
+
+
+def shard_of(cfg: DictConfig, index: int) -> int:
+    """The shard that makes sample ``index``: samples dealt round-robin (``shard_by=sample``,
+    every shard touches every parent), or whole parents dealt round-robin (``shard_by=parent``:
+    a parent's defect library is built by one shard only, and a shard is finished parent by
+    parent)."""
+    by = cfg.get("shard_by", "sample")
+    if by not in ("sample", "parent"):
+        raise UserError(f"shard_by='{by}': choose sample or parent.")
+    key = index // int(cfg.samples_per_parent) if by == "parent" else index
+    return key % int(cfg.num_shards)
 
 
 def shard_path(out_dir: Path, shard: int, num_shards: int) -> Path:
@@ -336,8 +422,7 @@ def _context(cfg: DictConfig, out_dir: Path, h: str) -> Context:
 
 def _shard_parents(cfg: DictConfig, shard: int, num_shards: int) -> list[Parent]:
     """The data set's parents that belong to this shard: parent ``j`` to shard ``j % n``."""
-    parents = instantiate(cfg.parents).select(cfg.num_parents, int(cfg.seed), list(cfg.include))
-    return [p for j, p in enumerate(parents) if j % num_shards == shard]
+    return [p for j, p in enumerate(selected_parents(cfg)) if j % num_shards == shard]
 
 
 def prepare_parents(cfg: DictConfig) -> dict:
@@ -395,15 +480,15 @@ def make_references(cfg: DictConfig) -> dict:
                 f"{path}: made with settings {ref['settings_hash']}, the current config gives {h}; "
                 "restore that config, or delete the references folder to recompute it."
             )
+        host, candidates, supercell = ctx.host_setup(parent, state)
+        reference = ctx.host_reference(parent, host, candidates, supercell)
         ref = ref or {
             "parent_id": parent.id,
             "settings_hash": h,
-            "pristine": state["pristine"],
+            "pristine": ctx.pristine_spectrum(parent, state, supercell, reference),
             "dopants": {},
             "failed": {},
         }
-        host, candidates, supercell = ctx.host_setup(parent, state)
-        reference = ctx.host_reference(parent, host, candidates, supercell)
         for cand in candidates:
             if cand.dopant in ref["dopants"] or cand.dopant in ref["failed"]:
                 continue
@@ -449,13 +534,13 @@ def run_shard(cfg: DictConfig) -> dict:
             f"current config gives {h}; restore that config to resume, or choose a new out_dir."
         )
     done = {r["sample_id"] for r in existing}
-    source = instantiate(cfg.parents)
-    parents = source.select(cfg.num_parents, int(cfg.seed), list(cfg.include))
-    mine = [(i, p) for i, p in plan(cfg, parents) if i % num_shards == shard]
+    mine = [(i, p) for i, p in plan(cfg, selected_parents(cfg)) if shard_of(cfg, i) == shard]
     todo = [(i, p) for i, p in mine if f"{p.id}/{i}" not in done]
     stats = {"planned": len(mine), "skipped": len(mine) - len(todo), "ok": 0, "failed": 0}
     if not todo:
         log.info("shard %d/%d: all %d samples already done", shard, num_shards, len(mine))
+        if records.path.exists():
+            records.compress()
         return stats
     log.info("shard %d/%d: %s", shard, num_shards, expected_cost(cfg, existing, len(todo)))
     ctx = _context(cfg, out_dir, h)
@@ -483,4 +568,5 @@ def run_shard(cfg: DictConfig) -> dict:
             stats["failed"] += 1
         records.append(record)
         bar.set_postfix(ok=stats["ok"], failed=stats["failed"])
+    records.compress()  # finished: every planned sample of this shard has its record
     return stats

@@ -2,16 +2,55 @@
 
 A record is appended with a single write and flushed to disk, so a killed run leaves at most one
 torn last line; opening the shard again cuts that line off and everything before it counts as
-done. Other outputs go through ``defectnet.atomic``.
+done. A finished shard is compressed (``.jsonl.gz``, byte-reproducible) so that large data sets
+stay small enough to commit; records added to it later go to a fresh ``.jsonl`` beside it until
+it is finished again. Other outputs go through ``defectnet.atomic``.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from pathlib import Path
 
+from defectnet.atomic import atomic_path
 from defectnet.errors import UserError
+
+
+def compressed(path: Path) -> Path:
+    return path.with_name(path.name + ".gz")
+
+
+def _json_lines(raw: bytes, path: Path, strict: bool) -> tuple[list[dict], int]:
+    """Records of a JSON-lines text and the length of its intact part (a torn tail stops the
+    reading; ``strict`` makes a bad line in the middle an error)."""
+    records, good_end = [], 0
+    lines = raw.splitlines(keepends=True)
+    for n, line in enumerate(lines, 1):
+        if not line.endswith(b"\n"):
+            break  # torn final write from a killed run
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if strict and n < len(lines):
+                raise UserError(
+                    f"{path}, line {n}: not a JSON record ({exc}); rerun that shard to repair it."
+                ) from exc
+            break
+        good_end += len(line)
+    return records, good_end
+
+
+def _read_compressed(path: Path) -> list[dict]:
+    try:
+        raw = gzip.decompress(path.read_bytes())
+    except (OSError, EOFError) as exc:
+        raise UserError(
+            f"{path}: not a readable gzip file ({exc}); restore it from version control or "
+            "delete it to regenerate that shard."
+        ) from exc
+    return _json_lines(raw, path, strict=True)[0]
 
 
 def read_json(path: Path):
@@ -30,23 +69,28 @@ class RecordShard:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.records: list[dict] = []
+        if compressed(self.path).exists():
+            self.records = _read_compressed(compressed(self.path))
         if self.path.exists():
             self._load_and_repair()
 
     def _load_and_repair(self) -> None:
         raw = self.path.read_bytes()
-        good_end = 0
-        for line in raw.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break  # torn final write from a killed run
-            try:
-                self.records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-            good_end += len(line)
+        records, good_end = _json_lines(raw, self.path, strict=False)
+        self.records += records
         if good_end != len(raw):
             with open(self.path, "r+b") as fh:
                 fh.truncate(good_end)
+
+    def compress(self) -> None:
+        """Fold every record into ``<shard>.jsonl.gz`` (written whole or not at all), then
+        drop the plain file."""
+        text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in self.records)
+        target = compressed(self.path)
+        with atomic_path(target) as tmp:
+            with open(tmp, "wb") as raw, gzip.GzipFile("", "wb", fileobj=raw, mtime=0) as gz:
+                gz.write(text.encode())
+        self.path.unlink(missing_ok=True)
 
     @property
     def done(self) -> set[str]:
@@ -64,16 +108,11 @@ class RecordShard:
 
 
 def read_shards(records_dir: Path) -> list[dict]:
-    """Every record of every shard in a folder (torn tails ignored, files left untouched)."""
+    """Every record of every shard in a folder, compressed or not (torn tails ignored, files
+    left untouched)."""
     out = []
+    for path in sorted(Path(records_dir).glob("shard-*.jsonl.gz")):
+        out += _read_compressed(path)
     for path in sorted(Path(records_dir).glob("shard-*.jsonl")):
-        for n, line in enumerate(path.read_bytes().splitlines(keepends=True), 1):
-            if not line.endswith(b"\n"):
-                break
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise UserError(
-                    f"{path}, line {n}: not a JSON record ({exc}); rerun that shard to repair it."
-                ) from exc
+        out += _json_lines(path.read_bytes(), path, strict=True)[0]
     return out

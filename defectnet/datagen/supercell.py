@@ -130,6 +130,7 @@ def substitute(
     n_distractors: Sequence[int] = (0, 3),
     max_total: float = 0.5,
     site_counts: str = "log_uniform",
+    undoped_fraction: float = 0.0,
 ) -> Substitution:
     """Put 1…k distinct dopants on random sites of the host elements they replace.
 
@@ -137,7 +138,9 @@ def substitute(
     and concentrated (up to ``concentration[1]``) samples are both common; ``site_counts=
     "uniform"`` draws it uniformly instead (an alloy series such as Si(1-x)Ge(x)). Candidates
     not used become distractors: offered to the model, truly absent. All dopants together take
-    at most ``max_total`` of the sites, so the host stays the host.
+    at most ``max_total`` of the sites, so the host stays the host. A share ``undoped_fraction``
+    of the samples holds no dopant at all and offers 1…max(n_distractors, n_dopants) candidates,
+    every one a distractor: the answer "nothing here" is learned too.
     """
     if site_counts not in SITE_COUNTS:
         raise UserError(
@@ -151,8 +154,11 @@ def substitute(
         raise ValueError("substitute: no dopant candidates were given for this host.")
     n_atoms = len(supercell)
     lo, hi = n_dopants
+    undoped = undoped_fraction > 0 and rng.random() < undoped_fraction
     k = (
-        int(rng.integers(lo, min(hi, len(by_dopant)) + 1))
+        0
+        if undoped
+        else int(rng.integers(lo, min(hi, len(by_dopant)) + 1))
         if len(by_dopant) >= lo
         else len(by_dopant)
     )
@@ -176,7 +182,10 @@ def substitute(
         free[by_dopant[dopant].replaces] = [i for i in pool if i not in set(picked)]
         counts[dopant], sites[dopant] = n, picked
     unused = [d for d in names if d not in counts]
-    n_dis = int(rng.integers(n_distractors[0], n_distractors[1] + 1))
+    if undoped:
+        n_dis = int(rng.integers(1, max(n_distractors[1], hi) + 1))
+    else:
+        n_dis = int(rng.integers(n_distractors[0], n_distractors[1] + 1))
     distractors = (
         [
             unused[i]
