@@ -115,6 +115,31 @@ def test_superposed_force_constants_obey_the_sum_rule_and_index_symmetry(si, mat
     assert modes.n_displacements == 0 and modes.min_energy > -1.0
 
 
+def test_gamma_modes_equal_phonopys_gamma_point(si, matgl):
+    from phonopy import Phonopy
+
+    from defectnet.datagen.phonons import gamma_modes, to_phonopy_atoms
+
+    _, cell = si
+    phonon = FiniteDisplacement().phonopy(cell, EYE, matgl)
+    doped = cell.copy()
+    doped[5].symbol = "Ge"  # unequal masses
+    ph = Phonopy(to_phonopy_atoms(doped), np.eye(3, dtype=int), primitive_matrix=np.eye(3))
+    ph.force_constants = phonon.force_constants
+    expected = mesh_modes(ph, [1, 1, 1], 0, projections=True)
+    got = gamma_modes(np.asarray(phonon.force_constants), doped, projections=True)
+    np.testing.assert_allclose(np.sort(got.energies_mev), np.sort(expected.energies_mev), atol=1e-3)
+    for el in ("Si", "Ge"):
+        order_got = np.argsort(got.energies_mev)
+        order_expected = np.argsort(expected.energies_mev)
+        high = slice(10, None)  # past the (degenerate, arbitrary) acoustic triplet
+        np.testing.assert_allclose(
+            got.element_projections[el][order_got][high].sum(),
+            expected.element_projections[el][order_expected][high].sum(),
+            rtol=1e-4,
+        )
+
+
 def test_a_stopped_library_build_resumes_without_recomputing_patches(si, matgl, tmp_path):
     host, cell = si
     store = tmp_path / "lib.safetensors"

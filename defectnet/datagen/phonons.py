@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from ase import Atoms
+from ase import Atoms, units
 
 from defectnet.datagen.calculators import ForceField
 from defectnet.errors import UserError
@@ -275,6 +275,31 @@ def mesh_modes(phonon, mesh: float, n_displacements: int, projections: bool = Fa
     return Modes(freqs.ravel(), weights.ravel(), n_displacements, len(phonon.unitcell), shares)
 
 
+# ħ·sqrt(eV / (Å² · u)) in meV: a mass-weighted force-constant eigenvalue to a mode energy
+EV_A2_AMU_TO_MEV = 1e3 * units._hbar * np.sqrt(units._e / (1e-20 * units._amu)) / units._e
+
+
+def gamma_modes(force_constants: np.ndarray, atoms: Atoms, projections: bool = False) -> Modes:
+    """The cell's Γ-point modes from its force constants, diagonalised directly. For a cell of
+    hundreds of atoms Γ already folds in a fine mesh of the host's q-points, and this is several
+    times faster than phonopy's mesh; imaginary modes come out negative as phonopy's do."""
+    n = len(atoms)
+    inv_sqrt_m = 1 / np.sqrt(np.repeat(atoms.get_masses(), 3))
+    dyn = force_constants.transpose(0, 2, 1, 3).reshape(3 * n, 3 * n)
+    dyn = 0.5 * (dyn + dyn.T) * inv_sqrt_m[:, None] * inv_sqrt_m[None, :]
+    if projections:
+        eig, vectors = np.linalg.eigh(dyn)
+    else:
+        eig, vectors = np.linalg.eigvalsh(dyn), None
+    energies = np.sign(eig) * np.sqrt(np.abs(eig)) * EV_A2_AMU_TO_MEV
+    shares = None
+    if projections:
+        per_atom = (np.abs(vectors) ** 2).reshape(n, 3, 3 * n).sum(axis=1)
+        symbols = np.array(atoms.get_chemical_symbols())
+        shares = {el: per_atom[symbols == el].sum(axis=0) for el in dict.fromkeys(symbols)}
+    return Modes(energies, np.ones_like(energies), 0, n, shares)
+
+
 class SuperposedForceConstants(FiniteDisplacement):
     """Doped cells from a per-host library of defect patches: no force call per sample.
 
@@ -369,6 +394,9 @@ class SuperposedForceConstants(FiniteDisplacement):
 
         if reference is None:
             raise ValueError("superposed phonons need the host's defect library (host_reference)")
+        if self.mesh == "gamma":
+            fc = reference.doped_force_constants(doped)
+            return gamma_modes(fc, doped, projections=self.projections)
         phonon = Phonopy(
             to_phonopy_atoms(doped),
             supercell_matrix=np.eye(3, dtype=int),
