@@ -313,15 +313,25 @@ class SuperposedForceConstants(FiniteDisplacement):
     name = "superposed"
     relaxes_samples = False
 
-    def __init__(self, cutoff: float = 5.0, patch_atoms: tuple[int, int] = (64, 128), **kwargs):
+    def __init__(
+        self,
+        cutoff: float = 5.0,
+        patch_atoms: tuple[int, int] = (64, 128),
+        samples_at_gamma: bool = False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
+        self.samples_at_gamma = bool(samples_at_gamma)
         if cutoff <= 0:
             raise UserError(f"phonons.cutoff must be > 0 Å, got {cutoff}.")
         self.cutoff = float(cutoff)
         self.patch_atoms = (int(patch_atoms[0]), int(patch_atoms[1]))
 
     def settings(self) -> dict:
-        return {**super().settings(), "cutoff": self.cutoff, "patch_atoms": list(self.patch_atoms)}
+        out = {**super().settings(), "cutoff": self.cutoff, "patch_atoms": list(self.patch_atoms)}
+        if self.samples_at_gamma:
+            out["samples_at_gamma"] = True
+        return out
 
     def host_reference(
         self,
@@ -394,7 +404,7 @@ class SuperposedForceConstants(FiniteDisplacement):
 
         if reference is None:
             raise ValueError("superposed phonons need the host's defect library (host_reference)")
-        if self.mesh == "gamma":
+        if self.samples_at_gamma:
             fc = reference.doped_force_constants(doped)
             return gamma_modes(fc, doped, projections=self.projections)
         phonon = Phonopy(
