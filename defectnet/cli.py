@@ -1,4 +1,5 @@
-"""Console entry points. Hydra reads the configuration from the repository's ``conf/``."""
+"""Console entry points. Hydra reads the configuration from ``defectnet.conf``: the checkout's
+``conf/`` (editable install) or its copy inside an installed wheel."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import logging
 import os
 import sys
+from importlib import resources
 from pathlib import Path
 
 import hydra
@@ -15,13 +17,29 @@ from omegaconf.errors import MissingMandatoryValue
 
 from defectnet.errors import UserError
 
-ROOT_DIR = Path(__file__).resolve().parent.parent
-CONF_DIR = str(ROOT_DIR / "conf")
+ROOT_DIR = Path(__file__).resolve().parent.parent  # the checkout, when running from one
+CONF_DIR = str(resources.files("defectnet.conf"))
 log = logging.getLogger("defectnet")
-# `paths.root_dir`: the checkout, wherever the command is started from (DEFECTNET_ROOT wins).
-OmegaConf.register_new_resolver(
-    "defectnet_root", lambda: os.environ.get("DEFECTNET_ROOT", str(ROOT_DIR)), replace=True
-)
+
+
+def root_dir() -> str:
+    """``paths.root_dir``, where outputs go: DEFECTNET_ROOT, else the checkout the package runs
+    from (wherever the command is started), else — an installed wheel — the working folder."""
+    if "DEFECTNET_ROOT" in os.environ:
+        return os.environ["DEFECTNET_ROOT"]
+    if (ROOT_DIR / "pyproject.toml").is_file():
+        return str(ROOT_DIR)
+    return os.getcwd()
+
+
+def data_dir() -> str:
+    """``paths.data_dir``: DEFECTNET_DATA, else the shipped data sets (the checkout's ``data/``
+    or their copy inside an installed wheel)."""
+    return os.environ.get("DEFECTNET_DATA", str(resources.files("defectnet.datasets")))
+
+
+OmegaConf.register_new_resolver("defectnet_root", root_dir, replace=True)
+OmegaConf.register_new_resolver("defectnet_data", data_dir, replace=True)
 
 
 # A user's mistake: a bad file or config value (UserError), a file or folder that is missing or

@@ -68,3 +68,28 @@ def test_every_parent_source_composes(parents):
 def test_every_top_level_config_composes(name):
     cfg = compose_config(name, [])
     assert cfg is not None
+
+
+def test_the_wheel_ships_every_config_and_the_shipped_data_sets():
+    """pyproject.toml maps conf/ and data/ into the package; its package-data patterns must
+    cover every config file and every committed data set's cache."""
+    import tomllib
+    from fnmatch import fnmatch
+
+    from defectnet.cli import ROOT_DIR
+
+    tool = tomllib.loads((ROOT_DIR / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert tool["package-dir"] == {"defectnet.conf": "conf", "defectnet.datasets": "data"}
+    for package, folder in tool["package-dir"].items():
+        assert package in tool["packages"]
+        patterns = tool["package-data"][package]
+        wanted = (
+            sorted((ROOT_DIR / folder).rglob("*.yaml"))
+            if folder == "conf"
+            else sorted((ROOT_DIR / folder).glob("*/dataset.safetensors"))
+        )
+        assert wanted
+        for path in wanted:
+            relative = path.relative_to(ROOT_DIR / folder).as_posix()
+            depth = relative.count("/")
+            assert any(fnmatch(relative, p) and p.count("/") == depth for p in patterns), relative

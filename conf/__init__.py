@@ -1,0 +1,1 @@
+"""DefectNet's Hydra configuration, installed with the package as defectnet.conf."""

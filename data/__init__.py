@@ -1,0 +1,1 @@
+"""The shipped data sets, installed with the package as defectnet.datasets."""
