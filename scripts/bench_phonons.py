@@ -1,4 +1,4 @@
-"""Benchmark: ``full`` against ``embedded`` phonons on the same relaxed doped cells.
+"""Benchmark: ``full`` against ``embedded`` and ``superposed`` phonons on relaxed doped cells.
 
 For each cell and each cutoff it prints the force calls, the wall time and how well the
 smoothed PDoS on the model's grid agrees with ``full`` (cosine similarity, L1 distance of the
@@ -8,7 +8,12 @@ of that parent). It then compares relaxing every atom, only the atoms near the d
 with the spectra from ``embedded`` at its configured cutoff. Last, it draws doped cells the way
 generation does (``sampling`` of ``conf/generate.yaml``) and counts, without any force call, the
 atoms near a dopant: the calls a typical sample costs with ``embedded`` against ``full``.
-Prints figures, asserts nothing.
+
+The ``superposed`` section builds each host's defect library once, then for every total dopant
+fraction draws a multi-dopant cell and compares the library's spectrum, and that of the
+pristine force constants with the dopant masses only, with ``full`` on the same cell relaxed by
+the force field; last, the per-sample wall time of both at the pretraining cell size (``full``
+projected from timed force calls). Prints figures, asserts nothing.
 """
 
 from __future__ import annotations
@@ -69,16 +74,142 @@ def sampled_calls(prim, pristine, method, host, draws: int, seed: int) -> np.nda
     return np.array(calls)
 
 
-def timed(fn, *args):
+def random_doped(pristine: Atoms, dopants: dict[str, str], fraction: float, rng) -> Atoms:
+    """``fraction`` of the cell's atoms (at least one) substituted, each by a dopant drawn
+    from ``dopants`` on a random site of the element it replaces."""
+    doped = pristine.copy()
+    symbols = doped.get_chemical_symbols()
+    names = list(dopants)
+    for _ in range(max(1, round(fraction * len(doped)))):
+        dopant = names[rng.integers(len(names))]
+        free = [i for i, s in enumerate(symbols) if s == dopants[dopant]]
+        symbols[free[rng.integers(len(free))]] = dopant
+    doped.set_chemical_symbols(symbols)
+    return doped
+
+
+def timed(fn, *args, **kwargs):
     t0 = time.perf_counter()
-    out = fn(*args)
+    out = fn(*args, **kwargs)
     return out, time.perf_counter() - t0
+
+
+def bench_superposed(cfg: DictConfig, ff, full: FiniteDisplacement) -> None:
+    from pathlib import Path
+
+    from phonopy import Phonopy
+
+    from defectnet.datagen.parents import BuiltinParents
+    from defectnet.datagen.phonons import SuperposedForceConstants, mesh_modes, to_phonopy_atoms
+    from defectnet.datagen.recommender import Candidate
+
+    bench = cfg.superposed_bench
+    method: SuperposedForceConstants = instantiate(cfg.superposed)
+    rng = np.random.default_rng(cfg.seed)
+    builtin = {p.id: p for p in BuiltinParents().parents()}
+
+    def spectrum(modes: Modes) -> np.ndarray:
+        return spectrum_from_modes(modes.energies_mev, GRID, cfg.spectra.fwhm_mev, modes.weights)
+
+    def relaxed(atoms: Atoms) -> Atoms:
+        return relax(atoms, ff.calculator(), cfg.relax.fmax, cfg.relax.steps).atoms
+
+    def full_modes(atoms: Atoms) -> Modes:
+        return full.doped_modes(relaxed(atoms), None, ff)
+
+    print(
+        f"\nsuperposed (cutoff {method.cutoff:g} Å, dilute cells of {method.patch_atoms} atoms) "
+        f"against full ({full.displacement} Å, one-sided: {not full.plusminus}) on the same "
+        "cells; masses only: pristine force constants, dopant masses"
+    )
+    print(
+        f"{'host':22s} {'atoms':>5s} {'dopants':>7s} {'frac':>6s} {'full s':>7s} "
+        f"{'sup s':>6s} {'cos sup':>8s} {'L1 sup':>7s} {'Δpk sup':>8s} "
+        f"{'cos mass':>8s} {'L1 mass':>7s} {'Δpk mass':>8s}",
+        flush=True,
+    )
+    rows = []
+    for host_cfg in bench.hosts:
+        prim = relax(builtin[host_cfg.parent].atoms, ff.calculator(), 0.002, 300, True).atoms
+        _, pristine = choose_supercell(prim, *bench.atoms)
+        dopants = dict(host_cfg.dopants)
+        candidates = [Candidate(d, h, "n", "bench", 1.0) for d, h in dopants.items()]
+        store = Path(bench.store) / f"{host_cfg.parent}-{len(pristine)}.safetensors"
+        library, t_lib = timed(
+            method.host_reference,
+            pristine,
+            ff,
+            host=prim,
+            candidates=candidates,
+            store=store,
+            relax=relaxed,
+        )
+        print(
+            f"{host_cfg.parent:22s} library: {len(library.patches)} patches, "
+            f"{library.library_calls} force calls, {t_lib:.0f} s (0 s when stored)",
+            flush=True,
+        )
+        for fraction in bench.fractions:
+            doped = random_doped(pristine, dopants, fraction, rng)
+            ref_modes, t_full = timed(full_modes, doped)
+            ref = spectrum(ref_modes)
+            sup_modes, t_sup = timed(method.doped_modes, doped, library, ff)
+            phonon = Phonopy(to_phonopy_atoms(doped), np.eye(3, dtype=int), np.eye(3))
+            phonon.force_constants = library.force_constants
+            mass = spectrum(mesh_modes(phonon, method.mesh, 0))
+            s, m = agreement(spectrum(sup_modes), ref), agreement(mass, ref)
+            n_dop = int((doped.numbers != pristine.numbers).sum())
+            rows.append((fraction, *s, *m))
+            print(
+                f"{host_cfg.parent:22s} {len(doped):>5d} {n_dop:>7d} {n_dop / len(doped):>6.1%} "
+                f"{t_full:>7.0f} {t_sup:>6.1f} {s[0]:>8.4f} {s[1]:>7.3f} {s[2]:>+8.2f} "
+                f"{m[0]:>8.4f} {m[1]:>7.3f} {m[2]:>+8.2f}",
+                flush=True,
+            )
+    table = np.array(rows)
+    for lo, hi, label in ((0, 0.125, "≤ 12 %"), (0.125, 1, "25 %")):
+        sel = (table[:, 0] > lo) & (table[:, 0] <= hi)
+        med = np.median(table[sel], axis=0)
+        print(
+            f"median {label:7s} superposed cosine {med[1]:.4f} L1 {med[2]:.3f} | masses only "
+            f"cosine {med[4]:.4f} L1 {med[5]:.3f}   ({sel.sum()} cells)"
+        )
+
+    # per-sample cost at the pretraining size: superposed timed, full projected
+    host_cfg = bench.hosts[0]
+    prim = relax(builtin[host_cfg.parent].atoms, ff.calculator(), 0.002, 300, True).atoms
+    _, large = choose_supercell(prim, *bench.large_atoms)
+    dopants = dict(host_cfg.dopants)
+    candidates = [Candidate(d, h, "n", "bench", 1.0) for d, h in dopants.items()]
+    store = Path(bench.store) / f"{host_cfg.parent}-{len(large)}.safetensors"
+    library = method.host_reference(
+        large, ff, host=prim, candidates=candidates, store=store, relax=relaxed
+    )
+    doped = random_doped(large, dopants, 0.05, rng)
+    _, t_sup = timed(method.doped_modes, doped, library, ff)
+    method.samples_at_gamma = True
+    _, t_gamma = timed(method.doped_modes, doped, library, ff)
+    ff.forces([doped])  # warm-up
+    t_call = float(np.median([timed(ff.forces, [doped])[1] for _ in range(3)]))
+    n_calls = 3 * len(doped) * (2 if full.plusminus else 1) + (not full.plusminus)
+    t_full = (n_calls + 100) * t_call  # + ~100 relaxation steps
+    print(
+        f"\nper sample at {len(doped)} atoms ({host_cfg.parent}, 5 %): superposed "
+        f"{t_sup:.2f} s on the q-mesh, {t_gamma:.2f} s at Γ (samples_at_gamma); full "
+        f"≈ {t_full:,.0f} s projected ({n_calls} displaced cells + ~100 relaxation steps × "
+        f"{t_call:.2f} s per call): {t_full / t_sup:,.0f}× / {t_full / t_gamma:,.0f}× less",
+        flush=True,
+    )
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench_phonons")
 def main(cfg: DictConfig) -> None:
     ff = instantiate(cfg.calculator)
     full: FiniteDisplacement = instantiate(cfg.full)
+    if "superposed" in cfg.sections:
+        bench_superposed(cfg, ff, full)
+    if "embedded" not in cfg.sections:
+        return
     embedded: EmbeddedForceConstants = instantiate(cfg.embedded)
     default_cutoff = embedded.cutoff
     cutoffs = sorted({*map(float, cfg.cutoffs), default_cutoff})
