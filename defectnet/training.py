@@ -18,10 +18,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from defectnet.atomic import write_json_atomic
 from defectnet.data.datamodule import TEST_SPLITS, PDoSDataModule
-from defectnet.ensemble import network_members
 from defectnet.errors import UserError
-from defectnet.metrics import best_threshold, masked_rmse
-from defectnet.model.checkpoint import Thresholds, pretrained_network_config, record_thresholds
+from defectnet.metrics import masked_rmse
+from defectnet.model.checkpoint import entry_thresholds, pretrained_network_config
 from defectnet.model.lit_module import DefectNetModule
 from defectnet.runtime import finish_wandb, instantiate_all, log_once
 
@@ -135,25 +134,6 @@ def test_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def validation_thresholds(module: DefectNetModule, dm: PDoSDataModule) -> Thresholds:
-    """Presence thresholds with the best element F1 on the validation split, with the data's
-    candidates and with every non-host element offered (prediction's open set); the same
-    choice the evaluation makes."""
-    module.eval().to("cpu")
-    target = dm.split_tensors("val").targets.numpy()
-    chosen = []
-    for open_set in (False, True):
-        answers, mask = network_members([module.model], dm, "val", open_set=open_set)
-        chosen.append(best_threshold(answers[0], target, mask))
-    return Thresholds(*chosen)
-
-
-def run_checkpoints(trainer: L.Trainer) -> list[Path]:
-    """Every checkpoint file the run's checkpoint callbacks wrote (none under fast_dev_run)."""
-    folders = {Path(c.dirpath) for c in trainer.checkpoint_callbacks if c.dirpath}
-    return sorted(path for folder in folders for path in folder.glob("*.ckpt"))
-
-
 def train(cfg: DictConfig) -> dict:
     """Fit, test, compare with the baseline; returns every metric as a float."""
     log_once()
@@ -192,12 +172,11 @@ def train(cfg: DictConfig) -> dict:
                 if best:
                     load_weights(module, best)
                 metrics["comparison"] = evaluate_splits(module, dm, out_dir, loggers)
-                if len(dm.splits.val):
-                    thresholds = validation_thresholds(module, dm)
-                    for path in run_checkpoints(trainer):
-                        record_thresholds(path, thresholds)
+                if best and len(dm.splits.val):
+                    entry = torch.load(best, map_location="cpu", weights_only=True)["defectnet"]
+                    thresholds = entry_thresholds(entry)
                     metrics["thresholds"] = vars(thresholds)
-                    log.info("presence thresholds (best F1 on val): %s", thresholds)
+                    log.info("presence thresholds of %s (best F1 on val): %s", best, thresholds)
         if trainer.is_global_zero:
             dm.setup("test")
             metrics["ood_parents"] = dm.splits.ood_parents

@@ -4,9 +4,9 @@ Every checkpoint a training run writes holds, beside the weights, a ``defectnet`
 format version, the network as a ``_target_`` config (its class path and constructor
 arguments, so a new network needs no registration), the energy grid of the data
 it was trained on and the presence thresholds (given candidates, open set; chosen on the
-validation split when training ends). ``load_network`` rebuilds the network from that
-entry alone (``torch.load(weights_only=True)``: nothing is unpickled), so prediction needs no
-training config.
+validation split for the weights saved, by ``model.thresholds.PresenceThresholds``).
+``load_network`` rebuilds the network from that entry alone (``torch.load(weights_only=True)``:
+nothing is unpickled), so prediction needs no training config.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from defectnet.atomic import atomic_path
 from defectnet.errors import UserError
 from defectnet.spectra import EnergyGrid
 
@@ -43,7 +42,7 @@ class Thresholds:
 def checkpoint_entry(
     network: nn.Module,
     grid: EnergyGrid | None,
-    threshold: float,
+    thresholds: Thresholds,
     data: dict | None = None,
 ) -> dict:
     """The ``defectnet`` entry written into every checkpoint; ``data`` names the data set and
@@ -55,19 +54,10 @@ def checkpoint_entry(
             **network.config,
         },
         "grid": grid.as_dict() if grid is not None else None,
-        "threshold": float(threshold),
-        "open_set_threshold": float(threshold),
+        "threshold": float(thresholds.guided),
+        "open_set_threshold": float(thresholds.open_set),
         "data": data or {},
     }
-
-
-def record_thresholds(path: str | Path, thresholds: Thresholds) -> None:
-    """Write thresholds chosen after training into a checkpoint (rewritten atomically)."""
-    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
-    ckpt["defectnet"]["threshold"] = thresholds.guided
-    ckpt["defectnet"]["open_set_threshold"] = thresholds.open_set
-    with atomic_path(Path(path)) as tmp:
-        torch.save(ckpt, tmp)
 
 
 def entry_thresholds(entry: dict) -> Thresholds:

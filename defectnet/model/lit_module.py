@@ -9,7 +9,7 @@ from torch import nn
 
 from defectnet.data.datamodule import TEST_SPLITS, Batch
 from defectnet.metrics import SplitMetrics, masked_mse
-from defectnet.model.checkpoint import checkpoint_entry
+from defectnet.model.checkpoint import Thresholds, checkpoint_entry
 
 
 class DefectNetModule(L.LightningModule):
@@ -29,6 +29,8 @@ class DefectNetModule(L.LightningModule):
         self.model = model
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.threshold = threshold
+        # written into every checkpoint; the PresenceThresholds callback sets them from val
+        self.thresholds = Thresholds(threshold, threshold)
         self.val_metrics = SplitMetrics(threshold)
         self.test_metrics = nn.ModuleDict({s: SplitMetrics(threshold) for s in TEST_SPLITS})
         self.tested: set[str] = set()  # splits that had at least one batch
@@ -99,7 +101,7 @@ class DefectNetModule(L.LightningModule):
             "ood_parents": list(splits.ood_parents) if splits is not None else None,
         }
         checkpoint["defectnet"] = checkpoint_entry(
-            self.model, dataset.grid if dataset is not None else None, self.threshold, data
+            self.model, dataset.grid if dataset is not None else None, self.thresholds, data
         )
 
     def configure_optimizers(self):
