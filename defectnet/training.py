@@ -3,7 +3,7 @@
 ``train`` fits, tests on test-ID and test-OOD, compares with the training-mean baseline, writes
 ``metrics.json`` and parity plots into the run folder, and returns the metrics (the sweep
 objective is ``cfg.optimized_metric``). Resume (``ckpt_path``: the same run continues) and
-fine-tune (``init_from``: a new run starts from pretrained weights) are kept apart.
+fine-tune (``init_from``: a new run whose network is built from a checkpoint) are kept apart.
 """
 
 from __future__ import annotations
@@ -20,58 +20,29 @@ from defectnet.atomic import write_json_atomic
 from defectnet.data.datamodule import TEST_SPLITS, PDoSDataModule
 from defectnet.errors import UserError
 from defectnet.metrics import masked_rmse
-from defectnet.model.checkpoint import entry_thresholds, pretrained_network_config
+from defectnet.model.checkpoint import entry_thresholds, network_from_checkpoint
 from defectnet.model.lit_module import DefectNetModule
 from defectnet.runtime import finish_wandb, instantiate_all, log_once
 
 log = logging.getLogger(__name__)
 
 
-def pretrained_file(path: str) -> Path:
-    ckpt = Path(path)
-    if not ckpt.is_file():
+def build_from_checkpoint(cfg: DictConfig) -> None:
+    """``init_from=<ckpt>``: the network is built from that checkpoint (its class, shape and
+    weights; ``model.checkpoint.network_from_checkpoint``); optimizer, scheduler and freezing
+    stay as configured."""
+    path = Path(cfg.init_from)
+    if not path.is_file():
         raise FileNotFoundError(
-            f"init_from: no checkpoint at '{ckpt}'; pass the .ckpt of a "
-            "pretraining run (outputs/.../checkpoints/last.ckpt)."
+            f"init_from: no checkpoint at '{path}'; pass the .ckpt of a pretraining run "
+            "(outputs/.../checkpoints/best_epoch_*.ckpt)."
         )
-    return ckpt
-
-
-def load_weights(module: DefectNetModule, path: str) -> None:
-    """Copy the network weights of a checkpoint into ``module`` (safe load, no pickle)."""
-    ckpt = pretrained_file(path)
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    if "state_dict" not in state:
-        raise UserError(
-            f"init_from: '{ckpt}' is not a DefectNet Lightning checkpoint (no 'state_dict')."
-        )
-    weights = {
-        k.removeprefix("model."): v
-        for k, v in state["state_dict"].items()
-        if k.startswith("model.")
-    }
-    try:
-        module.model.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise UserError(
-            f"init_from: '{ckpt}' was trained with another architecture; use the "
-            f"same model.* settings as that run ({exc})."
-        ) from exc
-
-
-def use_pretrained_shape(cfg: DictConfig) -> None:
-    """Fine-tuning continues the pretrained network: its class and constructor arguments
-    (sizes, dropout) come from the checkpoint, whatever ``model.model`` says; the optimizer,
-    scheduler and freezing stay as configured."""
-    pretrained = pretrained_network_config(pretrained_file(cfg.init_from))
-    if pretrained is None:
-        return
-    configured = OmegaConf.to_container(cfg.model.model)
-    if configured != pretrained:
-        changed = sorted(k for k in pretrained if configured.get(k) != pretrained[k])
-        log.info("init_from: the network takes its shape from the checkpoint (%s)", changed)
-        with open_dict(cfg):
-            cfg.model.model = pretrained
+    with open_dict(cfg):
+        cfg.model.model = {
+            "_target_": "defectnet.model.checkpoint.network_from_checkpoint",
+            "path": str(path),
+        }
+    log.info("fine-tuning from %s", path)
 
 
 @torch.no_grad()
@@ -148,11 +119,8 @@ def train(cfg: DictConfig) -> dict:
         )
     dm: PDoSDataModule = instantiate(cfg.data)
     if cfg.get("init_from"):
-        use_pretrained_shape(cfg)
+        build_from_checkpoint(cfg)
     module: DefectNetModule = instantiate(cfg.model)
-    if cfg.get("init_from"):
-        load_weights(module, cfg.init_from)
-        log.info("fine-tuning from %s", cfg.init_from)
     callbacks = instantiate_all(cfg.get("callbacks"))
     loggers = instantiate_all(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -169,8 +137,8 @@ def train(cfg: DictConfig) -> dict:
             if trainer.is_global_zero:
                 log.info("test metrics:\n%s", test_table(metrics))
             if trainer.is_global_zero:
-                if best:
-                    load_weights(module, best)
+                if best:  # test and compare the best epoch's network
+                    module.model = network_from_checkpoint(best)
                 metrics["comparison"] = evaluate_splits(module, dm, out_dir, loggers)
                 if best and len(dm.splits.val):
                     entry = torch.load(best, map_location="cpu", weights_only=True)["defectnet"]

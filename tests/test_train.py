@@ -28,27 +28,26 @@ def test_fast_dev_run_every_experiment(experiment, train_cfg, pretrained):
         assert "test_ood/rmse" in metrics
 
 
-def test_fine_tuning_starts_from_the_pretrained_weights_and_can_freeze(train_cfg, pretrained):
+def test_fine_tuning_builds_the_network_from_the_checkpoint_and_can_freeze(train_cfg, pretrained):
     from hydra.utils import instantiate
 
-    from defectnet.training import load_weights, use_pretrained_shape
+    from defectnet.training import build_from_checkpoint
 
     # the default model size is configured; the network's shape comes from the checkpoint
     cfg = train_cfg(
         "experiment=finetune_sige", f"init_from={pretrained}", "model.freeze_encoder=true"
     )
     assert cfg.model.model.d_model != 32
-    use_pretrained_shape(cfg)
-    assert (cfg.model.model.d_model, cfg.model.model.conv_channels) == (32, [16, 32])
+    build_from_checkpoint(cfg)
+    assert cfg.model.model._target_.endswith("network_from_checkpoint")
     module = instantiate(cfg.model)
-    load_weights(module, cfg.init_from)
+    assert (module.model.config["d_model"], module.model.config["conv_channels"]) == (32, [16, 32])
     state = torch.load(pretrained, weights_only=True)["state_dict"]
     assert torch.equal(module.model.query[0].weight, state["model.query.0.weight"])
+    assert module.model.training  # built to go on training
     assert not any(p.requires_grad for p in module.model.encoder.parameters())
     with pytest.raises(FileNotFoundError, match="init_from: no checkpoint"):
-        load_weights(module, "/nonexistent.ckpt")
-    with pytest.raises(FileNotFoundError, match="init_from: no checkpoint"):
-        use_pretrained_shape(train_cfg("experiment=finetune_sige", "init_from=/nonexistent.ckpt"))
+        build_from_checkpoint(train_cfg("experiment=finetune_sige", "init_from=/nonexistent.ckpt"))
 
 
 def test_missing_data_set_is_a_clear_error(train_cfg):

@@ -72,16 +72,6 @@ def checkpoint_data(path: str | Path) -> dict:
     return ckpt.get("defectnet", {}).get("data", {})
 
 
-def pretrained_network_config(path: str | Path) -> dict | None:
-    """The network a checkpoint was trained with, as a Hydra ``_target_`` config, so that
-    fine-tuning builds the same shape whatever ``model=`` says (None: not recorded)."""
-    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
-    entry = ckpt.get("defectnet") if isinstance(ckpt, dict) else None
-    if not entry or entry.get("format_version") != CHECKPOINT_FORMAT:
-        return None
-    return dict(entry["network"])
-
-
 def build_network(config: dict, where: str | Path) -> nn.Module:
     """The network of a ``_target_`` config from a checkpoint; only classes of
     ``defectnet.model`` are imported, so a checkpoint file cannot name arbitrary code."""
@@ -139,3 +129,10 @@ def load_network(path: str | Path) -> tuple[nn.Module, EnergyGrid, Thresholds]:
     }
     network.load_state_dict(weights)
     return network.eval(), grid, entry_thresholds(entry)
+
+
+def network_from_checkpoint(path: str | Path) -> nn.Module:
+    """A trained network to go on training (fine-tuning): class, shape and weights from the
+    checkpoint, whatever ``model.model`` says. Used as ``model.model._target_`` (``init_from=``
+    sets it), so fine-tuning is a model built from a checkpoint, not a special training path."""
+    return load_network(path)[0].train()
