@@ -21,8 +21,8 @@ def _one_sample(generate_cfg, host, dopant):
     )
     assert run_shard(cfg)["ok"] == 1
     (record,) = RecordShard(shard_path(cfg.out_dir, 0, 1)).records
-    assert record["counts"] == {dopant: 1}
-    return np.array(record["pristine"]), np.array(record["doped"])
+    assert record.counts == {dopant: 1}
+    return np.array(record.pristine), np.array(record.doped)
 
 
 def _mean_energy(s):

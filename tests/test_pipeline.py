@@ -15,8 +15,9 @@ import pytest
 from defectnet.cli import ROOT_DIR, run_generation
 from defectnet.data.cache import load_cache
 from defectnet.datagen.pipeline import run_shard, sample_structure, shard_path
-from defectnet.datagen.records import RecordShard, compressed, read_shards
+from defectnet.datagen.records import Provenance, Record, RecordShard, compressed, read_shards
 from defectnet.elements import UnknownElementError
+from defectnet.errors import UserError
 
 from .conftest import TINY_SI
 
@@ -29,13 +30,13 @@ def test_generation_end_to_end_then_rerun_does_nothing(generate_cfg):
     assert out["generate"] == {"planned": 3, "skipped": 0, "ok": 3, "failed": 0}
     records = RecordShard(shard_path(cfg.out_dir, 0, 1)).records
     r = records[0]
-    assert r["status"] == "ok" and r["n_atoms"] == 8
-    assert len(r["pristine"]) == len(r["doped"]) == 100 and len(r["composition"]) == 100
-    assert len(r["distractors"]) == 1 and r["distractors"][0] not in r["counts"]
-    prov = r["provenance"]
-    assert prov["parent_id"] == "diamond-Si" and prov["formula"] == "Si"
-    assert prov["calculator"]["name"] == "matgl" and prov["seed"] == [0, r["index"]]
-    assert len(prov["settings_hash"]) == 16
+    assert r.status == "ok" and r.n_atoms == 8
+    assert len(r.pristine) == len(r.doped) == 100 and len(r.composition) == 100
+    assert len(r.distractors) == 1 and r.distractors[0] not in r.counts
+    prov = r.provenance
+    assert prov.parent_id == "diamond-Si" and prov.formula == "Si"
+    assert prov.calculator["name"] == "matgl" and prov.seed == [0, r.index]
+    assert len(prov.settings_hash) == 16
     ds = load_cache(cfg.cache)
     assert len(ds) == 3 and ds.parents == ["diamond-Si"]
     assert (ds.targets[ds.mask == 0] == 0).all() and ((ds.targets > 0) <= (ds.mask > 0)).all()
@@ -59,8 +60,8 @@ def test_same_seed_same_data(generate_cfg):
     run_shard(a), run_shard(b)
     ra = RecordShard(shard_path(a.out_dir, 0, 1)).records
     rb = RecordShard(shard_path(b.out_dir, 0, 1)).records
-    assert [r["counts"] for r in ra] == [r["counts"] for r in rb]
-    assert np.allclose([r["doped"] for r in ra], [r["doped"] for r in rb], atol=1e-4)
+    assert [r.counts for r in ra] == [r.counts for r in rb]
+    assert np.allclose([r.doped for r in ra], [r.doped for r in rb], atol=1e-4)
 
 
 def test_killed_run_resumes_without_losing_or_repeating(generate_cfg, tmp_path):
@@ -99,27 +100,36 @@ def test_killed_run_resumes_without_losing_or_repeating(generate_cfg, tmp_path):
     assert os.path.getmtime(parent_file) == parent_mtime  # parent work not redone
 
 
+def failed_record(index: int) -> Record:
+    provenance = Provenance("a", "Si", {}, {}, "0" * 16, [0, index], "0")
+    return Record(f"a/{index}", index, provenance, status="failed", reason="test")
+
+
 def test_torn_last_line_is_cut_on_resume(tmp_path):
     path = tmp_path / "shard-0000-of-0001.jsonl"
-    path.write_bytes(b'{"sample_id": "a/0"}\n{"sample_id": "a/1", "pri')
+    first = (json.dumps(failed_record(0).to_dict()) + "\n").encode()
+    path.write_bytes(first + b'{"sample_id": "a/1", "pri')
     shard = RecordShard(path)
-    assert shard.done == {"a/0"} and path.read_bytes() == b'{"sample_id": "a/0"}\n'
+    assert shard.done == {"a/0"} and path.read_bytes() == first
+    path.write_bytes(first + b'{"sample_id": "a/1"}\n')
+    with pytest.raises(UserError, match="line 2: not a DefectNet record"):
+        read_shards(tmp_path)
 
 
 def test_a_compressed_shard_takes_more_records_and_folds_them_in(tmp_path):
     path = tmp_path / "shard-0000-of-0001.jsonl"
     shard = RecordShard(path)
-    shard.append({"sample_id": "a/0"})
+    shard.append(failed_record(0))
     shard.compress()
     assert not path.exists() and compressed(path).exists()
     first = compressed(path).read_bytes()
     RecordShard(path).compress()
     assert compressed(path).read_bytes() == first  # byte-reproducible (no timestamp)
     more = RecordShard(path)
-    more.append({"sample_id": "a/1"})
+    more.append(failed_record(1))
     assert path.exists() and RecordShard(path).done == {"a/0", "a/1"}
     more.compress()
-    assert [r["sample_id"] for r in read_shards(tmp_path)] == ["a/0", "a/1"]
+    assert [r.sample_id for r in read_shards(tmp_path)] == ["a/0", "a/1"]
 
 
 def test_failed_sample_is_recorded_with_its_reason(generate_cfg):
@@ -127,9 +137,7 @@ def test_failed_sample_is_recorded_with_its_reason(generate_cfg):
     stats = run_shard(cfg)
     assert stats["failed"] == 2 and stats["ok"] == 0
     records = RecordShard(shard_path(cfg.out_dir, 0, 1)).records
-    assert all(
-        r["status"] == "failed" and "widen supercell.min_atoms" in r["reason"] for r in records
-    )
+    assert all(r.status == "failed" and "widen supercell.min_atoms" in r.reason for r in records)
 
 
 def test_changed_settings_refuse_to_mix_into_old_records(generate_cfg):
@@ -153,10 +161,10 @@ def test_embedded_phonons_in_the_pipeline_record_their_cost(generate_cfg):
     cfg = generate_cfg("phonons=embedded", "phonons.cutoff=3.0", "samples_per_parent=1")
     assert run_shard(cfg)["ok"] == 1
     (r,) = RecordShard(shard_path(cfg.out_dir, 0, 1)).records
-    assert r["provenance"]["phonons"]["method"] == "embedded"
-    assert r["provenance"]["phonons"]["cutoff"] == 3.0
-    assert r["phonons"]["host_displacements"] >= 1
-    assert 0 < r["phonons"]["n_displacements"] < 6 * r["n_atoms"]
+    assert r.provenance.phonons["method"] == "embedded"
+    assert r.provenance.phonons["cutoff"] == 3.0
+    assert r.phonons["host_displacements"] >= 1
+    assert 0 < r.phonons["n_displacements"] < 6 * r.n_atoms
 
 
 def test_neutron_weighted_spectra_need_and_get_eigenvectors(generate_cfg):
@@ -172,8 +180,8 @@ def test_neutron_weighted_spectra_need_and_get_eigenvectors(generate_cfg):
     (b,) = RecordShard(shard_path(neutron.out_dir, 0, 1)).records
     # pure Si: weighting changes nothing; with Ge (σ/M 0.12 vs Si's 0.077 barn/u) it does
     # (float32 potential: two relaxations of the same cell agree to ~1e-4 of the peak height)
-    assert np.abs(np.subtract(a["pristine"], b["pristine"])).max() < 5e-4 * max(a["pristine"])
-    assert not np.allclose(a["doped"], b["doped"], atol=1e-4)
+    assert np.abs(np.subtract(a.pristine, b.pristine)).max() < 5e-4 * max(a.pristine)
+    assert not np.allclose(a.doped, b.doped, atol=1e-4)
 
 
 def test_record_round_trips_its_relaxed_structure_and_spectra_settings(generate_cfg):
@@ -182,13 +190,13 @@ def test_record_round_trips_its_relaxed_structure_and_spectra_settings(generate_
     cfg = generate_cfg("samples_per_parent=1", "candidates=[Ge]")
     run_shard(cfg)
     (r,) = RecordShard(shard_path(cfg.out_dir, 0, 1)).records
-    atoms = atoms_from_dict(r["structure"])
-    assert atoms.get_chemical_formula() == r["doped_formula"] and len(atoms) == r["n_atoms"]
-    assert atoms_to_dict(atoms, decimals=5) == r["structure"]
+    atoms = atoms_from_dict(r.structure)
+    assert atoms.get_chemical_formula() == r.doped_formula and len(atoms) == r.n_atoms
+    assert atoms_to_dict(atoms, decimals=5) == r.structure
     # relaxed: the Ge site pushes its neighbours off the ideal diamond positions
-    ideal = np.round(np.array(r["structure"]["positions"]) / (atoms.cell[0, 0] / 4), 0)
+    ideal = np.round(np.array(r.structure["positions"]) / (atoms.cell[0, 0] / 4), 0)
     assert not np.allclose(atoms.positions, ideal * atoms.cell[0, 0] / 4, atol=1e-4)
-    assert r["spectra"] == {
+    assert r.spectra == {
         "grid": {"e_min": 0.0, "e_max": 200.0, "n_points": 100, "unit": "meV"},
         "fwhm_mev": 3.0,
         "weighting": "total",
@@ -221,6 +229,7 @@ def test_records_of_the_older_format_still_consolidate_under_their_settings(gene
     run_generation(cfg)
     path = shard_path(cfg.out_dir, 0, 1)
     old = RecordShard(path).records
+    old = [r.to_dict() for r in old]
     for r in old:  # records written before they carried their structure and spectra settings
         del r["structure"], r["spectra"]
     compressed(path).unlink()  # and before finished shards were compressed
@@ -246,14 +255,14 @@ def test_superposed_phonons_in_the_pipeline_cost_no_call_per_sample(generate_cfg
     records = RecordShard(shard_path(cfg.out_dir, 0, 1)).records
     parent = json.loads((Path(cfg.out_dir) / "parents" / "diamond-Si.json").read_text())
     for r in records:
-        assert r["provenance"]["phonons"]["method"] == "superposed"
-        assert r["phonons"]["n_displacements"] == 0 and r["relax"]["steps"] == 0
-        assert r["phonons"]["library_calls"] > 0
+        assert r.provenance.phonons["method"] == "superposed"
+        assert r.phonons["n_displacements"] == 0 and r.relax["steps"] == 0
+        assert r.phonons["library_calls"] > 0
         atoms = sample_structure(r, parent)  # rebuilt from the host and the record's sites
-        assert atoms.get_chemical_formula() == r["doped_formula"] and len(atoms) == r["n_atoms"]
-    undoped = [r for r in records if not r["counts"]]
+        assert atoms.get_chemical_formula() == r.doped_formula and len(atoms) == r.n_atoms
+    undoped = [r for r in records if not r.counts]
     assert 0 < len(undoped) < len(records)
     for r in undoped:  # nothing in it: every offered candidate a distractor, spectra equal
-        assert r["distractors"] and len(r["candidates"]) == len(r["distractors"])
-        np.testing.assert_allclose(r["doped"], r["pristine"], rtol=1e-5, atol=1e-7)
+        assert r.distractors and len(r.candidates) == len(r.distractors)
+        np.testing.assert_allclose(r.doped, r.pristine, rtol=1e-5, atol=1e-7)
     assert (Path(cfg.out_dir) / "library" / "diamond-Si.safetensors").is_file()

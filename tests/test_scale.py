@@ -93,7 +93,7 @@ def test_submitit_slurm_config_composes_and_local_executor_runs_a_shard(tmp_path
         tmp_path,
     )
     records = read_shards(out / "records")
-    assert len(records) == 1 and records[0]["status"] == "ok"
+    assert len(records) == 1 and records[0].status == "ok"
 
 
 def test_optuna_sweep_of_two_trials_on_the_demo_set(tmp_path):

@@ -171,7 +171,7 @@ def test_a_patch_rotated_onto_an_equivalent_site_equals_one_computed_there(matgl
     classes = site_classes(host)
     ga = [i for i, s in enumerate(host.get_chemical_symbols()) if s == "Ga"]
     assert classes.representative[classes.of_atom[ga[1]]] == classes.of_atom[ga[0]]
-    method = SuperposedForceConstants(cutoff=2.5, patch_atoms=(32, 32))
+    method = SuperposedForceConstants(cutoff=2.5, patch_atoms=(16, 16))
     library = method.host_reference(
         host,
         matgl,
@@ -180,7 +180,7 @@ def test_a_patch_rotated_onto_an_equivalent_site_equals_one_computed_there(matgl
         relax=lambda atoms: relax(atoms, matgl.calculator(), fmax=0.01).atoms,
     )
     assert len(library.patches) == 1
-    _, dilute = choose_supercell(host, 32, 32)
+    _, dilute = choose_supercell(host, 16, 16)
     phonon = method.phonopy(dilute, EYE, matgl)
     fc = HostForceConstants(dilute.numbers.copy(), np.asarray(phonon.force_constants), 1)
     embedded = EmbeddedForceConstants(2.5, **method.settings_kwargs())

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from defectnet.atomic import atomic_path
-from defectnet.datagen.records import read_shards
+from defectnet.datagen.records import Record, read_shards
 from defectnet.elements import (
     DOPANTS,
     N_COMPOSITION,
@@ -140,7 +140,7 @@ def load_cache(path: Path) -> PDoSDataset:
     )
 
 
-def check_made_like(records: list[dict], records_dir: Path, run: dict) -> None:
+def check_made_like(records: list[Record], records_dir: Path, run: dict) -> None:
     """Refuse records whose spectra or settings differ from the run's config.
 
     ``run`` holds the config's ``settings_hash``, ``grid``, ``fwhm_mev`` and ``weighting``.
@@ -149,13 +149,13 @@ def check_made_like(records: list[dict], records_dir: Path, run: dict) -> None:
     """
     grid = run["grid"]
     for r in records:
-        made = r.get("spectra")
+        made = r.spectra
         if made is not None:
             theirs = EnergyGrid(**{k: v for k, v in made["grid"].items() if k != "unit"})
             for key in ("e_min", "e_max", "n_points"):
                 if getattr(theirs, key) != getattr(grid, key):
                     raise CacheError(
-                        f"{records_dir} record {r['sample_id']}: spectra.{key} is "
+                        f"{records_dir} record {r.sample_id}: spectra.{key} is "
                         f"{getattr(theirs, key)} in the records, {getattr(grid, key)} in the "
                         f"config; consolidate with spectra.{key}={getattr(theirs, key)} (the "
                         "records' own generate= preset), or regenerate them on the new grid."
@@ -163,14 +163,14 @@ def check_made_like(records: list[dict], records_dir: Path, run: dict) -> None:
             for key in ("fwhm_mev", "weighting"):
                 if made[key] != run[key]:
                     raise CacheError(
-                        f"{records_dir} record {r['sample_id']}: spectra.{key} is {made[key]} in "
+                        f"{records_dir} record {r.sample_id}: spectra.{key} is {made[key]} in "
                         f"the records, {run[key]} in the config; consolidate with "
                         f"spectra.{key}={made[key]} (the records' own generate= preset)."
                     )
-        theirs_hash = r["provenance"]["settings_hash"]
+        theirs_hash = r.provenance.settings_hash
         if theirs_hash != run["settings_hash"]:
             raise CacheError(
-                f"{records_dir} record {r['sample_id']}: made with settings {theirs_hash}, the "
+                f"{records_dir} record {r.sample_id}: made with settings {theirs_hash}, the "
                 f"config gives {run['settings_hash']}; consolidate with the config the records "
                 "were made with (their generate= preset and overrides), or regenerate them."
             )
@@ -190,10 +190,10 @@ def consolidate(records_dir: Path, run: dict) -> tuple[PDoSDataset, dict]:
     grid = run["grid"]
     seen: dict[str, dict] = {}
     for r in records:
-        seen.setdefault(r["sample_id"], r)
-    ok = sorted((r for r in seen.values() if r["status"] == "ok"), key=lambda r: r["index"])
-    failed = [r for r in seen.values() if r["status"] != "ok"]
-    reasons = Counter(r["reason"][:100] for r in failed)
+        seen.setdefault(r.sample_id, r)
+    ok = sorted((r for r in seen.values() if r.status == "ok"), key=lambda r: r.index)
+    failed = [r for r in seen.values() if r.status != "ok"]
+    reasons = Counter(r.reason[:100] for r in failed)
     report = {
         "ok": len(ok),
         "failed": len(failed),
@@ -204,14 +204,16 @@ def consolidate(records_dir: Path, run: dict) -> tuple[PDoSDataset, dict]:
         raise CacheError(
             f"{records_dir}: all {len(failed)} samples failed ({dict(reasons)}); nothing to cache."
         )
-    parents = sorted({r["provenance"]["parent_id"] for r in ok})
-    where = lambda r: f"{records_dir} record {r['sample_id']}"  # noqa: E731
-    stack = lambda key: torch.tensor(np.array([r[key] for r in ok], dtype=np.float32))  # noqa: E731
+    parents = sorted({r.provenance.parent_id for r in ok})
+    where = lambda r: f"{records_dir} record {r.sample_id}"  # noqa: E731
+    stack = lambda key: torch.tensor(  # noqa: E731
+        np.array([getattr(r, key) for r in ok], dtype=np.float32)
+    )
     for r in ok:
         for key in ("pristine", "doped"):
-            if len(r[key]) != grid.n_points:
+            if len(getattr(r, key)) != grid.n_points:
                 raise CacheError(
-                    f"{where(r)}: '{key}' has {len(r[key])} points, the grid has "
+                    f"{where(r)}: '{key}' has {len(getattr(r, key))} points, the grid has "
                     f"{grid.n_points}; consolidate records made with one grid."
                 )
     ds = PDoSDataset(
@@ -220,25 +222,22 @@ def consolidate(records_dir: Path, run: dict) -> tuple[PDoSDataset, dict]:
         composition=stack("composition"),
         mask=torch.tensor(
             np.array(
-                [
-                    candidate_vector([c["dopant"] for c in r["candidates"]], where=where(r))
-                    for r in ok
-                ]
+                [candidate_vector([c["dopant"] for c in r.candidates], where=where(r)) for r in ok]
             )
         ),
         targets=torch.tensor(
-            np.array([concentration_vector(r["concentrations"], where=where(r)) for r in ok])
+            np.array([concentration_vector(r.concentrations, where=where(r)) for r in ok])
         ),
         parent_index=torch.tensor(
-            [parents.index(r["provenance"]["parent_id"]) for r in ok], dtype=torch.int64
+            [parents.index(r.provenance.parent_id) for r in ok], dtype=torch.int64
         ),
         parents=parents,
         grid=grid,
         meta={
-            "sample_ids": [r["sample_id"] for r in ok],
-            "n_atoms": [r["n_atoms"] for r in ok],
-            "formulas": {r["provenance"]["parent_id"]: r["provenance"]["formula"] for r in ok},
-            "calculator": ok[0]["provenance"]["calculator"],
+            "sample_ids": [r.sample_id for r in ok],
+            "n_atoms": [r.n_atoms for r in ok],
+            "formulas": {r.provenance.parent_id: r.provenance.formula for r in ok},
+            "calculator": ok[0].provenance.calculator,
             "settings_hashes": report["settings_hashes"],
             "spectra": {"fwhm_mev": run["fwhm_mev"], "weighting": run["weighting"]},
         },

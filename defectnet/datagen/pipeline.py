@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import version as package_version
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from defectnet.atomic import write_json_atomic
 from defectnet.datagen.calculators import ForceField
 from defectnet.datagen.parents import Parent
 from defectnet.datagen.recommender import recommend
-from defectnet.datagen.records import RecordShard, read_json, read_shards
+from defectnet.datagen.records import Provenance, Record, RecordShard, read_json, read_shards
 from defectnet.datagen.relax import relax
 from defectnet.datagen.supercell import choose_supercell, substitute
 from defectnet.elements import N_COMPOSITION, composition_vector, dopant_index
@@ -119,16 +119,16 @@ class Context:
     _references: dict = field(default_factory=dict)
     _pristine: dict = field(default_factory=dict)
 
-    def provenance(self, parent: Parent, seed_key) -> dict:
-        return {
-            "parent_id": parent.id,
-            "formula": parent.formula,
-            "calculator": self.forcefield.describe(),
-            "phonons": self.phonons.settings(),
-            "settings_hash": self.settings_hash,
-            "seed": seed_key,
-            "defectnet": package_version("defectnet"),
-        }
+    def provenance(self, parent: Parent, seed_key) -> Provenance:
+        return Provenance(
+            parent_id=parent.id,
+            formula=parent.formula,
+            calculator=self.forcefield.describe(),
+            phonons=self.phonons.settings(),
+            settings_hash=self.settings_hash,
+            seed=list(seed_key),
+            defectnet=package_version("defectnet"),
+        )
 
     def host_setup(self, parent: Parent, parent_state: dict):
         """Relaxed host, its dopant candidates and its supercell: once per parent and run."""
@@ -317,13 +317,13 @@ def make_sample(ctx: Context, parent: Parent, parent_state: dict, index: int) ->
     }
 
 
-def sample_structure(record: dict, parent_state: dict) -> Atoms:
+def sample_structure(record: Record, parent_state: dict) -> Atoms:
     """A record's doped cell: its stored positions, or the parent's relaxed cell repeated by the
     record's supercell matrix with the record's sites substituted (unrelaxed: the defect
     library's relaxation is not stored per sample)."""
     from ase.build import make_supercell
 
-    structure = record["structure"]
+    structure = record.structure
     if "positions" in structure:
         return atoms_from_dict(structure)
     host = atoms_from_dict(parent_state["structure"])
@@ -336,10 +336,10 @@ def sample_structure(record: dict, parent_state: dict) -> Atoms:
     return cell
 
 
-def expected_cost(cfg: DictConfig, existing: list[dict], n_todo: int) -> str:
+def expected_cost(cfg: DictConfig, existing: list[Record], n_todo: int) -> str:
     """What the samples left to do will cost, printed before starting: from the mean time of
     the samples this data set already holds, else from the config's measured estimate."""
-    times = [r["timing"]["total_s"] / 60 for r in existing if r.get("status") == "ok"]
+    times = [r.timing["total_s"] / 60 for r in existing if r.status == "ok"]
     if times:
         minutes, source = float(np.mean(times)), f"mean of {len(times)} samples done here"
     elif cfg.get("cost") and cfg.cost.get("minutes_per_sample"):
@@ -527,13 +527,13 @@ def run_shard(cfg: DictConfig) -> dict:
     h = settings_hash(cfg)
     records = RecordShard(shard_path(out_dir, shard, num_shards))
     existing = read_shards(out_dir / "records")  # every shard file: resharding skips them too
-    other = {r["provenance"]["settings_hash"] for r in existing} - {h}
+    other = {r.provenance.settings_hash for r in existing} - {h}
     if other:
         raise UserError(
             f"{out_dir / 'records'}: records were made with settings {sorted(other)}, the "
             f"current config gives {h}; restore that config to resume, or choose a new out_dir."
         )
-    done = {r["sample_id"] for r in existing}
+    done = {r.sample_id for r in existing}
     mine = [(i, p) for i, p in plan(cfg, selected_parents(cfg)) if shard_of(cfg, i) == shard]
     todo = [(i, p) for i, p in mine if f"{p.id}/{i}" not in done]
     stats = {"planned": len(mine), "skipped": len(mine) - len(todo), "ok": 0, "failed": 0}
@@ -551,20 +551,20 @@ def run_shard(cfg: DictConfig) -> dict:
         disable=not cfg.get("progress", True),
     )
     for index, parent in bar:
-        record = {
-            "sample_id": f"{parent.id}/{index}",
-            "index": index,
-            "provenance": ctx.provenance(parent, [int(cfg.seed), index]),
-        }
+        record = Record(
+            sample_id=f"{parent.id}/{index}",
+            index=index,
+            provenance=ctx.provenance(parent, [int(cfg.seed), index]),
+        )
         try:
             state = prepare_parent(ctx, parent)
             if state["status"] != "ok":
                 raise RuntimeError(f"parent {state['status']}: {state['reason']}")
-            record.update(make_sample(ctx, parent, state, index), status="ok")
+            record = record.with_sample(make_sample(ctx, parent, state, index))
             stats["ok"] += 1
         except Exception as exc:  # recorded with its reason, then the run goes on
-            record.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
-            log.debug("sample %s failed:\n%s", record["sample_id"], traceback.format_exc())
+            record = replace(record, status="failed", reason=f"{type(exc).__name__}: {exc}")
+            log.debug("sample %s failed:\n%s", record.sample_id, traceback.format_exc())
             stats["failed"] += 1
         records.append(record)
         bar.set_postfix(ok=stats["ok"], failed=stats["failed"])

@@ -12,17 +12,79 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from defectnet.atomic import atomic_path
 from defectnet.errors import UserError
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """Where a sample comes from and how it was made; ``settings_hash`` covers every setting
+    that defines the data set."""
+
+    parent_id: str
+    formula: str
+    calculator: dict
+    phonons: dict
+    settings_hash: str
+    seed: list[int]
+    defectnet: str
+
+
+@dataclass(frozen=True)
+class Record:
+    """One sample: what generation writes (a JSON line) and consolidate reads. A failed sample
+    has its ``reason`` and none of the sample fields."""
+
+    sample_id: str  # "<parent id>/<index>"
+    index: int
+    provenance: Provenance
+    status: str = "ok"  # ok | failed
+    reason: str | None = None
+    n_atoms: int | None = None
+    doped_formula: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)  # dopant atoms in the cell
+    concentrations: dict[str, float] = field(default_factory=dict)  # fractions of all atoms
+    candidates: list[dict] = field(default_factory=list)  # offered: dopants and distractors
+    distractors: list[str] = field(default_factory=list)
+    pristine: list[float] | None = None
+    doped: list[float] | None = None
+    spectra: dict | None = None  # grid, fwhm_mev, weighting the spectra were made with
+    structure: dict | None = None  # positions, or sites of the host supercell
+    composition: list[float] | None = None  # host composition over Z = 1…100
+    relax: dict | None = None
+    phonons: dict | None = None  # force calls per sample and per library, lowest mode
+    timing: dict | None = None
+
+    def with_sample(self, sample: dict) -> Record:
+        return replace(self, **sample)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str) -> Record:
+        """A record read from JSON; records of older versions lack some optional fields."""
+        known = {f.name for f in fields(cls)}
+        try:
+            provenance = Provenance(**data["provenance"])
+            return cls(
+                **{**{k: v for k, v in data.items() if k in known}, "provenance": provenance}
+            )
+        except (KeyError, TypeError) as exc:
+            raise UserError(
+                f"{where}: not a DefectNet record ({type(exc).__name__}: {exc}); rerun that "
+                "shard to repair it."
+            ) from exc
+
+
 def compressed(path: Path) -> Path:
     return path.with_name(path.name + ".gz")
 
 
-def _json_lines(raw: bytes, path: Path, strict: bool) -> tuple[list[dict], int]:
+def _json_lines(raw: bytes, path: Path, strict: bool) -> tuple[list[Record], int]:
     """Records of a JSON-lines text and the length of its intact part (a torn tail stops the
     reading; ``strict`` makes a bad line in the middle an error)."""
     records, good_end = [], 0
@@ -31,7 +93,7 @@ def _json_lines(raw: bytes, path: Path, strict: bool) -> tuple[list[dict], int]:
         if not line.endswith(b"\n"):
             break  # torn final write from a killed run
         try:
-            records.append(json.loads(line))
+            records.append(Record.from_dict(json.loads(line), f"{path}, line {n}"))
         except json.JSONDecodeError as exc:
             if strict and n < len(lines):
                 raise UserError(
@@ -42,7 +104,7 @@ def _json_lines(raw: bytes, path: Path, strict: bool) -> tuple[list[dict], int]:
     return records, good_end
 
 
-def _read_compressed(path: Path) -> list[dict]:
+def _read_compressed(path: Path) -> list[Record]:
     try:
         raw = gzip.decompress(path.read_bytes())
     except (OSError, EOFError) as exc:
@@ -68,7 +130,7 @@ class RecordShard:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.records: list[dict] = []
+        self.records: list[Record] = []
         if compressed(self.path).exists():
             self.records = _read_compressed(compressed(self.path))
         if self.path.exists():
@@ -85,7 +147,7 @@ class RecordShard:
     def compress(self) -> None:
         """Fold every record into ``<shard>.jsonl.gz`` (written whole or not at all), then
         drop the plain file."""
-        text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in self.records)
+        text = "".join(_line(r) for r in self.records)
         target = compressed(self.path)
         with atomic_path(target) as tmp:
             with open(tmp, "wb") as raw, gzip.GzipFile("", "wb", fileobj=raw, mtime=0) as gz:
@@ -94,10 +156,10 @@ class RecordShard:
 
     @property
     def done(self) -> set[str]:
-        return {r["sample_id"] for r in self.records}
+        return {r.sample_id for r in self.records}
 
-    def append(self, record: dict) -> None:
-        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+    def append(self, record: Record) -> None:
+        line = _line(record).encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line)
@@ -107,7 +169,11 @@ class RecordShard:
         self.records.append(record)
 
 
-def read_shards(records_dir: Path) -> list[dict]:
+def _line(record: Record) -> str:
+    return json.dumps(record.to_dict(), separators=(",", ":")) + "\n"
+
+
+def read_shards(records_dir: Path) -> list[Record]:
     """Every record of every shard in a folder, compressed or not (torn tails ignored, files
     left untouched)."""
     out = []
