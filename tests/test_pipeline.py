@@ -266,3 +266,18 @@ def test_superposed_phonons_in_the_pipeline_cost_no_call_per_sample(generate_cfg
         assert r.distractors and len(r.candidates) == len(r.distractors)
         np.testing.assert_allclose(r.doped, r.pristine, rtol=1e-5, atol=1e-7)
     assert (Path(cfg.out_dir) / "library" / "diamond-Si.safetensors").is_file()
+
+
+def test_samples_beyond_the_imaginary_limit_fail_with_the_reason():
+    from omegaconf import OmegaConf
+
+    from defectnet.datagen.phonons import Modes
+    from defectnet.datagen.pipeline import UnstableSample, check_stability
+
+    energies = np.array([-10.0, -1.0, 20.0, 30.0] * 25)
+    modes = Modes(energies, np.ones_like(energies), 0, 33)
+    keep_all = OmegaConf.create({"imaginary_tolerance_mev": 3.0, "max_imaginary_fraction": None})
+    assert check_stability(modes, keep_all) == pytest.approx(0.25)
+    strict = OmegaConf.create({"imaginary_tolerance_mev": 3.0, "max_imaginary_fraction": 0.01})
+    with pytest.raises(UnstableSample, match=r"25\.0% of modes imaginary beyond -3 meV"):
+        check_stability(modes, strict)

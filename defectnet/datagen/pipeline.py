@@ -58,7 +58,10 @@ IMPLIED = {
     ("sampling", "site_counts"): "log_uniform",
     ("sampling", "undoped_fraction"): 0.0,
 }
-TOP_IMPLIED = {"balance_prototypes": False}
+TOP_IMPLIED = {
+    "balance_prototypes": False,
+    "sample_stability": {"imaginary_tolerance_mev": 3.0, "max_imaginary_fraction": None},
+}
 
 
 def settings_hash(cfg: DictConfig) -> str:
@@ -274,6 +277,23 @@ class UnstableParent(RuntimeError):
     """A parent that relaxes too far or has imaginary modes: discarded, with the reason."""
 
 
+class UnstableSample(RuntimeError):
+    """A sample with more imaginary modes than ``sample_stability`` allows: recorded as failed."""
+
+
+def check_stability(modes, settings: DictConfig | None) -> float:
+    """The fraction of imaginary modes; raises ``UnstableSample`` above the configured limit."""
+    tolerance = float(settings.imaginary_tolerance_mev) if settings else 3.0
+    fraction = modes.imaginary_fraction(tolerance)
+    limit = settings.get("max_imaginary_fraction") if settings else None
+    if limit is not None and fraction > limit:
+        raise UnstableSample(
+            f"{fraction:.1%} of modes imaginary beyond -{tolerance:g} meV (down to "
+            f"{modes.min_energy:.1f} meV; sample_stability.max_imaginary_fraction {limit:.1%})"
+        )
+    return fraction
+
+
 def make_sample(ctx: Context, parent: Parent, parent_state: dict, index: int) -> dict:
     """One doped supercell → a record with both spectra, candidates and concentrations."""
     cfg = ctx.cfg
@@ -292,6 +312,7 @@ def make_sample(ctx: Context, parent: Parent, parent_state: dict, index: int) ->
     t3 = time.perf_counter()
     modes = ctx.phonons.doped_modes(structure, reference, ctx.forcefield)
     timing["phonons_s"] = time.perf_counter() - t3
+    imaginary = check_stability(modes, cfg.get("sample_stability"))
     timing["total_s"] = time.perf_counter() - t0
     return {
         "n_atoms": len(sub.atoms),
@@ -311,6 +332,7 @@ def make_sample(ctx: Context, parent: Parent, parent_state: dict, index: int) ->
             "host_displacements": getattr(reference, "n_displacements", 0),
             "library_calls": getattr(reference, "library_calls", 0),
             "min_energy_mev": modes.min_energy,
+            "imaginary_fraction": imaginary,
             "weight_above_grid": weight_outside(modes.energies_mev, ctx.grid, modes.weights),
         },
         "timing": {k: round(v, 3) for k, v in timing.items()},
