@@ -84,73 +84,76 @@ def calculator_config(name: str) -> DictConfig:
     return OmegaConf.load(path)
 
 
-def run_generation(cfg: DictConfig) -> dict:
-    """``stage``: generate this shard, consolidate all shards into the cache, or both."""
+def _list_parents(cfg: DictConfig) -> dict:
+    from hydra.utils import instantiate
+
+    for p in instantiate(cfg.parents).parents():
+        print(p.id)
+    return {}
+
+
+def _parents(cfg: DictConfig) -> dict:
+    from defectnet.datagen.hosts import prepare_parents
+
+    return {"parents": prepare_parents(cfg)}
+
+
+def _generate(cfg: DictConfig) -> dict:
+    from defectnet.datagen.samples import run_shard
+
+    out = {"generate": run_shard(cfg)}
+    if cfg.num_shards > 1:
+        log.info("once every shard is done, merge them with stage=consolidate")
+    return out
+
+
+def _references(cfg: DictConfig) -> dict:
+    from defectnet.datagen.references import make_references
+
+    return {"references": make_references(cfg)}
+
+
+def _consolidate(cfg: DictConfig) -> dict:
     from defectnet.data.cache import consolidate, save_cache
-    from defectnet.datagen.pipeline import (
-        grid_from_config,
-        make_references,
-        prepare_parents,
-        run_shard,
-        settings_hash,
-    )
+    from defectnet.datagen.settings import grid_from_config, settings_hash
 
-    out: dict = {}
-    if cfg.stage == "list_parents":
-        from hydra.utils import instantiate
+    run = {
+        "settings_hash": settings_hash(cfg),
+        "grid": grid_from_config(cfg),
+        "fwhm_mev": float(cfg.spectra.fwhm_mev),
+        "weighting": cfg.spectra.get("weighting", "total"),
+    }
+    ds, report = consolidate(Path(cfg.out_dir) / "records", run)
+    save_cache(ds, Path(cfg.cache))
+    log.info("cache %s: %d samples from %d parents", cfg.cache, report["ok"], len(ds.parents))
+    return {"consolidate": report}
 
-        for p in instantiate(cfg.parents).parents():
-            print(p.id)
-        return out
-    if cfg.stage == "parents":
-        out["parents"] = prepare_parents(cfg)
-        log.info("parents of shard %s/%s: %s", cfg.shard, cfg.num_shards, out["parents"])
-        return out
-    if cfg.stage == "references":
-        out["references"] = make_references(cfg)
-        log.info(
-            "single-dopant references of shard %s/%s: %s",
-            cfg.shard,
-            cfg.num_shards,
-            out["references"],
-        )
-        return out
-    if cfg.stage in ("generate", "all", "shard"):
-        out["generate"] = run_shard(cfg)
-        log.info("shard %s/%s: %s", cfg.shard, cfg.num_shards, out["generate"])
-    if cfg.stage == "shard":  # a shard's samples, then its parents' single-dopant references
-        out["references"] = make_references(cfg)
-        log.info("single-dopant references of shard %s: %s", cfg.shard, out["references"])
-        return out
-    if cfg.stage == "all" and cfg.num_shards > 1:
-        log.info(
-            "shard %s of %s done; once every shard is, merge them with stage=consolidate",
-            cfg.shard,
-            cfg.num_shards,
-        )
-    elif cfg.stage in ("consolidate", "all"):
-        run = {
-            "settings_hash": settings_hash(cfg),
-            "grid": grid_from_config(cfg),
-            "fwhm_mev": float(cfg.spectra.fwhm_mev),
-            "weighting": cfg.spectra.get("weighting", "total"),
-        }
-        ds, report = consolidate(Path(cfg.out_dir) / "records", run)
-        save_cache(ds, Path(cfg.cache))
-        out["consolidate"] = report
-        log.info(
-            "cache %s: %d samples from %d parents; %d failed %s",
-            cfg.cache,
-            report["ok"],
-            len(ds.parents),
-            report["failed"],
-            json.dumps(report["failures"]),
-        )
-    if cfg.stage not in ("generate", "consolidate", "all"):
-        raise UserError(
-            f"stage='{cfg.stage}': choose parents, references, generate, shard, consolidate, "
-            "all or list_parents."
-        )
+
+def _all(cfg: DictConfig) -> dict:
+    """Samples, then — with a single shard, which then holds every sample — the cache."""
+    out = _generate(cfg)
+    return out | (_consolidate(cfg) if cfg.num_shards == 1 else {})
+
+
+# stage → what it runs; each returns counts of what it did (logged, and returned to callers)
+GENERATION_STAGES = {
+    "list_parents": _list_parents,
+    "parents": _parents,
+    "generate": _generate,
+    "references": _references,
+    "shard": lambda cfg: _generate(cfg) | _references(cfg),
+    "consolidate": _consolidate,
+    "all": _all,
+}
+
+
+def run_generation(cfg: DictConfig) -> dict:
+    """Run ``cfg.stage`` of the generation (see ``GENERATION_STAGES``)."""
+    if cfg.stage not in GENERATION_STAGES:
+        raise UserError(f"stage='{cfg.stage}': choose one of {', '.join(GENERATION_STAGES)}.")
+    out = GENERATION_STAGES[cfg.stage](cfg)
+    for stage, counts in out.items():
+        log.info("%s (shard %s/%s): %s", stage, cfg.shard, cfg.num_shards, json.dumps(counts))
     return out
 
 

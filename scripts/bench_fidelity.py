@@ -30,7 +30,9 @@ from tqdm import tqdm
 
 from defectnet.atomic import write_text_atomic
 from defectnet.cli import CONF_DIR, calculator_config
-from defectnet.datagen.pipeline import Context, grid_from_config, prepare_parent, settings_hash
+from defectnet.datagen.context import Context
+from defectnet.datagen.hosts import prepare_parent
+from defectnet.datagen.settings import grid_from_config, settings_hash
 from defectnet.datagen.supercell import choose_supercell
 from defectnet.plots import spectra_overlay
 from defectnet.spectra import agreement, peak_energy

@@ -20,7 +20,7 @@ from defectnet.cli import CONF_DIR
 def main(cfg: DictConfig) -> None:
     import numpy as np
 
-    from defectnet.datagen.pipeline import atoms_from_dict
+    from defectnet.datagen.context import atoms_from_dict
     from defectnet.finetune.sige import coordination_defects, optical_feature
     from defectnet.spectra import EnergyGrid
 

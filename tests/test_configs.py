@@ -36,7 +36,7 @@ def test_every_training_group_entry_composes(group):
 
 @pytest.mark.parametrize("preset", names("generate"))
 def test_every_generate_preset_composes(preset):
-    from defectnet.datagen.pipeline import grid_from_config, settings_hash
+    from defectnet.datagen.settings import grid_from_config, settings_hash
 
     cfg = compose_config("generate", [f"generate={preset}"])
     assert len(settings_hash(cfg)) == 16 and grid_from_config(cfg).n_points == 100

@@ -5,8 +5,9 @@ import numpy as np
 from ase.build import bulk
 
 from defectnet.datagen.phonons import FiniteDisplacement
-from defectnet.datagen.pipeline import run_shard, shard_path
 from defectnet.datagen.records import RecordShard
+from defectnet.datagen.samples import run_shard
+from defectnet.datagen.shards import shard_path
 from defectnet.spectra import EnergyGrid
 
 E = EnergyGrid().energies

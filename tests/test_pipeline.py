@@ -14,8 +14,9 @@ import pytest
 
 from defectnet.cli import ROOT_DIR, run_generation
 from defectnet.data.cache import load_cache
-from defectnet.datagen.pipeline import run_shard, sample_structure, shard_path
 from defectnet.datagen.records import Provenance, Record, RecordShard, compressed, read_shards
+from defectnet.datagen.samples import run_shard, sample_structure
+from defectnet.datagen.shards import shard_path
 from defectnet.elements import UnknownElementError
 from defectnet.errors import UserError
 
@@ -168,7 +169,7 @@ def test_embedded_phonons_in_the_pipeline_record_their_cost(generate_cfg):
 
 
 def test_neutron_weighted_spectra_need_and_get_eigenvectors(generate_cfg):
-    from defectnet.datagen.pipeline import settings_hash
+    from defectnet.datagen.settings import settings_hash
 
     total = generate_cfg("samples_per_parent=1", "candidates=[Ge]", out="total")
     neutron = generate_cfg(
@@ -185,7 +186,7 @@ def test_neutron_weighted_spectra_need_and_get_eigenvectors(generate_cfg):
 
 
 def test_record_round_trips_its_relaxed_structure_and_spectra_settings(generate_cfg):
-    from defectnet.datagen.pipeline import atoms_from_dict, atoms_to_dict
+    from defectnet.datagen.context import atoms_from_dict, atoms_to_dict
 
     cfg = generate_cfg("samples_per_parent=1", "candidates=[Ge]")
     run_shard(cfg)
@@ -272,7 +273,7 @@ def test_samples_beyond_the_imaginary_limit_fail_with_the_reason():
     from omegaconf import OmegaConf
 
     from defectnet.datagen.phonons import Modes
-    from defectnet.datagen.pipeline import UnstableSample, check_stability
+    from defectnet.datagen.samples import UnstableSample, check_stability
 
     energies = np.array([-10.0, -1.0, 20.0, 30.0] * 25)
     modes = Modes(energies, np.ones_like(energies), 0, 33)

@@ -45,7 +45,9 @@ def test_default_potential_follows_the_reference_dos_of_silicon(tmp_path):
     """The pipeline's parent stage with the default calculator, against NCrystal's Si DOS."""
     from hydra.utils import instantiate
 
-    from defectnet.datagen.pipeline import Context, grid_from_config, prepare_parent
+    from defectnet.datagen.context import Context
+    from defectnet.datagen.hosts import prepare_parent
+    from defectnet.datagen.settings import grid_from_config
 
     from .conftest import compose_config
 

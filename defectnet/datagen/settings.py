@@ -1,0 +1,59 @@
+"""What defines a data set: the settings hash (records and caches are checked against it) and
+the energy grid of a generation config."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from omegaconf import DictConfig, OmegaConf
+
+from defectnet.spectra import EnergyGrid
+
+# Keys that only say how or where to run (and what the folder is called), not what the data
+# set is.
+RUNTIME_KEYS = (
+    "name",
+    "shard",
+    "num_shards",
+    "shard_by",
+    "stage",
+    "out_dir",
+    "cache",
+    "progress",
+    "cost",
+)
+
+
+# Settings added after data sets were made with their implied value: at that value they stay
+# out of the hash, so those data sets still resume.
+IMPLIED = {
+    ("spectra", "weighting"): "total",
+    ("sampling", "site_counts"): "log_uniform",
+    ("sampling", "undoped_fraction"): 0.0,
+}
+TOP_IMPLIED = {
+    "balance_prototypes": False,
+    "sample_stability": {"imaginary_tolerance_mev": 3.0, "max_imaginary_fraction": None},
+}
+
+
+def settings_hash(cfg: DictConfig) -> str:
+    """Hash of everything that defines the data set (not how it is run)."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    data = {k: v for k, v in data.items() if k not in RUNTIME_KEYS and k != "hydra"}
+    for (section, key), value in IMPLIED.items():
+        if data.get(section, {}).get(key, value) == value:
+            data.get(section, {}).pop(key, None)
+    for key, value in TOP_IMPLIED.items():
+        if data.get(key, value) == value:
+            data.pop(key, None)
+    for forcefield in (data.get("calculator", {}), data.get("parents", {}).get("forcefield", {})):
+        forcefield.pop("device", None)  # where a potential runs does not change the data
+        forcefield.pop("batch_size", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def grid_from_config(cfg: DictConfig) -> EnergyGrid:
+    s = cfg.spectra
+    return EnergyGrid(float(s.e_min), float(s.e_max), int(s.n_points))

@@ -1,0 +1,87 @@
+"""How a data set is cut into shards.
+
+The plan is a pure function of the config: sample ``i`` belongs to parent ``i // spp`` and draws
+its randomness from ``(seed, i)``, so any shard reproduces exactly its part of the data set and a
+rerun skips what its shard file already holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from defectnet.datagen.context import Context
+from defectnet.datagen.parents import Parent
+from defectnet.datagen.settings import grid_from_config
+from defectnet.errors import UserError
+
+
+def plan(cfg: DictConfig, parents: list[Parent]) -> list[tuple[int, Parent]]:
+    """Every (sample index, parent) of the data set, in order."""
+    spp = int(cfg.samples_per_parent)
+    return [(p_i * spp + j, p) for p_i, p in enumerate(parents) for j in range(spp)]
+
+
+def selected_parents(cfg: DictConfig) -> list[Parent]:
+    """The data set's parents, in order: ``include`` first, then the seeded draw."""
+    return instantiate(cfg.parents).select(
+        cfg.num_parents,
+        int(cfg.seed),
+        list(cfg.include),
+        balance_prototypes=bool(cfg.get("balance_prototypes", False)),
+    )
+
+
+def shard_of(cfg: DictConfig, index: int) -> int:
+    """The shard that makes sample ``index``: samples dealt round-robin (``shard_by=sample``,
+    every shard touches every parent), or whole parents dealt round-robin (``shard_by=parent``:
+    a parent's defect library is built by one shard only, and a shard is finished parent by
+    parent)."""
+    by = cfg.get("shard_by", "sample")
+    if by not in ("sample", "parent"):
+        raise UserError(f"shard_by='{by}': choose sample or parent.")
+    key = index // int(cfg.samples_per_parent) if by == "parent" else index
+    return key % int(cfg.num_shards)
+
+
+def shard_path(out_dir: Path, shard: int, num_shards: int) -> Path:
+    return Path(out_dir) / "records" / f"shard-{shard:04d}-of-{num_shards:04d}.jsonl"
+
+
+def check_output_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise PermissionError(
+            f"out_dir: cannot write to '{out_dir}' ({exc.strerror}); choose a writable folder "
+            "with out_dir=/path/to/folder."
+        ) from exc
+
+
+def check_shard(cfg: DictConfig) -> tuple[int, int]:
+    shard, num_shards = int(cfg.shard), int(cfg.num_shards)
+    if not 0 <= shard < num_shards:
+        raise UserError(f"shard={shard} must lie in [0, num_shards={num_shards}).")
+    return shard, num_shards
+
+
+def make_context(cfg: DictConfig, out_dir: Path, h: str) -> Context:
+    ctx = Context(
+        cfg,
+        instantiate(cfg.calculator),
+        instantiate(cfg.phonons),
+        grid_from_config(cfg),
+        out_dir,
+        h,
+    )
+    ctx.phonons.projections = ctx.weighting == "neutron"
+    return ctx
+
+
+def shard_parents(cfg: DictConfig, shard: int, num_shards: int) -> list[Parent]:
+    """The data set's parents that belong to this shard: parent ``j`` to shard ``j % n``."""
+    return [p for j, p in enumerate(selected_parents(cfg)) if j % num_shards == shard]
