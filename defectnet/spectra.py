@@ -200,3 +200,24 @@ def agreement(a: np.ndarray, b: np.ndarray, grid: EnergyGrid, min_height: float 
         "mean_energy_ratio": mean_energy(a, grid) / mean_energy(b, grid),
         "peak_shift_mev": peak_energy(a, grid, min_height) - peak_energy(b, grid, min_height),
     }
+
+
+def optical_feature(spectrum: np.ndarray, energies: np.ndarray, above_mev: float) -> dict:
+    """Position (tallest bin, and the weighted mean energy), height and width (FWHM, from the
+    bins at half height) of the optical band: the spectrum above ``above_mev``."""
+    band = energies >= above_mev
+    e, s = energies[band], np.asarray(spectrum)[band]
+    top = int(np.argmax(s))
+    half = s >= s[top] / 2
+    left, right = top, top
+    while left > 0 and half[left - 1]:
+        left -= 1
+    while right < len(s) - 1 and half[right + 1]:
+        right += 1
+    step = float(energies[1] - energies[0])
+    return {
+        "peak_mev": float(e[top]),
+        "height": float(s[top]),
+        "centroid_mev": float((e * s).sum() / s.sum()),
+        "fwhm_mev": float(e[right] - e[left] + step),
+    }

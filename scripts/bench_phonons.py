@@ -99,7 +99,7 @@ def bench_superposed(cfg: DictConfig, ff, full: FiniteDisplacement) -> None:
 
     from phonopy import Phonopy
 
-    from defectnet.datagen.parents import BuiltinParents
+    from defectnet.datagen.parents.builtin import BuiltinParents
     from defectnet.datagen.phonons import SuperposedForceConstants, mesh_modes, to_phonopy_atoms
     from defectnet.datagen.recommender import Candidate
 

@@ -21,8 +21,8 @@ def main(cfg: DictConfig) -> None:
     import numpy as np
 
     from defectnet.datagen.context import atoms_from_dict
-    from defectnet.finetune.sige import coordination_defects, optical_feature
-    from defectnet.spectra import EnergyGrid
+    from defectnet.datagen.parents.melt_quench import coordination_defects
+    from defectnet.spectra import EnergyGrid, optical_feature
 
     folder = Path(cfg.out_dir) / "parents"
     files = sorted(folder.glob("*.json"))

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "defectnet"
 # bottom → top; a module may import its own layer and the ones below it
 LAYERS = [
     {"errors", "atomic", "elements", "spectra", "metrics", "io", "potentials"},
-    {"datagen", "finetune"},
+    {"datagen"},
     {"data"},
     {"model"},
     {"ensemble", "plots", "runtime"},

@@ -9,14 +9,10 @@ from ase.build import bulk
 
 from defectnet.cli import run_generation
 from defectnet.datagen.calculators import CHGNetForceField
+from defectnet.datagen.parents.melt_quench import MeltQuenchParents, coordination_defects
+from defectnet.datagen.parents.mgb2 import MgB2Parents
 from defectnet.datagen.supercell import choose_supercell
-from defectnet.finetune.mgb2 import MgB2Parents
-from defectnet.finetune.sige import (
-    MeltQuenchParents,
-    coordination_defects,
-    optical_feature,
-)
-from defectnet.spectra import EnergyGrid
+from defectnet.spectra import EnergyGrid, optical_feature
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +40,7 @@ def test_melt_quench_disorders_the_crystal_reproducibly(chgnet):
 
 
 def test_quench_rate_and_bad_config(chgnet):
-    from defectnet.finetune.sige import Quench
+    from defectnet.datagen.parents.melt_quench import Quench
 
     assert Quench(2300, 10, 1000).rate_k_per_ps(2.0) == pytest.approx(1000.0)
     with pytest.raises(ValueError, match="parents.quenches"):

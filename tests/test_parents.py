@@ -5,7 +5,8 @@ from ase.build import bulk
 from ase.formula import Formula
 from ase.io import write
 
-from defectnet.datagen.parents import PROTOTYPES, BuiltinParents, FileParents
+from defectnet.datagen.parents.builtin import PROTOTYPES, BuiltinParents
+from defectnet.datagen.parents.files import FileParents
 
 
 def test_builtin_generator_offers_2000_distinct_parents_binary_to_pentanary():

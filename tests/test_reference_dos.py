@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from defectnet.datagen.reference_dos import NCrystalParents
+from defectnet.datagen.parents.ncrystal import NCrystalParents
 from defectnet.spectra import EnergyGrid, agreement, mean_energy, peak_energy
 
 GRID = EnergyGrid()

@@ -12,7 +12,7 @@ from ase import Atoms
 from omegaconf import DictConfig, OmegaConf
 
 from defectnet.datagen.calculators import ForceField
-from defectnet.datagen.parents import Parent
+from defectnet.datagen.parents.base import Parent
 from defectnet.datagen.recommender import recommend
 from defectnet.datagen.records import Provenance
 from defectnet.datagen.relax import relax

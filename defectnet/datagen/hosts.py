@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from defectnet.atomic import write_json_atomic
 from defectnet.datagen.context import Context, atoms_to_dict
-from defectnet.datagen.parents import Parent
+from defectnet.datagen.parents.base import Parent
 from defectnet.datagen.records import read_json
 from defectnet.datagen.settings import settings_hash
 from defectnet.datagen.shards import check_output_dir, check_shard, make_context, shard_parents

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from defectnet.datagen.context import Context, atoms_from_dict, compact
 from defectnet.datagen.hosts import prepare_parent
-from defectnet.datagen.parents import Parent
+from defectnet.datagen.parents.base import Parent
 from defectnet.datagen.records import Record, RecordShard, read_shards
 from defectnet.datagen.settings import grid_from_config, settings_hash
 from defectnet.datagen.shards import (

@@ -38,6 +38,24 @@ TOP_IMPLIED = {
 }
 
 
+# Parent sources that moved after data sets were made: hashed under the class path they had
+# then, so those data sets keep their hash.
+HASHED_AS = {
+    "defectnet.datagen.parents.builtin.BuiltinParents": "defectnet.datagen.parents.BuiltinParents",
+    "defectnet.datagen.parents.files.FileParents": "defectnet.datagen.parents.FileParents",
+    "defectnet.datagen.parents.materials_project.MaterialsProjectParents": (
+        "defectnet.datagen.parents.MaterialsProjectParents"
+    ),
+    "defectnet.datagen.parents.melt_quench.MeltQuenchParents": (
+        "defectnet.finetune.sige.MeltQuenchParents"
+    ),
+    "defectnet.datagen.parents.mgb2.MgB2Parents": "defectnet.finetune.mgb2.MgB2Parents",
+    "defectnet.datagen.parents.ncrystal.NCrystalParents": (
+        "defectnet.datagen.reference_dos.NCrystalParents"
+    ),
+}
+
+
 def settings_hash(cfg: DictConfig) -> str:
     """Hash of everything that defines the data set (not how it is run)."""
     data = OmegaConf.to_container(cfg, resolve=True)
@@ -48,6 +66,9 @@ def settings_hash(cfg: DictConfig) -> str:
     for key, value in TOP_IMPLIED.items():
         if data.get(key, value) == value:
             data.pop(key, None)
+    source = data.get("parents", {})
+    if source.get("_target_") in HASHED_AS:
+        source["_target_"] = HASHED_AS[source["_target_"]]
     for forcefield in (data.get("calculator", {}), data.get("parents", {}).get("forcefield", {})):
         forcefield.pop("device", None)  # where a potential runs does not change the data
         forcefield.pop("batch_size", None)

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from defectnet.datagen.context import Context
-from defectnet.datagen.parents import Parent
+from defectnet.datagen.parents.base import Parent
 from defectnet.datagen.settings import grid_from_config
 from defectnet.errors import UserError
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from ase import Atoms
 from ase.spacegroup import crystal
 
-from defectnet.datagen.parents import Parent, ParentSource
+from defectnet.datagen.parents.base import Parent, ParentSource
 
 
 def mgb2(a: float = 3.086, c: float = 3.524) -> Atoms:

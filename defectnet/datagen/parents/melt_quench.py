@@ -26,7 +26,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.neighborlist import neighbor_list
 
 from defectnet.datagen.calculators import ForceField
-from defectnet.datagen.parents import LazyParent, Parent, ParentSource
+from defectnet.datagen.parents.base import LazyParent, Parent, ParentSource
 from defectnet.errors import UserError
 
 
@@ -78,27 +78,6 @@ def coordination_defects(atoms: Atoms, cutoff: float = 2.85, ideal: int = 4) -> 
     first = neighbor_list("i", atoms, cutoff)
     counts = np.bincount(first, minlength=len(atoms))
     return float(np.mean(counts != ideal))
-
-
-def optical_feature(spectrum: np.ndarray, energies: np.ndarray, above_mev: float) -> dict:
-    """Position (tallest bin, and the weighted mean energy), height and width (FWHM, from the
-    bins at half height) of the optical band: the spectrum above ``above_mev``."""
-    band = energies >= above_mev
-    e, s = energies[band], np.asarray(spectrum)[band]
-    top = int(np.argmax(s))
-    half = s >= s[top] / 2
-    left, right = top, top
-    while left > 0 and half[left - 1]:
-        left -= 1
-    while right < len(s) - 1 and half[right + 1]:
-        right += 1
-    step = float(energies[1] - energies[0])
-    return {
-        "peak_mev": float(e[top]),
-        "height": float(s[top]),
-        "centroid_mev": float((e * s).sum() / s.sum()),
-        "fwhm_mev": float(e[right] - e[left] + step),
-    }
 
 
 class MeltQuenchParents(ParentSource):

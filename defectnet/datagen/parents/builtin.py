@@ -1,15 +1,5 @@
-"""Parent crystals: where every doped sample starts.
-
-Three sources share one interface (``ParentSource.parents()`` → ordered list of ``Parent``):
-
-* ``BuiltinParents``: an offline, deterministic generator. Common semiconductor prototypes
-  (diamond to kesterite and double perovskite) are decorated with element choices whose
-  pymatgen oxidation states balance the charge. Lattice constants are first guessed from
-  radii; the pipeline then relaxes cell and positions with the interatomic potential and
-  discards parents that move too far or have imaginary modes.
-* ``FileParents``: a folder of CIF / POSCAR / extxyz files.
-* ``MaterialsProjectParents``: structures through ``mp-api`` when a key and network exist.
-"""
+"""Built-in parents: charge-balanced decorations of common semiconductor prototypes, with
+lattice constants guessed from bond radii (relaxed later by the generation)."""
 
 from __future__ import annotations
 
@@ -18,7 +8,6 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from ase import Atoms
@@ -26,66 +15,9 @@ from ase.build import bulk
 from ase.data import covalent_radii
 from ase.spacegroup import crystal
 
+from defectnet.datagen.parents.base import LazyParent, Parent, ParentSource
 from defectnet.elements import atomic_number
 from defectnet.errors import UserError
-from defectnet.io import PARENT_FILE_PATTERNS, read_structure
-
-
-@dataclass(frozen=True)
-class Parent:
-    """A host crystal: stable id, formula, prototype name, and an (unrelaxed) cell."""
-
-    id: str
-    formula: str
-    prototype: str
-    atoms: Atoms
-
-
-class ParentSource:
-    """A deterministic, ordered collection of parent crystals."""
-
-    def parents(self) -> list[Parent]:
-        raise NotImplementedError
-
-    def select(
-        self,
-        num_parents: int | None,
-        seed: int,
-        include: Sequence[str] = (),
-        balance_prototypes: bool = False,
-    ) -> list[Parent]:
-        """``include`` (ids or formulas) first, then a seeded random draw to ``num_parents``.
-
-        ``balance_prototypes`` draws the prototypes in turn (each shuffled with the seed), so
-        any prefix of the list, and hence a data set stopped part-way, spans every prototype
-        instead of mirroring how many decorations each prototype has.
-        """
-        pool = self.parents()
-        chosen: list[Parent] = []
-        for key in include:
-            match = [p for p in pool if key in (p.id, p.formula)]
-            if not match:
-                raise UserError(
-                    f"parents.include: no parent has id or formula '{key}'; "
-                    "list the available ones with `defectnet-generate stage=list_parents`."
-                )
-            if match[0] not in chosen:
-                chosen.append(match[0])
-        rest = [p for p in pool if p not in chosen]
-        n_more = len(rest) if num_parents is None else max(0, num_parents - len(chosen))
-        rng = np.random.default_rng(seed)
-        if not balance_prototypes:
-            order = rng.permutation(len(rest))
-            return chosen + [rest[i] for i in sorted(order[:n_more])]
-        groups: dict[str, list[Parent]] = {}
-        for p in rest:
-            groups.setdefault(p.prototype, []).append(p)
-        queues = [[g[i] for i in rng.permutation(len(g))] for _, g in sorted(groups.items())]
-        turn = [q[j] for j in range(max(map(len, queues), default=0)) for q in queues if j < len(q)]
-        return chosen + turn[:n_more]
-
-
-# --- built-in prototypes ----------------------------------------------------------------------
 
 
 def _radius(symbol: str, oxidation: int) -> float:
@@ -412,94 +344,3 @@ class BuiltinParents(ParentSource):
             build = functools.partial(proto.build, elements, oxidations)
             out.append(LazyParent(f"{proto.name}-{formula}", formula, proto.name, build))
         return out
-
-
-class LazyParent(Parent):
-    """A parent whose cell is only built when first used (thousands are listed; a melt-quenched
-    host costs minutes): ``build()`` makes it."""
-
-    def __init__(self, id: str, formula: str, prototype: str, build: Callable[[], Atoms]):
-        object.__setattr__(self, "id", id)
-        object.__setattr__(self, "formula", formula)
-        object.__setattr__(self, "prototype", prototype)
-        object.__setattr__(self, "_build", build)
-
-    def __eq__(self, other):
-        return isinstance(other, Parent) and other.id == self.id
-
-    def __hash__(self):
-        return hash(self.id)
-
-    @property
-    def atoms(self) -> Atoms:
-        return self._build()
-
-
-# --- parents from files -------------------------------------------------------------------------
-
-
-class FileParents(ParentSource):
-    """Every crystal file in a folder; the id is the file name without its extension."""
-
-    def __init__(self, folder: str):
-        self.folder = Path(folder).expanduser()
-
-    def parents(self) -> list[Parent]:
-        if not self.folder.is_dir():
-            raise FileNotFoundError(
-                f"parents.folder: '{self.folder}' is not a folder; point it at a folder of "
-                "CIF / POSCAR / extxyz files."
-            )
-        files = sorted({p for pat in PARENT_FILE_PATTERNS for p in self.folder.glob(pat)})
-        if not files:
-            raise FileNotFoundError(
-                f"parents.folder: '{self.folder}' holds no file matching {PARENT_FILE_PATTERNS}."
-            )
-        out = []
-        for path in files:
-            atoms = read_structure(path)
-            out.append(Parent(path.stem, atoms.get_chemical_formula(empirical=True), "file", atoms))
-        return out
-
-
-class MaterialsProjectParents(ParentSource):
-    """Semiconductors from the Materials Project through ``mp-api`` (needs a key and network)."""
-
-    def __init__(
-        self,
-        api_key: str | None = None,
-        band_gap: Sequence[float] = (0.1, 6.0),
-        num_elements: Sequence[int] = (2, 5),
-        max_sites: int = 20,
-        limit: int = 2000,
-    ):
-        self.api_key, self.band_gap, self.num_elements = api_key, band_gap, num_elements
-        self.max_sites, self.limit = max_sites, limit
-
-    def parents(self) -> list[Parent]:
-        try:
-            from mp_api.client import MPRester
-        except ImportError as exc:
-            raise ImportError(
-                "parents=materials_project needs the optional extra: pip install 'defectnet[mp]'."
-            ) from exc
-        from pymatgen.io.ase import AseAtomsAdaptor
-
-        with MPRester(self.api_key) as mpr:
-            docs = mpr.materials.summary.search(
-                band_gap=tuple(self.band_gap),
-                num_elements=tuple(self.num_elements),
-                num_sites=(1, self.max_sites),
-                is_stable=True,
-                fields=["material_id", "formula_pretty", "structure"],
-            )
-        docs = sorted(docs, key=lambda d: str(d.material_id))[: self.limit]
-        return [
-            Parent(
-                str(d.material_id),
-                d.formula_pretty,
-                "materials_project",
-                AseAtomsAdaptor.get_atoms(d.structure),
-            )
-            for d in docs
-        ]

@@ -1,1 +1,0 @@
-"""Fine-tuning data: measured spectra and the data sets that meet them."""
