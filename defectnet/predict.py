@@ -31,27 +31,18 @@ def simulate_spectrum(path: Path, cfg: DictConfig, grid: EnergyGrid) -> np.ndarr
     """Relax a structure file's positions and compute its phonon spectrum on ``grid``."""
     from hydra.utils import instantiate
 
-    from defectnet.datagen.relax import relax
-    from defectnet.datagen.supercell import choose_supercell
+    from defectnet.datagen.simulate import Simulator
     from defectnet.io import read_structure
     from defectnet.spectra import modes_spectrum
 
     sim = cfg.simulate
-    atoms = read_structure(path)
-    forcefield = instantiate(cfg.calculator)
-    r = sim.relax
-    relaxed = relax(
-        atoms,
-        forcefield.calculator(),
-        fmax=r.fmax,
-        steps=r.steps,
-        relax_cell=r.relax_cell,
-        optimizer=r.optimizer,
-    ).atoms
-    matrix, _ = choose_supercell(relaxed, sim.min_atoms, sim.max_atoms, where=str(path))
     phonons = instantiate(cfg.phonons)
     phonons.projections = sim.weighting == "neutron"
-    modes = phonons.modes(relaxed, matrix, forcefield)
+    simulator = Simulator(
+        instantiate(cfg.calculator), phonons, sim.relax, (sim.min_atoms, sim.max_atoms)
+    )
+    relaxed = simulator.relax(read_structure(path)).atoms
+    _, modes = simulator.modes(relaxed, where=str(path))
     log.info(
         "%s: %d atoms, %d displaced cells, lowest mode %.2f meV",
         path,

@@ -15,7 +15,7 @@ from defectnet.datagen.calculators import ForceField
 from defectnet.datagen.parents.base import Parent
 from defectnet.datagen.recommender import recommend
 from defectnet.datagen.records import Provenance
-from defectnet.datagen.relax import relax
+from defectnet.datagen.simulate import relax_with
 from defectnet.datagen.supercell import choose_supercell
 from defectnet.spectra import EnergyGrid, modes_spectrum
 
@@ -114,14 +114,7 @@ class Context:
 
     def relax(self, atoms: Atoms, settings: DictConfig):
         """Relax with this run's force field and one relaxation section of the config."""
-        return relax(
-            atoms,
-            self.forcefield.calculator(),
-            fmax=settings.fmax,
-            steps=settings.steps,
-            relax_cell=settings.relax_cell,
-            optimizer=settings.optimizer,
-        )
+        return relax_with(self.forcefield, atoms, settings)
 
     def relaxed_doped(self, doped: Atoms, reference) -> tuple[Atoms, dict]:
         """The doped cell relaxed with the force field, or, when the phonon method builds

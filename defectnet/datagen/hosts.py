@@ -15,7 +15,7 @@ from defectnet.datagen.parents.base import Parent
 from defectnet.datagen.records import read_json
 from defectnet.datagen.settings import settings_hash
 from defectnet.datagen.shards import check_output_dir, check_shard, make_context, shard_parents
-from defectnet.datagen.supercell import choose_supercell
+from defectnet.datagen.simulate import Simulator
 
 
 def prepare_parent(ctx: Context, parent: Parent) -> dict:
@@ -35,7 +35,9 @@ def prepare_parent(ctx: Context, parent: Parent) -> dict:
         "settings_hash": ctx.settings_hash,
     }
     try:
-        relaxed = ctx.relax(parent.atoms, pc)
+        ps = ctx.cfg.pristine_supercell
+        sim = Simulator(ctx.forcefield, ctx.phonons, pc, (ps.min_atoms, ps.max_atoms))
+        relaxed = sim.relax(parent.atoms)
         result["relax"] = relaxed.summary()
         result["structure"] = atoms_to_dict(relaxed.atoms)
         if abs(relaxed.volume_change) > pc.max_volume_change:
@@ -43,9 +45,7 @@ def prepare_parent(ctx: Context, parent: Parent) -> dict:
                 f"volume changed by {relaxed.volume_change:+.1%} on relaxation "
                 f"(limit ±{pc.max_volume_change:.0%})"
             )
-        ps = ctx.cfg.pristine_supercell
-        matrix, _ = choose_supercell(relaxed.atoms, ps.min_atoms, ps.max_atoms, where=parent.id)
-        modes = ctx.phonons.modes(relaxed.atoms, matrix, ctx.forcefield)
+        matrix, modes = sim.modes(relaxed.atoms, where=parent.id)
         frac = modes.imaginary_fraction(pc.imaginary_tolerance_mev)
         result["phonons"] = {
             "n_displacements": modes.n_displacements,
