@@ -13,6 +13,9 @@ workers="${1:-1}"
 first="${2:-0}"
 last="${3:-$((num_shards - 1))}"
 shift $(($# < 3 ? $# : 3))
+# one core's worth of threads per worker: more would only make the workers fight for cores
+threads=$(($(nproc) / workers > 0 ? $(nproc) / workers : 1))
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$threads}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-$threads}"
 logs="outputs/generate/pretrain"
 mkdir -p "$logs/done"
 worker() {
