@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,18 @@ TINY_SI = [
     "sampling.concentration=[0.1,0.15]",
     "sampling.n_distractors=[0,0]",
 ]
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, each worker (and the processes its tests start) gets its share of
+    the cores, so workers do not fight over them."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        import torch
+
+        threads = max(1, (os.cpu_count() or 1) // int(workers))
+        torch.set_num_threads(threads)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
 def compose_config(name: str, overrides: list[str]) -> DictConfig:
