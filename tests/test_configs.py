@@ -79,6 +79,12 @@ def test_the_wheel_ships_every_config_and_the_shipped_data_sets():
     from defectnet.cli import ROOT_DIR
 
     tool = tomllib.loads((ROOT_DIR / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = {
+        ".".join(p.parent.relative_to(ROOT_DIR).parts)
+        for p in (ROOT_DIR / "defectnet").rglob("__init__.py")
+    }
+    listed = set(tool["packages"]) - set(tool["package-dir"])
+    assert listed == packages, "pyproject.toml [tool.setuptools] packages must list every package"
     assert tool["package-dir"] == {"defectnet.conf": "conf", "defectnet.datasets": "data"}
     for package, folder in tool["package-dir"].items():
         assert package in tool["packages"]
