@@ -8,6 +8,7 @@ metadata, which also holds the energy grid, provenance and the format version.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,7 +194,8 @@ def consolidate(records_dir: Path, run: dict) -> tuple[PDoSDataset, dict]:
         seen.setdefault(r.sample_id, r)
     ok = sorted((r for r in seen.values() if r.status == "ok"), key=lambda r: r.index)
     failed = [r for r in seen.values() if r.status != "ok"]
-    reasons = Counter(r.reason[:100] for r in failed)
+    # failures of one kind differ only in their numbers: count them as one reason
+    reasons = Counter(re.sub(r"\d+(\.\d+)?", "#", r.reason)[:100] for r in failed)
     report = {
         "ok": len(ok),
         "failed": len(failed),
