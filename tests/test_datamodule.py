@@ -21,6 +21,20 @@ def test_ood_split_holds_out_whole_parents_and_is_deterministic():
     assert (again.test_ood == s.test_ood).all() and (again.train == s.train).all()
 
 
+def test_a_prototype_family_can_be_held_out_whole():
+    import pytest
+
+    from defectnet.errors import UserError
+
+    parents = ["spinel-MgAl2O4", "diamond-Si", "spinel-ZnGa2O4", "zincblende-GaAs"]
+    parent_index = np.repeat(np.arange(4), 10)
+    s = split_indices(parent_index, parents, 0, 0.25, 0.1, 0.1, ood_prototypes=["spinel"])
+    assert s.ood_parents == ["spinel-MgAl2O4", "spinel-ZnGa2O4"]
+    assert set(parent_index[s.train]) == {1, 3}
+    with pytest.raises(UserError, match=r"data.ood_prototypes: \['wurtzite'\] has no parent"):
+        split_indices(parent_index, parents, 0, 0.25, 0.1, 0.1, ood_prototypes=["wurtzite"])
+
+
 def test_augmentation_adds_only_absent_non_host_distractors_and_keeps_area():
     torch.manual_seed(0)
     spectra = torch.rand(16, 2, 100)

@@ -71,11 +71,25 @@ def split_indices(
     val_fraction: float,
     test_id_fraction: float,
     ood_parents: list[str] | None = None,
+    ood_prototypes: list[str] | None = None,
 ) -> Splits:
-    """Deterministic splits; ``ood_parents`` (ids) overrides the random choice of held-out ones."""
+    """Deterministic splits; ``ood_parents`` (ids) overrides the random choice of held-out
+    parents, and ``ood_prototypes`` holds out whole prototype families instead (a parent id of
+    the built-in source starts with its prototype: ``spinel-MgAl2O4``)."""
     rng = np.random.default_rng(seed)
     n_parents = len(parents)
-    if ood_parents:
+    if ood_parents and ood_prototypes:
+        raise UserError("data.ood_parents and data.ood_prototypes: set one of them, not both.")
+    if ood_prototypes:
+        family = [p.split("-", 1)[0] for p in parents]
+        unknown = sorted(set(ood_prototypes) - set(family))
+        if unknown:
+            raise UserError(
+                f"data.ood_prototypes: {unknown} has no parent in the data set (its prototypes: "
+                f"{sorted(set(family))})."
+            )
+        held = [i for i, f in enumerate(family) if f in ood_prototypes]
+    elif ood_parents:
         unknown = sorted(set(ood_parents) - set(parents))
         if unknown:
             raise UserError(f"data.ood_parents: {unknown} are not in the data set's parents.")
@@ -167,6 +181,7 @@ class PDoSDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         test_id_fraction: float = 0.1,
         ood_parents: list[str] | None = None,
+        ood_prototypes: list[str] | None = None,
         num_workers: int = 0,
         augmentation: SpectrumAugmentation | None = None,
     ):
@@ -176,6 +191,7 @@ class PDoSDataModule(L.LightningDataModule):
         self.seed = seed
         self.fractions = (ood_fraction, val_fraction, test_id_fraction)
         self.ood_parents = list(ood_parents) if ood_parents else None
+        self.ood_prototypes = list(ood_prototypes) if ood_prototypes else None
         self.num_workers = num_workers
         self.augmentation = augmentation
         self.dataset: PDoSDataset | None = None
@@ -203,6 +219,7 @@ class PDoSDataModule(L.LightningDataModule):
             val,
             test_id,
             self.ood_parents,
+            self.ood_prototypes,
         )
         ds = self.dataset
         self._tensors = TensorDataset(
