@@ -23,12 +23,12 @@ worker() {
   shift
   for ((s = first + w; s <= last; s += workers)); do
     [[ -f "$logs/done/$s" ]] && continue
-    echo "$(date -u +%FT%TZ) worker $w: shard $s" >>"$logs/worker-$w.log"
+    echo "$(date -u +%FT%TZ) worker $w: shard $s" >>"$logs/worker-$first-$w.log"
     if defectnet-generate generate=pretrain stage=shard shard="$s" progress=false "$@" \
-      >>"$logs/worker-$w.log" 2>&1; then
+      >>"$logs/worker-$first-$w.log" 2>&1; then
       touch "$logs/done/$s"
     else
-      echo "shard $s exited with $?" >>"$logs/worker-$w.log"
+      echo "shard $s exited with $?" >>"$logs/worker-$first-$w.log"
     fi
   done
 }
