@@ -103,19 +103,27 @@ def train_mean_predict(dm: PDoSDataModule, split: str) -> np.ndarray:
     return (dm.train_mean()[None] * mask).numpy()
 
 
+COLUMNS = ("RMSE", "R²", "FPR", "F1")
+
+
 def comparison_table(results: dict) -> str:
-    """Markdown: one row per method, RMSE / distractor FPR / F1 per split."""
+    """Markdown: one row per method, RMSE / R² / distractor FPR / F1 per split."""
     splits = [s for s in ("test_id", "test_ood") if any(s in m for m in results.values())]
-    head = "| method | " + " | ".join(f"{s} RMSE | {s} FPR | {s} F1" for s in splits) + " |"
-    lines = [head, "|---" * (1 + 3 * len(splits)) + "|"]
+    head = "| method | " + " | ".join(f"{s} {c}" for s in splits for c in COLUMNS) + " |"
+    lines = [head, "|---" * (1 + len(COLUMNS) * len(splits)) + "|"]
     for method, by_split in results.items():
         cells = []
         for s in splits:
             m = by_split.get(s)
             cells += (
-                [f"{m['rmse']:.4f}", f"{m['distractor_fpr']:.2f}", f"{m['f1']:.2f}"]
+                [
+                    f"{m['rmse']:.4f}",
+                    f"{m['r2']:.2f}",
+                    f"{m['distractor_fpr']:.2f}",
+                    f"{m['f1']:.2f}",
+                ]
                 if m
-                else ["—"] * 3
+                else ["—"] * len(COLUMNS)
             )
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

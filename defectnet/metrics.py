@@ -12,6 +12,8 @@ from torchmetrics.classification import BinaryF1Score
 
 MAX_DOPANTS = 6
 CONCENTRATION_BINS = (0.002, 0.01, 0.03, 0.1, 0.25)
+# concentration bands for detection rates: dilute, moderate, heavy doping
+DETECTION_BANDS = ((0.002, 0.01), (0.01, 0.05), (0.05, 0.25))
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -78,8 +80,11 @@ def split_metrics(
     fp = float((called & ~present & sel).sum())
     fn = float((~called & present & sel).sum())
     distractor = sel & ~present
+    residual = err[sel].sum()
+    spread = ((target[sel] - target[sel].mean()) ** 2).sum()
     out = {
         "rmse": float(np.sqrt(err[sel].mean())),
+        "r2": float(1 - residual / spread) if spread > 0 else float("nan"),
         "mae": float(np.abs(pred - target)[sel].mean()),
         "distractor_fpr": float(called[distractor].mean()) if distractor.any() else float("nan"),
         "precision": tp / (tp + fp) if tp + fp else float("nan"),
@@ -91,6 +96,13 @@ def split_metrics(
     for n in np.unique(n_dopants):
         rows = n_dopants == n
         out[f"rmse_n{int(n)}"] = float(np.sqrt(err[rows][sel[rows]].mean()))
+    for lo, hi in DETECTION_BANDS:  # recall of the dopants truly in each band
+        cell = present & sel & (target >= lo) & (target < hi)
+        if cell.any():
+            out[f"detected_{lo:g}-{hi:g}"] = float(called[cell].mean())
+    undoped = ~(present & sel).any(axis=1) & sel.any(axis=1)
+    if undoped.any():  # samples with nothing in them: share read as empty (nothing called)
+        out["undoped_read_empty"] = float((~(called & sel).any(axis=1))[undoped].mean())
     edges = CONCENTRATION_BINS
     for lo, hi in zip(edges[:-1], edges[1:]):
         cell = present & sel & (target >= lo) & (target < hi)

@@ -32,6 +32,17 @@ def test_split_metrics_count_what_they_say():
     assert m["distractor_fpr"] == pytest.approx(1 / 4)
     assert m["rmse"] == pytest.approx(np.sqrt((0.05**2 + 0.199**2) / 6))
     assert m["rmse_n1"] == pytest.approx(m["rmse"])
+    t_sel = target[mask > 0]
+    r2 = 1 - (0.05**2 + 0.199**2) / ((t_sel - t_sel.mean()) ** 2).sum()
+    assert m["r2"] == pytest.approx(r2)
+    assert m["detected_0.05-0.25"] == pytest.approx(0.5)  # 0.1 found, 0.2 missed
+    assert "undoped_read_empty" not in m
+    empty = np.zeros((1, 56))
+    offered = np.zeros((1, 56))
+    offered[0, :4] = 1  # four candidates offered, none present
+    quiet, loud = np.full((1, 56), 0.005), np.full((1, 56), 0.05)
+    assert split_metrics(quiet, empty, offered, 0.01)["undoped_read_empty"] == 1.0
+    assert split_metrics(loud, empty, offered, 0.01)["undoped_read_empty"] == 0.0
     c = coverage(pred - 0.01, pred + 0.01, target, mask)
     assert c["coverage_present"] == pytest.approx(0.5)
     # the best threshold on these samples separates the two true dopants from the rest
