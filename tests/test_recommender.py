@@ -22,6 +22,19 @@ def test_substitution_probabilities_for_a_sulfide():
     assert _valid(cands, {"Zn", "S"})
 
 
+def test_anions_are_never_put_on_cation_sites():
+    """pymatgen's p-type list for K2O ranks Br-, I-, S2- on K+; a substitution keeps the sign
+    of the ion it replaces."""
+    from defectnet.datagen.parents.builtin import BuiltinParents
+
+    (k2o,) = [
+        p for p in BuiltinParents(prototypes=["antifluorite"]).parents() if p.id.endswith("-OK2")
+    ]
+    cands = recommend(k2o.atoms)
+    anions = {"F", "Cl", "Br", "I", "O", "S", "Se", "Te", "N", "P", "As"}
+    assert cands and all((c.dopant in anions) == (c.replaces == "O") for c in cands), cands
+
+
 def test_elemental_host_falls_back_to_periodic_neighbours():
     cands = recommend(bulk("Si", "diamond", a=5.43))
     names = {c.dopant for c in cands}

@@ -1,7 +1,9 @@
 """Dopant candidates for a host: which elements could sit on which host sites.
 
 The first choice is pymatgen's data-mined substitution probabilities (offline; needs
-oxidation states and an anion in its table). Hosts it cannot handle (elemental hosts,
+oxidation states and an anion in its table). Its p-type list also ranks anions on cation sites
+(Br⁻, I⁻, S²⁻ for K⁺ in K₂O); a substitutional dopant keeps the sign of the ion it replaces, so
+those are dropped. Hosts it cannot handle (elemental hosts,
 arsenides, antimonides, tellurides, carbides, …) fall back to periodic-table neighbours of each
 host element. User-given candidates override both. Every candidate records who proposed it.
 """
@@ -56,8 +58,10 @@ def from_substitution_probabilities(atoms: Atoms, per_type: int) -> list[Candida
         for item in found[key]:
             dopant = item["dopant_species"].element.symbol
             replaces = item["original_species"].element.symbol
+            same_sign = item["dopant_species"].oxi_state * item["original_species"].oxi_state > 0
             if (
-                picked < per_type
+                same_sign
+                and picked < per_type
                 and _allowed(dopant, host)
                 and dopant not in {c.dopant for c in out}
             ):
