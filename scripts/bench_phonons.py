@@ -99,6 +99,7 @@ def bench_superposed(cfg: DictConfig, ff, full: FiniteDisplacement) -> None:
 
     from phonopy import Phonopy
 
+    from defectnet.atomic import atomic_path
     from defectnet.datagen.parents.builtin import BuiltinParents
     from defectnet.datagen.phonons import SuperposedForceConstants, mesh_modes, to_phonopy_atoms
     from defectnet.datagen.recommender import Candidate
@@ -114,8 +115,18 @@ def bench_superposed(cfg: DictConfig, ff, full: FiniteDisplacement) -> None:
     def relaxed(atoms: Atoms) -> Atoms:
         return relax(atoms, ff.calculator(), cfg.relax.fmax, cfg.relax.steps).atoms
 
-    def full_modes(atoms: Atoms) -> Modes:
-        return full.doped_modes(relaxed(atoms), None, ff)
+    def full_reference(atoms: Atoms, path: Path) -> tuple[np.ndarray, float]:
+        """``full``'s spectrum of a cell and its wall time; kept beside the library (keyed by
+        the cell's species, so a different draw is recomputed) since it costs minutes."""
+        if path.is_file():
+            kept = np.load(path)
+            if np.array_equal(kept["numbers"], atoms.numbers):
+                return kept["spectrum"], float(kept["seconds"])
+        modes, seconds = timed(full.doped_modes, relaxed(atoms), None, ff)
+        ref = spectrum(modes)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, numbers=atoms.numbers, spectrum=ref, seconds=seconds)
+        return ref, seconds
 
     print(
         f"\nsuperposed (cutoff {method.cutoff:g} Å, dilute cells of {method.patch_atoms} atoms) "
@@ -151,8 +162,7 @@ def bench_superposed(cfg: DictConfig, ff, full: FiniteDisplacement) -> None:
         )
         for fraction in bench.fractions:
             doped = random_doped(pristine, dopants, fraction, rng)
-            ref_modes, t_full = timed(full_modes, doped)
-            ref = spectrum(ref_modes)
+            ref, t_full = full_reference(doped, store.with_suffix(f".full-{fraction:g}.npz"))
             sup_modes, t_sup = timed(method.doped_modes, doped, library, ff)
             phonon = Phonopy(to_phonopy_atoms(doped), np.eye(3, dtype=int), np.eye(3))
             phonon.force_constants = library.force_constants
