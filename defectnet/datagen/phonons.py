@@ -318,10 +318,12 @@ class SuperposedForceConstants(FiniteDisplacement):
         cutoff: float = 5.0,
         patch_atoms: tuple[int, int] = (64, 128),
         samples_at_gamma: bool = False,
+        sum_rule: str = "local",
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.samples_at_gamma = bool(samples_at_gamma)
+        self.sum_rule = sum_rule
         if cutoff <= 0:
             raise UserError(f"phonons.cutoff must be > 0 Å, got {cutoff}.")
         self.cutoff = float(cutoff)
@@ -331,6 +333,8 @@ class SuperposedForceConstants(FiniteDisplacement):
         out = {**super().settings(), "cutoff": self.cutoff, "patch_atoms": list(self.patch_atoms)}
         if self.samples_at_gamma:
             out["samples_at_gamma"] = True
+        if self.sum_rule != "phonopy":
+            out["sum_rule"] = self.sum_rule
         return out
 
     def host_reference(
@@ -405,7 +409,7 @@ class SuperposedForceConstants(FiniteDisplacement):
         if reference is None:
             raise ValueError("superposed phonons need the host's defect library (host_reference)")
         if self.samples_at_gamma:
-            fc = reference.doped_force_constants(doped)
+            fc = reference.doped_force_constants(doped, self.sum_rule)
             return gamma_modes(fc, doped, projections=self.projections)
         phonon = Phonopy(
             to_phonopy_atoms(doped),
@@ -413,5 +417,5 @@ class SuperposedForceConstants(FiniteDisplacement):
             primitive_matrix=np.eye(3),
             symprec=self.symprec,
         )
-        phonon.force_constants = reference.doped_force_constants(doped)
+        phonon.force_constants = reference.doped_force_constants(doped, self.sum_rule)
         return mesh_modes(phonon, self.mesh, n_displacements=0, projections=self.projections)
