@@ -176,9 +176,11 @@ def bench_superposed(cfg: DictConfig, ff, full: FiniteDisplacement) -> None:
                 f"{m[0]:>8.4f} {m[1]:>7.3f} {m[2]:>+8.2f}",
                 flush=True,
             )
-    table = np.array(rows)
+    table = np.array(rows).reshape(-1, 7)
     for lo, hi, label in ((0, 0.125, "≤ 12 %"), (0.125, 1, "25 %")):
         sel = (table[:, 0] > lo) & (table[:, 0] <= hi)
+        if not sel.any():
+            continue
         med = np.median(table[sel], axis=0)
         print(
             f"median {label:7s} superposed cosine {med[1]:.4f} L1 {med[2]:.3f} | masses only "
