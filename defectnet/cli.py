@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from defectnet.errors import UserError
+from defectnet.model.pretrained import pretrained_dir
 
 ROOT_DIR = Path(__file__).resolve().parent.parent  # the checkout, when running from one
 CONF_DIR = str(resources.files("defectnet.conf"))
@@ -40,6 +41,7 @@ def data_dir() -> str:
 
 OmegaConf.register_new_resolver("defectnet_root", root_dir, replace=True)
 OmegaConf.register_new_resolver("defectnet_data", data_dir, replace=True)
+OmegaConf.register_new_resolver("defectnet_pretrained", lambda: str(pretrained_dir()), replace=True)
 
 
 # A user's mistake: a bad file or config value (UserError), a file or folder that is missing or

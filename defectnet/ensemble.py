@@ -12,6 +12,7 @@ import torch
 
 from defectnet.data.datamodule import PDoSDataModule, open_set_mask
 from defectnet.model.checkpoint import CheckpointError, Thresholds, load_network
+from defectnet.model.pretrained import MEMBER_GLOB, pretrained_members
 from defectnet.spectra import EnergyGrid
 
 
@@ -67,14 +68,21 @@ def ensemble_predict(networks, spectra: torch.Tensor, mask: torch.Tensor) -> Ens
 
 def checkpoint_paths(spec) -> list[Path]:
     """A checkpoint, a list of them, a glob, or a folder (every ``best*.ckpt`` below it, else
-    every ``last.ckpt``): the members of an ensemble, sorted."""
+    every ``last.ckpt``, else the ``member-*.ckpt`` of a shipped model): the members of an
+    ensemble, sorted. ``None``: the pretrained model that ships with DefectNet."""
+    if spec is None:
+        return pretrained_members()
     items = [spec] if isinstance(spec, str | Path) else list(spec)
     paths: list[Path] = []
     for item in items:
         found = []
         for p in map(Path, sorted(glob.glob(str(Path(str(item)).expanduser())))):
             if p.is_dir():
-                found += sorted(p.rglob("best*.ckpt")) or sorted(p.rglob("last.ckpt"))
+                found += (
+                    sorted(p.rglob("best*.ckpt"))
+                    or sorted(p.rglob("last.ckpt"))
+                    or sorted(p.glob(MEMBER_GLOB))
+                )
             else:
                 found.append(p)
         if not found:

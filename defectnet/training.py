@@ -22,6 +22,7 @@ from defectnet.errors import UserError
 from defectnet.metrics import masked_rmse
 from defectnet.model.checkpoint import entry_thresholds, network_from_checkpoint
 from defectnet.model.lit_module import DefectNetModule
+from defectnet.model.pretrained import member_for_seed
 from defectnet.runtime import finish_wandb, instantiate_all, log_once
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,15 @@ log = logging.getLogger(__name__)
 def build_from_checkpoint(cfg: DictConfig) -> None:
     """``init_from=<ckpt>``: the network is built from that checkpoint (its class, shape and
     weights; ``model.checkpoint.network_from_checkpoint``); optimizer, scheduler and freezing
-    stay as configured."""
+    stay as configured. A folder of shipped members (``${defectnet_pretrained:}``) gives member
+    ``seed mod M``, so each member of a fine-tuned ensemble starts from its own."""
     path = Path(cfg.init_from)
+    if path.is_dir():
+        path = member_for_seed(path, int(cfg.get("seed") or 0))
     if not path.is_file():
         raise FileNotFoundError(
             f"init_from: no checkpoint at '{path}'; pass the .ckpt of a pretraining run "
-            "(outputs/.../checkpoints/best_epoch_*.ckpt)."
+            "(outputs/.../checkpoints/best_epoch_*.ckpt) or ${defectnet_pretrained:}."
         )
     with open_dict(cfg):
         cfg.model.model = {

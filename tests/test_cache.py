@@ -37,6 +37,16 @@ def test_round_trip(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
 
 
+def test_select_keeps_rows_parents_and_sample_ids():
+    ds = _dataset()
+    ds.meta["sample_ids"] = [f"p{i % 2}/{i}" for i in range(8)]
+    part = ds.select([5, 3, 1])  # rows of parent p1 only, in the order asked
+    assert part.parents == ["p1"] and part.parent_index.tolist() == [0, 0, 0]
+    assert part.meta == {"note": "test", "sample_ids": ["p1/5", "p1/3", "p1/1"]}
+    assert torch.equal(part.doped, ds.doped[[5, 3, 1]])
+    assert torch.equal(part.targets, ds.targets[[5, 3, 1]])
+
+
 def test_corrupt_file_is_named(tmp_path):
     path = tmp_path / "ds.safetensors"
     save_cache(_dataset(), path)

@@ -70,7 +70,7 @@ def test_every_top_level_config_composes(name):
     assert cfg is not None
 
 
-def test_the_wheel_ships_every_config_and_the_shipped_data_sets():
+def test_the_wheel_ships_every_config_the_shipped_data_sets_and_the_pretrained_model():
     """pyproject.toml maps conf/ and data/ into the package; its package-data patterns must
     cover every config file and every committed data set's cache."""
     import tomllib
@@ -99,3 +99,8 @@ def test_the_wheel_ships_every_config_and_the_shipped_data_sets():
             relative = path.relative_to(ROOT_DIR / folder).as_posix()
             depth = relative.count("/")
             assert any(fnmatch(relative, p) and p.count("/") == depth for p in patterns), relative
+    shipped = sorted((ROOT_DIR / "defectnet" / "pretrained").iterdir())
+    assert shipped, "the pretrained model ships in defectnet/pretrained"
+    for path in shipped:  # the shipped model's members and card
+        relative = path.relative_to(ROOT_DIR / "defectnet").as_posix()
+        assert any(fnmatch(relative, p) for p in tool["package-data"]["defectnet"]), relative

@@ -116,7 +116,7 @@ def test_malformed_inputs_to_each_command(pretrained, tmp_path):
         cwd=tmp_path,
         expect="'Xx'",
     )
-    _refused("predict", cwd=tmp_path, expect="ckpt_path")  # mandatory settings left out
+    _refused("predict", cwd=tmp_path, expect="host")  # mandatory settings left out
     cache = tmp_path / "cut.safetensors"
     cache.write_bytes(b"\x00" * 64)
     _refused("train", f"data.path={cache}", "logger=none", cwd=tmp_path, expect="cut.safetensors")

@@ -32,6 +32,10 @@ FORMAT_VERSION = "1"
 SPECTRAL_KEYS = ("pristine", "doped", "composition")
 
 
+# metadata lists with one entry per sample (the rest describes the whole data set)
+PER_SAMPLE_META = ("sample_ids", "n_atoms")
+
+
 class CacheError(UserError):
     """A cache file that is missing, corrupt, or of another format version."""
 
@@ -60,6 +64,27 @@ class PDoSDataset:
     def inputs(self) -> torch.Tensor:
         """[N, 3, 100]: pristine PDoS, doped PDoS, host composition."""
         return torch.stack([self.pristine, self.doped, self.composition], dim=1)
+
+    def select(self, rows: list[int]) -> PDoSDataset:
+        """The samples ``rows`` (in that order) as a data set of their own: its parents are
+        those the rows hold, and per-sample metadata is cut to the rows."""
+        index = torch.as_tensor(rows, dtype=torch.int64)
+        held = sorted({self.parents[i] for i in self.parent_index[index].tolist()})
+        remap = torch.tensor([held.index(p) if p in held else -1 for p in self.parents])
+        meta = {
+            k: [v[i] for i in rows] if k in PER_SAMPLE_META else v for k, v in self.meta.items()
+        }
+        return PDoSDataset(
+            pristine=self.pristine[index],
+            doped=self.doped[index],
+            composition=self.composition[index],
+            mask=self.mask[index],
+            targets=self.targets[index],
+            parent_index=remap[self.parent_index[index]],
+            parents=held,
+            grid=self.grid,
+            meta=meta,
+        )
 
 
 def save_cache(ds: PDoSDataset, path: Path) -> None:

@@ -1,0 +1,132 @@
+"""Benchmark: is a DefectNet trained on superposed spectra as good as one trained on ``full``?
+
+The two data sets of ``generate=phonon_check`` hold the same doped cells, one with ``full``
+finite-displacement phonons of every relaxed sample, one from the hosts' defect libraries. The
+samples both hold become two caches in one order, so one split serves both; for each seed a
+DefectNet is trained on each cache (the same training config), and both are tested on the
+``full`` test split. Prints how the spectra themselves agree, then RMSE, R² and element F1 per
+run and the ratio of the mean RMSEs (superposed / full). Asserts nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig, open_dict
+
+from defectnet.cli import CONF_DIR
+from defectnet.data.cache import PDoSDataset, load_cache, save_cache
+from defectnet.spectra import agreement
+
+SOURCES = ("full", "superposed")
+
+
+def common_caches(cfg: DictConfig, out: Path) -> dict[str, Path]:
+    """Both data sets cut to the samples they share, in the same order, written to ``out``."""
+    data = {name: load_cache(cfg[name]) for name in SOURCES}
+    ids = {name: ds.meta["sample_ids"] for name, ds in data.items()}
+    shared = set(ids["superposed"])
+    common = [i for i in ids["full"] if i in shared]
+    print(
+        f"samples: full {len(ids['full'])}, superposed {len(ids['superposed'])}, both {len(common)}"
+    )
+    paths = {}
+    for name, ds in data.items():
+        position = {sample: row for row, sample in enumerate(ids[name])}
+        paths[name] = out / f"{name}.safetensors"
+        save_cache(ds.select([position[i] for i in common]), paths[name])
+    return paths
+
+
+def spectra_agreement(full: PDoSDataset, superposed: PDoSDataset) -> None:
+    """Median cosine and L1 of the doped (and pristine) spectra, superposed against full."""
+    for key in ("doped", "pristine"):
+        a, b = getattr(superposed, key).numpy(), getattr(full, key).numpy()
+        stats = [agreement(x, y, full.grid) for x, y in zip(a, b)]
+        cos = np.median([s["cosine"] for s in stats])
+        l1 = np.median([s["l1"] for s in stats])
+        print(f"{key:>9} spectra, superposed vs full: median cosine {cos:.4f}, median L1 {l1:.3f}")
+
+
+def train_on(cfg: DictConfig, cache: Path, seed: int, out: Path) -> Path:
+    """Train one DefectNet on ``cache``; returns its best checkpoint (reused when present)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from defectnet.training import train
+
+    found = sorted(out.glob("checkpoints/best*.ckpt"))
+    if found:
+        return found[-1]
+    overrides = [*cfg.train_overrides, f"data.path={cache}", f"seed={seed}", "test=false"]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        train_cfg = compose(config_name="train", overrides=overrides)
+    with open_dict(train_cfg):
+        train_cfg.paths.output_dir = str(out)
+    train(train_cfg)
+    return sorted(out.glob("checkpoints/best*.ckpt"))[-1]
+
+
+def test_on_full(checkpoint: Path, cfg: DictConfig, cache: Path) -> dict:
+    """RMSE, R² and element F1 of a checkpoint on the ``full`` cache's test split."""
+    import torch
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
+
+    from defectnet.metrics import split_metrics
+    from defectnet.model.checkpoint import entry_thresholds, network_from_checkpoint
+    from defectnet.training import baseline_rmse
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        train_cfg = compose(config_name="train", overrides=[*cfg.train_overrides])
+    with open_dict(train_cfg):
+        train_cfg.data.path = str(cache)
+    dm = instantiate(train_cfg.data)
+    dm.setup("test")
+    batch = dm.split_tensors("test_id")
+    net = network_from_checkpoint(checkpoint).eval()
+    with torch.no_grad():
+        pred, _ = net(batch.inputs(), batch.candidates)
+    entry = torch.load(checkpoint, map_location="cpu", weights_only=True)["defectnet"]
+    threshold = entry_thresholds(entry).guided
+    metrics = split_metrics(
+        pred.numpy(), batch.targets.numpy(), batch.candidates.numpy(), threshold
+    )
+    metrics["baseline_mean_rmse"] = baseline_rmse(dm, "test_id")
+    metrics["n_test"] = int(batch.targets.shape[0])
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench_superposed_training")
+def main(cfg: DictConfig) -> None:
+    work = Path(cfg.work_dir)
+    caches = common_caches(cfg, work)
+    spectra_agreement(load_cache(caches["full"]), load_cache(caches["superposed"]))
+    rows = []
+    for seed in cfg.seeds:
+        for source in SOURCES:
+            best = train_on(cfg, caches[source], int(seed), work / f"{source}-seed{seed}")
+            m = test_on_full(best, cfg, caches["full"])
+            rows.append((source, int(seed), m))
+    n_test, baseline = rows[0][2]["n_test"], rows[0][2]["baseline_mean_rmse"]
+    print(f"\ntest split of the full data set: {n_test} samples; training-mean RMSE {baseline:.4f}")
+    print(f"{'trained on':<12}{'seed':>5}{'RMSE':>9}{'R²':>8}{'F1':>7}{'dist. FPR':>11}")
+    for source, seed, m in rows:
+        print(
+            f"{source:<12}{seed:>5}{m['rmse']:>9.4f}{m['r2']:>8.3f}{m['f1']:>7.3f}"
+            f"{m['distractor_fpr']:>11.3f}"
+        )
+    mean = {s: float(np.mean([m["rmse"] for src, _, m in rows if src == s])) for s in SOURCES}
+    for source in SOURCES:
+        r2 = np.mean([m["r2"] for src, _, m in rows if src == source])
+        print(f"{source:<12}{'mean':>5}{mean[source]:>9.4f}{r2:>8.3f}")
+    print(f"RMSE superposed / full: {mean['superposed'] / mean['full']:.3f} (within 10 %: ≤ 1.10)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Make a pretraining run's best checkpoints the pretrained model that ships with DefectNet:
+
+    python scripts/ship_model.py run=outputs/train/multiruns/<time>
+
+Each member keeps only its network weights and the ``defectnet`` entry (a few MB in all); the
+model card (``card.json``) records the data set each member learned from (path, settings hash,
+samples, parents, held-out parents) and the test figures its run wrote to ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from defectnet.cli import CONF_DIR
+from defectnet.data.cache import load_cache
+from defectnet.ensemble import checkpoint_paths
+from defectnet.model.pretrained import ship
+
+KEPT_METRICS = ("rmse", "r2", "element_f1", "distractor_fpr", "baseline_mean_rmse", "n_samples")
+
+
+def member_card(checkpoint: Path) -> dict:
+    """What one member learned from and how it tested (from its run's metrics.json)."""
+    entry = torch.load(checkpoint, map_location="cpu", weights_only=True)["defectnet"]
+    run = checkpoint.parent.parent
+    metrics = (
+        json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
+    )
+    tests = {
+        split: {k: v for k, v in values.items() if k in KEPT_METRICS}
+        for split, values in metrics.get("comparison", {}).items()
+    }
+    for key, value in metrics.items():  # the test metrics Lightning logged (test_id/r2, …)
+        split, _, name = key.partition("/")
+        if split in tests and name in KEPT_METRICS:
+            tests[split][name] = value
+    return {
+        "checkpoint": checkpoint.name,
+        "run": run.name,
+        "data": entry.get("data", {}),
+        "threshold": entry["threshold"],
+        "open_set_threshold": entry.get("open_set_threshold"),
+        "test": tests,
+    }
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="ship_model")
+def main(cfg: DictConfig) -> None:
+    members = checkpoint_paths(cfg.run)
+    cards = [member_card(p) for p in members]
+    data = cards[0]["data"]
+    card = {
+        "shipped": datetime.date.today().isoformat(),
+        "members": cards,
+        "network": torch.load(members[0], map_location="cpu", weights_only=True)["defectnet"][
+            "network"
+        ],
+    }
+    if data.get("path") and Path(data["path"]).is_file():
+        ds = load_cache(data["path"])
+        card["data_set"] = {
+            "path": "/".join(Path(data["path"]).parts[-2:]),
+            "samples": len(ds),
+            "parents": len(ds.parents),
+            "settings_hashes": ds.meta.get("settings_hashes"),
+        }
+    written = ship(members, card, Path(cfg.folder))
+    size = sum(p.stat().st_size for p in written) / 1e6
+    print(f"shipped {len(written)} members ({size:.1f} MB) to {cfg.folder}")
+    print(json.dumps({k: v for k, v in card.items() if k != "members"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
