@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from scipy.optimize import nnls
@@ -127,6 +128,32 @@ def comparison_table(results: dict) -> str:
             )
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+@torch.no_grad()
+def undoped_crystals(networks, dm: PDoSDataModule, threshold: float, n_candidates: int = 4):
+    """Each parent's pristine spectrum given as the doped one too, offered the ``n_candidates``
+    dopants its samples offer most often: a model that knows "nothing here" calls none of them
+    present. Per parent: the largest predicted concentration and whether all stay below
+    ``threshold``."""
+    ds = dm.dataset
+    out = {}
+    for k, parent in enumerate(ds.parents):
+        rows = torch.nonzero(ds.parent_index == k).ravel()
+        offered = ds.mask[rows].sum(0)
+        mask = torch.zeros(1, offered.shape[0])
+        mask[0, offered.argsort(descending=True)[:n_candidates]] = 1
+        mask *= (offered > 0).to(mask.dtype)  # never a dopant the parent was not offered
+        i = rows[0]
+        x = torch.stack([ds.pristine[i], ds.pristine[i], ds.composition[i]])[None]
+        pred = np.mean([net(x, mask)[0].numpy() for net in networks], axis=0)[0]
+        top = float(pred[mask[0].numpy() > 0].max())
+        out[parent] = {
+            "held_out": parent in dm.splits.ood_parents,
+            "max_prediction": top,
+            "read_undoped": top < threshold,
+        }
+    return out
 
 
 def _check_split(paths, dm: PDoSDataModule) -> None:
@@ -245,6 +272,8 @@ def evaluate(cfg: DictConfig) -> dict:
                 split,
             )
         )
+    undoped = undoped_crystals(networks, dm, thresholds[name])
+    extra["undoped_crystals"] = undoped
     table = comparison_table(results)
     metrics = {
         "methods": results,
@@ -282,6 +311,18 @@ def evaluate(cfg: DictConfig) -> dict:
             100 * c["scaled_coverage_candidates"],
             100 * c["scaled_coverage_present"],
         )
+    for held, label in ((False, "seen"), (True, "held-out")):
+        group = [u for u in undoped.values() if u["held_out"] == held]
+        if group:
+            log.info(
+                "undoped crystals (pristine as doped, 4 candidates), %s parents: %d of %d read "
+                "as undoped at threshold %.3g (largest prediction %.3f)",
+                label,
+                sum(u["read_undoped"] for u in group),
+                len(group),
+                thresholds[name],
+                max(u["max_prediction"] for u in group),
+            )
     if "interval_scale" in extra:
         log.info("defectnet-predict with this ensemble: interval_scale=%.2f", scale)
     return metrics

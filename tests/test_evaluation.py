@@ -10,11 +10,11 @@ from omegaconf import open_dict
 from defectnet.data.cache import PDoSDataset, save_cache
 from defectnet.data.datamodule import Batch, PDoSDataModule, SpectrumAugmentation, open_set_mask
 from defectnet.elements import DOPANTS, candidate_vector, composition_vector
-from defectnet.evaluation import evaluate, load_references, nnls_predict
+from defectnet.evaluation import evaluate, load_references, nnls_predict, undoped_crystals
 from defectnet.metrics import best_threshold, coverage, split_metrics
 from defectnet.spectra import EnergyGrid
 
-from .conftest import ROOT_DIR, compose_config
+from .conftest import DEMO_CACHE, ROOT_DIR, compose_config
 
 DEMO_REFERENCES = ROOT_DIR / "data" / "demo_hosts8" / "references"  # experiment=demo's data
 
@@ -156,6 +156,31 @@ def test_evaluate_compares_the_methods_and_writes_figures(ensemble, mlp_checkpoi
     for f in metrics["figures"]:
         assert (tmp_path / "eval" / f).stat().st_size > 10_000
     assert set(metrics["thresholds"]) == set(methods)
+    undoped = metrics["undoped_crystals"]  # every parent, its held-out ones marked
+    assert {p for p, u in undoped.items() if u["held_out"]} == set(metrics["ood_parents"])
+    assert len(undoped) == 8 and all(u["max_prediction"] >= 0 for u in undoped.values())
+
+
+class _Echo(torch.nn.Module):
+    """Answers each offered candidate with the doped spectrum at bin 10; keeps the offers."""
+
+    offered: list = []
+
+    def forward(self, x, mask):
+        self.offered.append(int(mask.sum()))
+        return x[:, 1, 10:11].expand_as(mask) * mask, None
+
+
+def test_undoped_crystals_offer_four_of_the_parents_candidates_and_compare_to_the_threshold():
+    dm = PDoSDataModule(str(DEMO_CACHE), ood_fraction=0.25)
+    dm.setup()
+    level = float(dm.dataset.pristine[dm.dataset.parent_index == 0][0, 10])
+    below = undoped_crystals([_Echo()], dm, threshold=level + 1e-3)
+    above = undoped_crystals([_Echo()], dm, threshold=level - 1e-3)
+    first = dm.dataset.parents[0]
+    assert below[first]["read_undoped"] and not above[first]["read_undoped"]
+    assert below[first]["max_prediction"] == pytest.approx(level)
+    assert set(_Echo.offered) == {4}  # four candidates for every parent
 
 
 def test_evaluate_refuses_checkpoints_trained_on_another_split(pretrained, tmp_path):
