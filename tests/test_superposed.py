@@ -14,6 +14,7 @@ from defectnet.datagen.phonons import (
 from defectnet.datagen.recommender import Candidate
 from defectnet.datagen.relax import relax
 from defectnet.datagen.supercell import choose_supercell
+from defectnet.errors import UserError
 from defectnet.spectra import EnergyGrid, agreement, modes_spectrum
 
 EYE = np.eye(3, dtype=int)
@@ -113,6 +114,23 @@ def test_superposed_force_constants_obey_the_sum_rule_and_index_symmetry(si, mat
     assert (fc != library.force_constants).any()
     modes = method.doped_modes(doped, library, matgl)
     assert modes.n_displacements == 0 and modes.min_energy > -1.0
+
+
+def test_a_patch_reaches_its_cutoff_only_unless_its_tail_is_asked_for(si, matgl, tmp_path):
+    host, cell = si
+    method = SuperposedForceConstants(cutoff=3.0, patch_atoms=(16, 16))
+    library = build(method, si, Counting(matgl), tmp_path / "lib.safetensors", "C")
+    doped = cell.copy()
+    doped[0].symbol = "C"
+    far = doped.get_distances(0, np.arange(len(doped)), mic=True) > 3.0 + 1e-6
+    far_pairs = np.ix_(far, far)
+    cut = library.doped_force_constants(doped, extent="cutoff") - library.force_constants
+    tail = library.doped_force_constants(doped, extent="touched") - library.force_constants
+    # within the cutoff only: pairs of far atoms keep their pristine coupling (up to the small
+    # spread of phonopy's symmetrisation), while the tail changes them
+    assert np.abs(cut[far_pairs]).max() < 0.1 * np.abs(tail[far_pairs]).max()
+    with pytest.raises(UserError, match="patch_extent"):
+        library.doped_force_constants(doped, extent="everything")
 
 
 def test_gamma_modes_equal_phonopys_gamma_point(si, matgl):

@@ -319,11 +319,13 @@ class SuperposedForceConstants(FiniteDisplacement):
         patch_atoms: tuple[int, int] = (64, 128),
         samples_at_gamma: bool = False,
         sum_rule: str = "local",
+        patch_extent: str = "cutoff",
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.samples_at_gamma = bool(samples_at_gamma)
         self.sum_rule = sum_rule
+        self.patch_extent = patch_extent
         if cutoff <= 0:
             raise UserError(f"phonons.cutoff must be > 0 Å, got {cutoff}.")
         self.cutoff = float(cutoff)
@@ -335,6 +337,8 @@ class SuperposedForceConstants(FiniteDisplacement):
             out["samples_at_gamma"] = True
         if self.sum_rule != "phonopy":
             out["sum_rule"] = self.sum_rule
+        if self.patch_extent != "touched":
+            out["patch_extent"] = self.patch_extent
         return out
 
     def host_reference(
@@ -409,7 +413,7 @@ class SuperposedForceConstants(FiniteDisplacement):
         if reference is None:
             raise ValueError("superposed phonons need the host's defect library (host_reference)")
         if self.samples_at_gamma:
-            fc = reference.doped_force_constants(doped, self.sum_rule)
+            fc = reference.doped_force_constants(doped, self.sum_rule, self.patch_extent)
             return gamma_modes(fc, doped, projections=self.projections)
         phonon = Phonopy(
             to_phonopy_atoms(doped),
@@ -417,5 +421,7 @@ class SuperposedForceConstants(FiniteDisplacement):
             primitive_matrix=np.eye(3),
             symprec=self.symprec,
         )
-        phonon.force_constants = reference.doped_force_constants(doped, self.sum_rule)
+        phonon.force_constants = reference.doped_force_constants(
+            doped, self.sum_rule, self.patch_extent
+        )
         return mesh_modes(phonon, self.mesh, n_displacements=0, projections=self.projections)
