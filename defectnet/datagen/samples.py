@@ -40,11 +40,11 @@ class UnstableSample(RuntimeError):
     """A sample with more imaginary modes than ``sample_stability`` allows: recorded as failed."""
 
 
-def check_stability(modes, settings: DictConfig | None) -> float:
+def check_stability(modes, settings: DictConfig) -> float:
     """The fraction of imaginary modes; raises ``UnstableSample`` above the configured limit."""
-    tolerance = float(settings.imaginary_tolerance_mev) if settings else 3.0
+    tolerance = float(settings.imaginary_tolerance_mev)
     fraction = modes.imaginary_fraction(tolerance)
-    limit = settings.get("max_imaginary_fraction") if settings else None
+    limit = settings.get("max_imaginary_fraction")
     if limit is not None and fraction > limit:
         raise UnstableSample(
             f"{fraction:.1%} of modes imaginary beyond -{tolerance:g} meV (down to "
@@ -71,7 +71,7 @@ def make_sample(ctx: Context, parent: Parent, parent_state: dict, index: int) ->
     t3 = time.perf_counter()
     modes = ctx.phonons.doped_modes(structure, reference, ctx.forcefield)
     timing["phonons_s"] = time.perf_counter() - t3
-    imaginary = check_stability(modes, cfg.get("sample_stability"))
+    imaginary = check_stability(modes, cfg.sample_stability)
     timing["total_s"] = time.perf_counter() - t0
     return {
         "n_atoms": len(sub.atoms),
