@@ -28,16 +28,21 @@ def pretrained_dir() -> Path:
     return Path(str(resources.files("defectnet"))) / "pretrained"
 
 
+def members_in(folder: Path, hint: str) -> list[Path]:
+    """The ``member-*.ckpt`` of a shipped model's folder, sorted; ``hint`` starts the error."""
+    members = sorted(folder.glob(MEMBER_GLOB))
+    if not members:
+        raise CheckpointError(f"{hint} (no {MEMBER_GLOB} in {folder}).")
+    return members
+
+
 def pretrained_members() -> list[Path]:
     """The shipped ensemble's member checkpoints, sorted."""
-    members = sorted(pretrained_dir().glob(MEMBER_GLOB))
-    if not members:
-        raise CheckpointError(
-            f"ckpt_path: no pretrained model ships in {pretrained_dir()}; pass ckpt_path= (a "
-            "checkpoint or training folder), or build the shipped one with "
-            "scripts/ship_model.py."
-        )
-    return members
+    return members_in(
+        pretrained_dir(),
+        "ckpt_path: no pretrained model ships with DefectNet; pass ckpt_path= (a checkpoint or "
+        "training folder), or build the shipped one with scripts/ship_model.py",
+    )
 
 
 def pretrained_card() -> dict:
@@ -48,12 +53,9 @@ def pretrained_card() -> dict:
 
 def member_for_seed(folder: Path, seed: int) -> Path:
     """The member a fine-tuning run with ``seed`` starts from: member ``seed mod M``."""
-    members = sorted(folder.glob(MEMBER_GLOB))
-    if not members:
-        raise CheckpointError(
-            f"init_from: '{folder}' holds no {MEMBER_GLOB}; pass a .ckpt or the shipped "
-            "model's folder."
-        )
+    members = members_in(
+        folder, f"init_from: '{folder}' is no shipped model; pass a .ckpt or its folder"
+    )
     return members[seed % len(members)]
 
 
