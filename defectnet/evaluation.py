@@ -131,7 +131,7 @@ def comparison_table(results: dict) -> str:
 
 
 @torch.no_grad()
-def undoped_crystals(networks, dm: PDoSDataModule, threshold: float, n_candidates: int = 4):
+def undoped_crystals(networks, dm: PDoSDataModule, threshold: float, n_candidates: int):
     """Each parent's pristine spectrum given as the doped one too, offered the ``n_candidates``
     dopants its samples offer most often: a model that knows "nothing here" calls none of them
     present. Per parent: the largest predicted concentration and whether all stay below
@@ -150,6 +150,7 @@ def undoped_crystals(networks, dm: PDoSDataModule, threshold: float, n_candidate
         top = float(pred[mask[0].numpy() > 0].max())
         out[parent] = {
             "held_out": parent in dm.splits.ood_parents,
+            "n_candidates": int(mask.sum()),
             "max_prediction": top,
             "read_undoped": top < threshold,
         }
@@ -272,7 +273,7 @@ def evaluate(cfg: DictConfig) -> dict:
                 split,
             )
         )
-    undoped = undoped_crystals(networks, dm, thresholds[name])
+    undoped = undoped_crystals(networks, dm, thresholds[name], cfg.undoped_candidates)
     extra["undoped_crystals"] = undoped
     table = comparison_table(results)
     metrics = {
@@ -315,8 +316,9 @@ def evaluate(cfg: DictConfig) -> dict:
         group = [u for u in undoped.values() if u["held_out"] == held]
         if group:
             log.info(
-                "undoped crystals (pristine as doped, 4 candidates), %s parents: %d of %d read "
-                "as undoped at threshold %.3g (largest prediction %.3f)",
+                "undoped crystals (pristine as doped, up to %d candidates), %s parents: %d of %d "
+                "read as undoped at threshold %.3g (largest prediction %.3f)",
+                cfg.undoped_candidates,
                 label,
                 sum(u["read_undoped"] for u in group),
                 len(group),

@@ -70,15 +70,12 @@ def train_on(cfg: DictConfig, cache: Path, seed: int, out: Path) -> Path:
     return sorted(out.glob("checkpoints/best*.ckpt"))[-1]
 
 
-def test_on_full(checkpoint: Path, cfg: DictConfig, cache: Path) -> dict:
-    """RMSE, R² and element F1 of a checkpoint on the ``full`` cache's test split."""
-    import torch
+def full_test_split(cfg: DictConfig, cache: Path) -> tuple:
+    """The ``full`` cache's test split as one batch, and the training-mean RMSE on it."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.utils import instantiate
 
-    from defectnet.metrics import split_metrics
-    from defectnet.model.checkpoint import entry_thresholds, network_from_checkpoint
     from defectnet.training import baseline_rmse
 
     GlobalHydra.instance().clear()
@@ -88,18 +85,22 @@ def test_on_full(checkpoint: Path, cfg: DictConfig, cache: Path) -> dict:
         train_cfg.data.path = str(cache)
     dm = instantiate(train_cfg.data)
     dm.setup("test")
-    batch = dm.split_tensors("test_id")
+    return dm.split_tensors("test_id"), baseline_rmse(dm, "test_id")
+
+
+def test_on(checkpoint: Path, batch) -> dict:
+    """RMSE, R², element F1 and distractor FPR of a checkpoint on one test batch."""
+    import torch
+
+    from defectnet.metrics import split_metrics
+    from defectnet.model.checkpoint import entry_thresholds, network_from_checkpoint
+
     net = network_from_checkpoint(checkpoint).eval()
     with torch.no_grad():
         pred, _ = net(batch.inputs(), batch.candidates)
     entry = torch.load(checkpoint, map_location="cpu", weights_only=True)["defectnet"]
     threshold = entry_thresholds(entry).guided
-    metrics = split_metrics(
-        pred.numpy(), batch.targets.numpy(), batch.candidates.numpy(), threshold
-    )
-    metrics["baseline_mean_rmse"] = baseline_rmse(dm, "test_id")
-    metrics["n_test"] = int(batch.targets.shape[0])
-    return metrics
+    return split_metrics(pred.numpy(), batch.targets.numpy(), batch.candidates.numpy(), threshold)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench_superposed_training")
@@ -111,9 +112,10 @@ def main(cfg: DictConfig) -> None:
     for seed in cfg.seeds:
         for source in SOURCES:
             best = train_on(cfg, caches[source], int(seed), work / f"{source}-seed{seed}")
-            m = test_on_full(best, cfg, caches["full"])
-            rows.append((source, int(seed), m))
-    n_test, baseline = rows[0][2]["n_test"], rows[0][2]["baseline_mean_rmse"]
+            rows.append((source, int(seed), best))
+    test, baseline = full_test_split(cfg, caches["full"])
+    rows = [(source, seed, test_on(best, test)) for source, seed, best in rows]
+    n_test = int(test.targets.shape[0])
     print(f"\ntest split of the full data set: {n_test} samples; training-mean RMSE {baseline:.4f}")
     print(f"{'trained on':<12}{'seed':>5}{'RMSE':>9}{'R²':>8}{'F1':>7}{'dist. FPR':>11}")
     for source, seed, m in rows:

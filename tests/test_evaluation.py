@@ -175,12 +175,13 @@ def test_undoped_crystals_offer_four_of_the_parents_candidates_and_compare_to_th
     dm = PDoSDataModule(str(DEMO_CACHE), ood_fraction=0.25)
     dm.setup()
     level = float(dm.dataset.pristine[dm.dataset.parent_index == 0][0, 10])
-    below = undoped_crystals([_Echo()], dm, threshold=level + 1e-3)
-    above = undoped_crystals([_Echo()], dm, threshold=level - 1e-3)
+    below = undoped_crystals([_Echo()], dm, threshold=level + 1e-3, n_candidates=4)
+    above = undoped_crystals([_Echo()], dm, threshold=level - 1e-3, n_candidates=4)
     first = dm.dataset.parents[0]
     assert below[first]["read_undoped"] and not above[first]["read_undoped"]
     assert below[first]["max_prediction"] == pytest.approx(level)
     assert set(_Echo.offered) == {4}  # four candidates for every parent
+    assert below[first]["n_candidates"] == 4
 
 
 def test_evaluate_refuses_checkpoints_trained_on_another_split(pretrained, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib.metadata import version as package_version
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from ase import Atoms
@@ -43,6 +44,16 @@ def atoms_from_dict(d: dict) -> Atoms:
     return Atoms(numbers=d["numbers"], cell=d["cell"], positions=d["positions"], pbc=True)
 
 
+class HostSetup(NamedTuple):
+    """A parent's relaxed host, its dopant candidates, and the supercell samples are cut from
+    (with the integer matrix that makes it, which a library-built record keeps)."""
+
+    host: Atoms
+    candidates: list
+    supercell: Atoms
+    supercell_matrix: np.ndarray
+
+
 @dataclass
 class Context:
     """What every sample of a run shares."""
@@ -68,7 +79,7 @@ class Context:
             defectnet=package_version("defectnet"),
         )
 
-    def host_setup(self, parent: Parent, parent_state: dict):
+    def host_setup(self, parent: Parent, parent_state: dict) -> HostSetup:
         """Relaxed host, its dopant candidates and its supercell: once per parent and run."""
         if parent.id not in self._hosts:
             cfg = self.cfg
@@ -78,8 +89,7 @@ class Context:
             matrix, supercell = choose_supercell(
                 host, cfg.supercell.min_atoms, cfg.supercell.max_atoms, where=parent.id
             )
-            supercell.info["supercell_matrix"] = np.asarray(matrix).tolist()
-            self._hosts[parent.id] = (host, candidates, supercell)
+            self._hosts[parent.id] = HostSetup(host, candidates, supercell, np.asarray(matrix))
         return self._hosts[parent.id]
 
     def host_reference(self, parent: Parent, host: Atoms, candidates, supercell: Atoms):
@@ -124,13 +134,13 @@ class Context:
             return relaxed.atoms, relaxed.summary()
         return reference.relaxed_estimate(doped), {"steps": 0, "from": "defect library"}
 
-    def structure_record(self, structure: Atoms, supercell: Atoms, sites: dict) -> dict:
+    def structure_record(self, structure: Atoms, supercell_matrix, sites: dict) -> dict:
         """The doped cell as a record keeps it: positions when the sample was relaxed; when it
         was assembled from the defect library, the substituted sites of the host supercell
         (``sample_structure`` rebuilds the cell from them), which is 30× smaller."""
         if self.phonons.relaxes_samples:
             return atoms_to_dict(structure, decimals=5)
-        return {"supercell_matrix": supercell.info["supercell_matrix"], "sites": sites}
+        return {"supercell_matrix": np.asarray(supercell_matrix).tolist(), "sites": sites}
 
     def spectra_settings(self) -> dict:
         """How the record's spectra were made: grid, resolution, weighting (consolidate checks

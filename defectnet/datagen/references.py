@@ -52,7 +52,7 @@ def make_references(cfg: DictConfig) -> dict:
                 f"{path}: made with settings {ref['settings_hash']}, the current config gives {h}; "
                 "restore that config, or delete the references folder to recompute it."
             )
-        host, candidates, supercell = ctx.host_setup(parent, state)
+        host, candidates, supercell, _ = ctx.host_setup(parent, state)
         reference = ctx.host_reference(parent, host, candidates, supercell)
         ref = ref or {
             "parent_id": parent.id,

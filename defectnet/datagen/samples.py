@@ -58,7 +58,7 @@ def make_sample(ctx: Context, parent: Parent, parent_state: dict, index: int) ->
     cfg = ctx.cfg
     timing = {}
     t0 = time.perf_counter()
-    host, candidates, supercell = ctx.host_setup(parent, parent_state)
+    host, candidates, supercell, matrix = ctx.host_setup(parent, parent_state)
     rng = np.random.default_rng([int(cfg.seed), index])
     sub = substitute(supercell, candidates, rng, **OmegaConf.to_container(cfg.sampling))
     timing["setup_s"] = time.perf_counter() - t0
@@ -83,7 +83,7 @@ def make_sample(ctx: Context, parent: Parent, parent_state: dict, index: int) ->
         "pristine": compact(ctx.pristine_spectrum(parent, parent_state, supercell, reference)),
         "doped": compact(ctx.spectrum(modes)),
         "spectra": ctx.spectra_settings(),
-        "structure": ctx.structure_record(structure, supercell, sub.sites),
+        "structure": ctx.structure_record(structure, matrix, sub.sites),
         "composition": compact(composition_vector(host.get_chemical_symbols())),
         "relax": relax_summary,
         "phonons": {
