@@ -37,7 +37,7 @@ def common_caches(cfg: DictConfig, out: Path) -> dict[str, Path]:
         position = {sample: row for row, sample in enumerate(ids[name])}
         paths[name] = out / f"{name}.safetensors"
         save_cache(ds.select([position[i] for i in common]), paths[name])
-    return paths
+    return paths, len(common)
 
 
 def spectra_agreement(full: PDoSDataset, superposed: PDoSDataset) -> None:
@@ -50,7 +50,7 @@ def spectra_agreement(full: PDoSDataset, superposed: PDoSDataset) -> None:
         print(f"{key:>9} spectra, superposed vs full: median cosine {cos:.4f}, median L1 {l1:.3f}")
 
 
-def train_on(cfg: DictConfig, cache: Path, seed: int, out: Path) -> Path:
+def train_on(overrides: list[str], cache: Path, seed: int, out: Path) -> Path:
     """Train one DefectNet on ``cache``; returns its best checkpoint (reused when present)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -60,7 +60,7 @@ def train_on(cfg: DictConfig, cache: Path, seed: int, out: Path) -> Path:
     found = sorted(out.glob("checkpoints/best*.ckpt"))
     if found:
         return found[-1]
-    overrides = [*cfg.train_overrides, f"data.path={cache}", f"seed={seed}", "test=false"]
+    overrides = [*overrides, f"data.path={cache}", f"seed={seed}", "test=false"]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         train_cfg = compose(config_name="train", overrides=overrides)
@@ -80,7 +80,7 @@ def full_test_split(cfg: DictConfig, cache: Path) -> tuple:
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        train_cfg = compose(config_name="train", overrides=[*cfg.train_overrides])
+        train_cfg = compose(config_name="train", overrides=[*cfg.split])
     with open_dict(train_cfg):
         train_cfg.data.path = str(cache)
     dm = instantiate(train_cfg.data)
@@ -106,28 +106,38 @@ def test_on(checkpoint: Path, batch) -> dict:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench_superposed_training")
 def main(cfg: DictConfig) -> None:
     work = Path(cfg.work_dir)
-    caches = common_caches(cfg, work)
+    caches, n_common = common_caches(cfg, work)
     spectra_agreement(load_cache(caches["full"]), load_cache(caches["superposed"]))
+    runs = work / f"{n_common}-samples"  # checkpoints are reused only for the same samples
     rows = []
-    for seed in cfg.seeds:
-        for source in SOURCES:
-            best = train_on(cfg, caches[source], int(seed), work / f"{source}-seed{seed}")
-            rows.append((source, int(seed), best))
+    for variant, recipe in cfg.variants.items():
+        for seed in cfg.seeds:
+            for source in SOURCES:
+                out = runs / variant / f"{source}-seed{seed}"
+                best = train_on([*recipe, *cfg.split], caches[source], int(seed), out)
+                rows.append((variant, source, int(seed), best))
     test, baseline = full_test_split(cfg, caches["full"])
-    rows = [(source, seed, test_on(best, test)) for source, seed, best in rows]
+    rows = [(v, source, seed, test_on(best, test)) for v, source, seed, best in rows]
     n_test = int(test.targets.shape[0])
     print(f"\ntest split of the full data set: {n_test} samples; training-mean RMSE {baseline:.4f}")
-    print(f"{'trained on':<12}{'seed':>5}{'RMSE':>9}{'R²':>8}{'F1':>7}{'dist. FPR':>11}")
-    for source, seed, m in rows:
+    header = ("recipe", "trained on", "seed", "RMSE", "R²", "F1", "dist. FPR")
+    print("{:<12}{:<12}{:>5}{:>9}{:>8}{:>7}{:>11}".format(*header))
+    for variant, source, seed, m in rows:
         print(
-            f"{source:<12}{seed:>5}{m['rmse']:>9.4f}{m['r2']:>8.3f}{m['f1']:>7.3f}"
+            f"{variant:<12}{source:<12}{seed:>5}{m['rmse']:>9.4f}{m['r2']:>8.3f}{m['f1']:>7.3f}"
             f"{m['distractor_fpr']:>11.3f}"
         )
-    mean = {s: float(np.mean([m["rmse"] for src, _, m in rows if src == s])) for s in SOURCES}
-    for source in SOURCES:
-        r2 = np.mean([m["r2"] for src, _, m in rows if src == source])
-        print(f"{source:<12}{'mean':>5}{mean[source]:>9.4f}{r2:>8.3f}")
-    print(f"RMSE superposed / full: {mean['superposed'] / mean['full']:.3f} (within 10 %: ≤ 1.10)")
+    for variant in cfg.variants:
+        mean = {}
+        for source in SOURCES:
+            group = [m for v, src, _, m in rows if v == variant and src == source]
+            mean[source] = float(np.mean([m["rmse"] for m in group]))
+            r2 = np.mean([m["r2"] for m in group])
+            print(f"{variant:<12}{source:<12}{'mean':>5}{mean[source]:>9.4f}{r2:>8.3f}")
+        print(
+            f"{variant}: RMSE superposed / full {mean['superposed'] / mean['full']:.3f} "
+            "(within 10 %: ≤ 1.10)"
+        )
 
 
 if __name__ == "__main__":
