@@ -25,6 +25,12 @@ from defectnet.model.pretrained import ship
 KEPT_METRICS = ("rmse", "r2", "element_f1", "distractor_fpr", "baseline_mean_rmse", "n_samples")
 
 
+def short_path(path: str) -> str:
+    """A data set's folder and file name: the card says which set, not where one machine
+    kept it."""
+    return "/".join(Path(path).parts[-2:])
+
+
 def member_card(checkpoint: Path) -> dict:
     """What one member learned from and how it tested (from its run's metrics.json)."""
     entry = torch.load(checkpoint, map_location="cpu", weights_only=True)["defectnet"]
@@ -40,10 +46,11 @@ def member_card(checkpoint: Path) -> dict:
         split, _, name = key.partition("/")
         if split in tests and name in KEPT_METRICS:
             tests[split][name] = value
+    data = dict(entry.get("data", {}))
     return {
         "checkpoint": checkpoint.name,
         "run": run.name,
-        "data": entry.get("data", {}),
+        "data": {**data, "path": short_path(data["path"])} if data.get("path") else data,
         "threshold": entry["threshold"],
         "open_set_threshold": entry.get("open_set_threshold"),
         "test": tests,
@@ -54,18 +61,17 @@ def member_card(checkpoint: Path) -> dict:
 def main(cfg: DictConfig) -> None:
     members = checkpoint_paths(cfg.run)
     cards = [member_card(p) for p in members]
-    data = cards[0]["data"]
+    first = torch.load(members[0], map_location="cpu", weights_only=True)["defectnet"]
+    data = first.get("data", {})
     card = {
         "shipped": datetime.date.today().isoformat(),
         "members": cards,
-        "network": torch.load(members[0], map_location="cpu", weights_only=True)["defectnet"][
-            "network"
-        ],
+        "network": first["network"],
     }
     if data.get("path") and Path(data["path"]).is_file():
         ds = load_cache(data["path"])
         card["data_set"] = {
-            "path": "/".join(Path(data["path"]).parts[-2:]),
+            "path": short_path(data["path"]),
             "samples": len(ds),
             "parents": len(ds.parents),
             "settings_hashes": ds.meta.get("settings_hashes"),
