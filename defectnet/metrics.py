@@ -21,16 +21,6 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     return ((pred - target) ** 2 * mask).sum() / mask.sum().clamp_min(1)
 
 
-def masked_log_mse(
-    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, floor: float
-) -> torch.Tensor:
-    """Masked MSE of log(1 + c / floor): errors count relative to the concentration, so an
-    absent candidate read at 0.5 % costs more than a 10 % dopant read as 6 %. Plain MSE makes
-    the former 64× cheaper, which leaves distractors at a few 0.1 %, the level of the dilute
-    dopants (0.2–1 %) they must be told apart from."""
-    return masked_mse(torch.log1p(pred / floor), torch.log1p(target / floor), mask)
-
-
 class SplitMetrics(nn.Module):
     """Metrics of one split: masked RMSE / MAE / R², distractor false positives, element F1,
     and RMSE per number of coexisting dopants."""

@@ -1,5 +1,4 @@
-"""LightningModule: DefectNet trained with a masked MSE on the candidate entries only (plus,
-when asked, the same error on a log scale that makes absent candidates come out near zero)."""
+"""LightningModule: DefectNet trained with a masked MSE on the candidate entries only."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ import lightning as L
 from torch import nn
 
 from defectnet.data.datamodule import TEST_SPLITS, Batch
-from defectnet.metrics import SplitMetrics, masked_log_mse, masked_mse
+from defectnet.metrics import SplitMetrics, masked_mse
 from defectnet.model.checkpoint import Thresholds, checkpoint_entry
 
 
@@ -23,8 +22,6 @@ class DefectNetModule(L.LightningModule):
         scheduler: Callable | None = None,
         threshold: float = 0.005,
         freeze_encoder: bool = False,
-        detection_weight: float = 0.0,
-        detection_floor: float = 1.0e-3,
     ):
         super().__init__()
         # Only plain values go into checkpoints, so they load with weights_only=True.
@@ -32,7 +29,6 @@ class DefectNetModule(L.LightningModule):
         self.model = model
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.threshold = threshold
-        self.detection_weight, self.detection_floor = detection_weight, detection_floor
         # written into every checkpoint; the PresenceThresholds callback sets them from val
         self.thresholds = Thresholds(threshold, threshold)
         self.val_metrics = SplitMetrics(threshold)
@@ -48,10 +44,6 @@ class DefectNetModule(L.LightningModule):
     def _step(self, batch: Batch):
         pred, attention = self(batch.inputs(), batch.candidates)
         loss = masked_mse(pred, batch.targets, batch.candidates)
-        if self.detection_weight:
-            loss = loss + self.detection_weight * masked_log_mse(
-                pred, batch.targets, batch.candidates, self.detection_floor
-            )
         return pred, loss, batch.candidates, batch.targets, batch.n_dopants, attention
 
     def training_step(self, batch, batch_idx):
