@@ -213,14 +213,15 @@ def evaluate(cfg: DictConfig) -> dict:
         return batch.targets.numpy(), batch.candidates.numpy()
 
     has_val = len(dm.splits.val) > 0
+    max_fpr = cfg.get("max_distractor_fpr")
     thresholds = {
-        m: best_threshold(f("val"), *truth("val")) if has_val else stored.guided
+        m: best_threshold(f("val"), *truth("val"), max_fpr) if has_val else stored.guided
         for m, f in methods.items()
     }
     open_threshold = stored.open_set
     if has_val and cfg.get("open_set", True):
         val_pred, val_mask = open_set_answer("val")
-        open_threshold = best_threshold(val_pred, truth("val")[0], val_mask)
+        open_threshold = best_threshold(val_pred, truth("val")[0], val_mask, max_fpr)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict = {m: {} for m in methods}
@@ -287,7 +288,7 @@ def evaluate(cfg: DictConfig) -> dict:
     write_text_atomic(out_dir / "comparison.md", table + "\n")
     _log_to_loggers(instantiate_all(cfg.get("logger")), results, figures)
     finish_wandb()
-    log.info("presence thresholds (best F1 on val): %s", thresholds)
+    log.info("presence thresholds (best F1 on val, distractor FPR ≤ %s): %s", max_fpr, thresholds)
     log.info("\n%s", table)
     for split, o in extra["open_set"].items():
         log.info(

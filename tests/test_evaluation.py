@@ -51,6 +51,22 @@ def test_split_metrics_count_what_they_say():
     assert split_metrics(pred, target, mask, t)["f1"] > split_metrics(pred, target, mask, 0.0)["f1"]
 
 
+
+def test_a_bounded_false_alarm_rate_keeps_the_threshold_from_calling_everything_present():
+    """Three of four candidates present, predictions that barely tell them apart: F1 alone
+    calls every candidate present (FPR 1); with the bound the threshold calls ≤ 15 % of the
+    absent ones, and the dopants that stand out are still found."""
+    rng = np.random.default_rng(0)
+    mask = np.zeros((300, 56))
+    mask[:, :4] = 1
+    target = np.zeros((300, 56))
+    target[:, :3] = rng.uniform(0.002, 0.2, (300, 3))
+    pred = rng.uniform(0.0, 0.03, (300, 56)) * mask + 0.05 * target
+    free = split_metrics(pred, target, mask, best_threshold(pred, target, mask))
+    bounded = split_metrics(pred, target, mask, best_threshold(pred, target, mask, max_fpr=0.15))
+    assert free["distractor_fpr"] > 0.85
+    assert bounded["distractor_fpr"] <= 0.15 and bounded["recall"] > 0.25
+
 def test_nnls_unmixes_a_linear_mixture_exactly(tmp_path):
     grid = EnergyGrid()
     e = grid.energies
