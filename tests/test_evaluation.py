@@ -51,7 +51,6 @@ def test_split_metrics_count_what_they_say():
     assert split_metrics(pred, target, mask, t)["f1"] > split_metrics(pred, target, mask, 0.0)["f1"]
 
 
-
 def test_a_bounded_false_alarm_rate_keeps_the_threshold_from_calling_everything_present():
     """Three of four candidates present, predictions that barely tell them apart: F1 alone
     calls every candidate present (FPR 1); with the bound the threshold calls ≤ 15 % of the
@@ -66,6 +65,7 @@ def test_a_bounded_false_alarm_rate_keeps_the_threshold_from_calling_everything_
     bounded = split_metrics(pred, target, mask, best_threshold(pred, target, mask, max_fpr=0.15))
     assert free["distractor_fpr"] > 0.85
     assert bounded["distractor_fpr"] <= 0.15 and bounded["recall"] > 0.25
+
 
 def test_nnls_unmixes_a_linear_mixture_exactly(tmp_path):
     grid = EnergyGrid()
