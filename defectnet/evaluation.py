@@ -213,7 +213,7 @@ def evaluate(cfg: DictConfig) -> dict:
         return batch.targets.numpy(), batch.candidates.numpy()
 
     has_val = len(dm.splits.val) > 0
-    max_fpr = cfg.get("max_distractor_fpr")
+    max_fpr = cfg.presence.max_distractor_fpr
     thresholds = {
         m: best_threshold(f("val"), *truth("val"), max_fpr) if has_val else stored.guided
         for m, f in methods.items()

@@ -31,9 +31,9 @@ def short_path(path: str) -> str:
     return "/".join(Path(path).parts[-2:])
 
 
-def member_card(checkpoint: Path) -> dict:
-    """What one member learned from and how it tested (from its run's metrics.json)."""
-    entry = torch.load(checkpoint, map_location="cpu", weights_only=True)["defectnet"]
+def member_card(checkpoint: Path, entry: dict) -> dict:
+    """What one member (its checkpoint and ``defectnet`` entry) learned from and how it tested
+    (from its run's metrics.json)."""
     run = checkpoint.parent.parent
     metrics = (
         json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
@@ -60,8 +60,9 @@ def member_card(checkpoint: Path) -> dict:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="ship_model")
 def main(cfg: DictConfig) -> None:
     members = checkpoint_paths(cfg.run)
-    cards = [member_card(p) for p in members]
-    first = torch.load(members[0], map_location="cpu", weights_only=True)["defectnet"]
+    entries = [torch.load(p, map_location="cpu", weights_only=True)["defectnet"] for p in members]
+    cards = [member_card(p, e) for p, e in zip(members, entries)]
+    first = entries[0]
     data = first.get("data", {})
     card = {
         "shipped": datetime.date.today().isoformat(),

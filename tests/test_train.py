@@ -63,7 +63,8 @@ def test_each_checkpoint_holds_the_thresholds_best_on_validation_for_its_weights
     from defectnet.model.checkpoint import load_network
 
     cfg = train_cfg("experiment=demo", "logger=none", "trainer.max_epochs=3", *SMALL)
-    chosen = train(cfg)["thresholds"]
+    metrics = train(cfg)
+    chosen = metrics["thresholds"]
     paths = sorted((Path(cfg.paths.output_dir) / "checkpoints").glob("*.ckpt"))
     assert [p.name for p in paths][-1] == "last.ckpt" and len(paths) == 2
     assert vars(load_network(paths[0])[2]) == chosen  # the best epoch's, reported by the run
@@ -85,6 +86,12 @@ def test_each_checkpoint_holds_the_thresholds_best_on_validation_for_its_weights
             rivals = [scores(offered, o) for o in (0.0, 0.005, 0.02, 0.05)]
             allowed = [r["f1"] for r in rivals if not r["distractor_fpr"] > bound]
             assert chosen_scores["f1"] >= max(allowed, default=0.0)
+    # the test metrics use the tested (best) checkpoint's threshold, not a fixed one
+    test = dm.split_tensors("test_id")
+    best_net = load_network(paths[0])[0]
+    pred = best_net(test.inputs(), test.candidates)[0].detach().numpy()
+    expected = split_metrics(pred, test.targets.numpy(), test.candidates.numpy(), chosen["guided"])
+    assert metrics["test_id/element_f1"] == pytest.approx(expected["f1"], abs=1e-5)
 
 
 def test_resume_continues_the_epoch_count(train_cfg, tmp_path):

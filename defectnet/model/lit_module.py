@@ -9,7 +9,7 @@ from torch import nn
 
 from defectnet.data.datamodule import TEST_SPLITS, Batch
 from defectnet.metrics import SplitMetrics, masked_mse
-from defectnet.model.checkpoint import Thresholds, checkpoint_entry
+from defectnet.model.checkpoint import Thresholds, checkpoint_entry, entry_thresholds
 
 
 class DefectNetModule(L.LightningModule):
@@ -64,6 +64,11 @@ class DefectNetModule(L.LightningModule):
         self.log("val/loss", loss, prog_bar=True, batch_size=batch.targets.shape[0], sync_dist=True)
         self.val_metrics.update(pred, target, mask, n_dop)
 
+    def on_validation_epoch_start(self):
+        # the thresholds chosen at the previous validation: F1 and FPR at a threshold that moves
+        # with the weights rather than a fixed one (this epoch's own are chosen after it)
+        self.val_metrics.threshold = self.thresholds.guided
+
     def on_validation_epoch_end(self):
         values = self.val_metrics.compute()
         self.log_dict({f"val/{k}": v for k, v in values.items()}, sync_dist=True)
@@ -77,6 +82,8 @@ class DefectNetModule(L.LightningModule):
 
     def on_test_epoch_start(self):
         self.tested = set()
+        for metrics in self.test_metrics.values():  # the tested weights' own thresholds
+            metrics.threshold = self.thresholds.guided
 
     def on_test_epoch_end(self):
         for split, metrics in self.test_metrics.items():
@@ -103,6 +110,11 @@ class DefectNetModule(L.LightningModule):
         checkpoint["defectnet"] = checkpoint_entry(
             self.model, dataset.grid if dataset is not None else None, self.thresholds, data
         )
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Testing ``ckpt_path=best`` restores the thresholds saved with those weights."""
+        if "defectnet" in checkpoint:
+            self.thresholds = entry_thresholds(checkpoint["defectnet"])
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
