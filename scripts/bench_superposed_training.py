@@ -5,7 +5,10 @@ finite-displacement phonons of every relaxed sample, one from the hosts' defect 
 samples both hold become two caches in one order, so one split serves both; for each seed a
 DefectNet is trained on each cache (the same training config), and both are tested on the
 ``full`` test split. Prints how the spectra themselves agree, then RMSE, R² and element F1 per
-run and the ratio of the mean RMSEs (superposed / full). Asserts nothing.
+run and the ratio of the mean RMSEs (superposed / full). Then the learning curve that only
+superposed data can afford (``more``): DefectNets trained on growing sets of superposed cells of
+the same hosts, none of them a cell of the ``full`` test split, tested on that split. Asserts
+nothing.
 """
 
 from __future__ import annotations
@@ -71,7 +74,8 @@ def train_on(overrides: list[str], cache: Path, seed: int, out: Path) -> Path:
 
 
 def full_test_split(cfg: DictConfig, cache: Path) -> tuple:
-    """The ``full`` cache's test split as one batch, and the training-mean RMSE on it."""
+    """The ``full`` cache's test split as one batch, its sample ids, and the training-mean RMSE
+    on it."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.utils import instantiate
@@ -85,7 +89,25 @@ def full_test_split(cfg: DictConfig, cache: Path) -> tuple:
         train_cfg.data.path = str(cache)
     dm = instantiate(train_cfg.data)
     dm.setup("test")
-    return dm.split_tensors("test_id"), baseline_rmse(dm, "test_id")
+    ids = [load_cache(cache).meta["sample_ids"][i] for i in dm.splits.test_id]
+    return dm.split_tensors("test_id"), ids, baseline_rmse(dm, "test_id")
+
+
+def curve_caches(cfg: DictConfig, held_out: list[str], out: Path) -> dict[int, Path]:
+    """Caches of ``cfg.curve.sizes`` superposed cells from ``cfg.more``, none of them in
+    ``held_out`` (the ``full`` test split); each size's cells include the smaller sizes'."""
+    more = load_cache(cfg.more)
+    excluded = set(held_out)
+    rows = [r for r, i in enumerate(more.meta["sample_ids"]) if i not in excluded]
+    rows = np.random.default_rng(0).permutation(rows)
+    paths = {}
+    for size in cfg.curve.sizes:
+        if size > len(rows):
+            print(f"learning curve: {size} cells asked, {len(rows)} available; skipped")
+            continue
+        paths[int(size)] = out / f"more-{size}.safetensors"
+        save_cache(more.select(sorted(rows[:size].tolist())), paths[int(size)])
+    return paths
 
 
 def test_on(checkpoint: Path, batch) -> dict:
@@ -116,7 +138,14 @@ def main(cfg: DictConfig) -> None:
                 out = runs / variant / f"{source}-seed{seed}"
                 best = train_on([*recipe, *cfg.split], caches[source], int(seed), out)
                 rows.append((variant, source, int(seed), best))
-    test, baseline = full_test_split(cfg, caches["full"])
+    test, test_ids, baseline = full_test_split(cfg, caches["full"])
+    curve = []
+    if cfg.more:
+        recipe = [*cfg.variants[cfg.curve.variant], *cfg.curve.split]
+        for size, cache in curve_caches(cfg, test_ids, work).items():
+            for seed in cfg.seeds:
+                out = runs / "curve" / f"superposed-{size}-seed{seed}"
+                curve.append((size, int(seed), train_on(recipe, cache, int(seed), out)))
     rows = [(v, source, seed, test_on(best, test)) for v, source, seed, best in rows]
     n_test = int(test.targets.shape[0])
     print(f"\ntest split of the full data set: {n_test} samples; training-mean RMSE {baseline:.4f}")
@@ -138,6 +167,15 @@ def main(cfg: DictConfig) -> None:
             f"{variant}: RMSE superposed / full {mean['superposed'] / mean['full']:.3f} "
             "(within 10 %: ≤ 1.10)"
         )
+    if curve:
+        print(f"\nlearning curve ({cfg.curve.variant}): superposed cells, the same full test split")
+        print("{:>7}{:>6}{:>9}{:>8}{:>7}{:>11}".format("cells", "seed", *header[3:]))
+        for size, seed, best in curve:
+            m = test_on(best, test)
+            print(
+                f"{size:>7}{seed:>6}{m['rmse']:>9.4f}{m['r2']:>8.3f}{m['f1']:>7.3f}"
+                f"{m['distractor_fpr']:>11.3f}"
+            )
 
 
 if __name__ == "__main__":
