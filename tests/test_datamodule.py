@@ -57,6 +57,26 @@ def test_augmentation_adds_only_absent_non_host_distractors_and_keeps_area():
     assert torch.equal(out.composition, composition) and torch.equal(out.targets, targets)
 
 
+def test_energy_stretch_moves_both_spectra_together_and_keeps_area():
+    torch.manual_seed(0)
+    energies = torch.linspace(0, 198, 100)
+    peak = torch.exp(-0.5 * ((energies - 60.0) / 4.0) ** 2)
+    spectra = torch.stack([peak, 0.5 * peak + 0.5 * peak.roll(10)])[None].repeat(256, 1, 1)
+    spectra /= spectra.sum(-1, keepdim=True) * 2.0
+    composition, mask = torch.zeros(256, 100), torch.zeros(256, 56)
+    batch = Batch(spectra, composition, mask, mask, torch.ones(256), torch.zeros(256))
+    out = SpectrumAugmentation(max_energy_stretch=0.25, energy_step=2.0)(batch).spectra
+    mean = (out * energies).sum(-1) / out.sum(-1)  # mean energy of each channel
+    factor = mean[:, 0] / 60.0
+    assert factor.min() > 1 / 1.25 - 0.02 and factor.max() < 1.25 + 0.02
+    assert factor.max() - factor.min() > 0.3  # drawn per sample, over most of the range
+    before = (spectra * energies).sum(-1) / spectra.sum(-1)
+    assert torch.allclose(mean[:, 1] / before[:, 1], factor, atol=0.02)  # same f for both
+    assert torch.allclose(out.sum(-1) * 2.0, torch.ones(256, 2), atol=1e-4)
+    still = SpectrumAugmentation(max_energy_stretch=0.0, energy_step=2.0)(batch).spectra
+    assert torch.equal(still, spectra)
+
+
 def test_a_data_set_off_the_100_point_grid_is_refused_where_it_is_read(tmp_path):
     import pytest
 

@@ -118,7 +118,10 @@ class SpectrumAugmentation:
     * ``counts``: total neutron counts per spectrum for Poisson-like counting noise (null: off);
     * ``max_extra_fwhm``: extra Gaussian smoothing with an FWHM drawn in [0, max] meV;
     * ``open_set``: the fraction of samples whose candidates become every proposable element
-      that is not in the host (``open_set_mask``), which teaches prediction without a guess.
+      that is not in the host (``open_set_mask``), which teaches prediction without a guess;
+    * ``max_energy_stretch``: both spectra of a sample rescaled in energy, E → f·E with f drawn
+      log-uniformly in [1/(1+s), 1+s]: an unseen host's phonons sit higher or lower than any
+      training host's, while the concentrations that shaped them do not change.
     """
 
     def __init__(
@@ -127,13 +130,17 @@ class SpectrumAugmentation:
         counts: float | None = None,
         max_extra_fwhm: float = 0.0,
         open_set: float = 0.0,
+        max_energy_stretch: float = 0.0,
         energy_step: float = 2.0,
+        energy_min: float = 0.0,
     ):
         self.extra_distractors = extra_distractors
         self.counts = counts
         self.max_extra_fwhm = max_extra_fwhm
         self.open_set = open_set
+        self.max_energy_stretch = max_energy_stretch
         self.energy_step = energy_step
+        self.energy_min = energy_min
 
     def __call__(self, batch: Batch) -> Batch:
         spectra, mask = batch.spectra.clone(), batch.candidates
@@ -142,6 +149,8 @@ class SpectrumAugmentation:
         if self.open_set > 0:
             rows = torch.rand(mask.shape[0], 1, device=mask.device) < self.open_set
             mask = torch.where(rows, open_set_mask(batch.composition), mask)
+        if self.max_energy_stretch > 0:
+            spectra = self._stretch(spectra)
         if self.max_extra_fwhm > 0:
             spectra = self._smooth(spectra)
         if self.counts:
@@ -158,6 +167,24 @@ class SpectrumAugmentation:
         rank = scores.argsort(dim=1, descending=True).argsort(dim=1)
         extra = (rank < k) & allowed
         return torch.where(extra, torch.ones_like(mask), mask)
+
+    def _stretch(self, spectra):
+        b, _, n = spectra.shape
+        bound = math.log1p(self.max_energy_stretch)
+        factor = torch.exp((2 * torch.rand(b, 1, device=spectra.device) - 1) * bound)
+        energies = self.energy_min + self.energy_step * torch.arange(
+            n, device=spectra.device, dtype=spectra.dtype
+        )
+        # the value at E is the original's at E / f: linear interpolation between grid points
+        source = (energies / factor - self.energy_min) / self.energy_step
+        lo = source.floor().long()
+        w = (source - lo).unsqueeze(1)
+        inside = ((lo >= 0) & (lo < n - 1)).unsqueeze(1)
+        lo = lo.clamp(0, n - 2).unsqueeze(1).expand(-1, spectra.shape[1], -1)
+        left, right = spectra.gather(2, lo), spectra.gather(2, lo + 1)
+        out = torch.where(inside, (1 - w) * left + w * right, torch.zeros_like(left))
+        area = out.sum(-1, keepdim=True) * self.energy_step
+        return out / area.clamp_min(1e-12)
 
     def _smooth(self, spectra):
         b, c, n = spectra.shape
@@ -210,6 +237,7 @@ class PDoSDataModule(L.LightningDataModule):
             )
         if self.augmentation is not None:
             self.augmentation.energy_step = self.dataset.grid.step
+            self.augmentation.energy_min = self.dataset.grid.e_min
         ood, val, test_id = self.fractions
         self.splits = split_indices(
             self.dataset.parent_index.numpy(),
