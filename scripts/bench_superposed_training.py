@@ -73,9 +73,9 @@ def train_on(overrides: list[str], cache: Path, seed: int, out: Path) -> Path:
     return sorted(out.glob("checkpoints/best*.ckpt"))[-1]
 
 
-def full_test_split(cfg: DictConfig, cache: Path) -> tuple:
-    """The ``full`` cache's test split as one batch, its sample ids, and the training-mean RMSE
-    on it."""
+def test_split(cfg: DictConfig, cache: Path) -> tuple:
+    """A cache's test split as one batch, its sample ids, and the training-mean RMSE on it (both
+    caches hold the same samples in the same order, so they split alike)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.utils import instantiate
@@ -138,7 +138,7 @@ def main(cfg: DictConfig) -> None:
                 out = runs / variant / f"{source}-seed{seed}"
                 best = train_on([*recipe, *cfg.split], caches[source], int(seed), out)
                 rows.append((variant, source, int(seed), best))
-    test, test_ids, baseline = full_test_split(cfg, caches["full"])
+    test, test_ids, baseline = test_split(cfg, caches["full"])
     curve = []
     if cfg.more:
         recipe = [*cfg.variants[cfg.curve.variant], *cfg.curve.split]
@@ -168,13 +168,20 @@ def main(cfg: DictConfig) -> None:
             "(within 10 %: ≤ 1.10)"
         )
     if curve:
-        print(f"\nlearning curve ({cfg.curve.variant}): superposed cells, the same full test split")
-        print("{:>7}{:>6}{:>9}{:>8}{:>7}{:>11}".format("cells", "seed", *header[3:]))
+        # the same test cells with superposed spectra: how much is lost from superposed to full
+        same_cells, superposed_ids, _ = test_split(cfg, caches["superposed"])
+        assert superposed_ids == test_ids
+        print(f"\nlearning curve ({cfg.curve.variant}): superposed cells, the same test cells")
+        print(
+            "{:>7}{:>6}{:>11}{:>8}{:>7}{:>11}{:>17}{:>8}".format(
+                "cells", "seed", "full RMSE", "R²", "F1", "dist. FPR", "superposed RMSE", "R²"
+            )
+        )
         for size, seed, best in curve:
-            m = test_on(best, test)
+            m, ms = test_on(best, test), test_on(best, same_cells)
             print(
-                f"{size:>7}{seed:>6}{m['rmse']:>9.4f}{m['r2']:>8.3f}{m['f1']:>7.3f}"
-                f"{m['distractor_fpr']:>11.3f}"
+                f"{size:>7}{seed:>6}{m['rmse']:>11.4f}{m['r2']:>8.3f}{m['f1']:>7.3f}"
+                f"{m['distractor_fpr']:>11.3f}{ms['rmse']:>17.4f}{ms['r2']:>8.3f}"
             )
 
 
