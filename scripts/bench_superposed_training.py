@@ -143,7 +143,7 @@ def main(cfg: DictConfig) -> None:
     if cfg.more:
         recipe = [*cfg.variants[cfg.curve.variant], *cfg.curve.split]
         for size, cache in curve_caches(cfg, test_ids, work).items():
-            for seed in cfg.seeds:
+            for seed in cfg.curve.seeds:
                 out = runs / "curve" / f"superposed-{size}-seed{seed}"
                 curve.append((size, int(seed), train_on(recipe, cache, int(seed), out)))
     rows = [(v, source, seed, test_on(best, test)) for v, source, seed, best in rows]
