@@ -110,6 +110,11 @@ def curve_caches(cfg: DictConfig, held_out: list[str], out: Path) -> dict[int, P
     return paths
 
 
+def select(batch, rows):
+    """The rows of a test batch that ``rows`` (a boolean tensor) marks."""
+    return type(batch)(*(field[rows] for field in batch))
+
+
 def test_on(checkpoint: Path, batch) -> dict:
     """RMSE, R², element F1 and distractor FPR of a checkpoint on one test batch."""
     import torch
@@ -183,6 +188,20 @@ def main(cfg: DictConfig) -> None:
                 f"{size:>7}{seed:>6}{m['rmse']:>11.4f}{m['r2']:>8.3f}{m['f1']:>7.3f}"
                 f"{m['distractor_fpr']:>11.3f}{ms['rmse']:>17.4f}{ms['r2']:>8.3f}"
             )
+        # where superposition was checked against full (≤ dilute_max) and beyond it
+        total = test.targets.sum(1)
+        bands = {f"≤ {cfg.curve.dilute_max:.0%}": total <= cfg.curve.dilute_max}
+        bands[f"> {cfg.curve.dilute_max:.0%}"] = ~bands[f"≤ {cfg.curve.dilute_max:.0%}"]
+        print("\nthe same, by the test cells' total dopant fraction (full RMSE R² | superposed)")
+        for band, rows in bands.items():
+            part, part_s = (select(b, rows) for b in (test, same_cells))
+            print(f"{band} ({int(rows.sum())} test cells)")
+            for size, seed, best in curve:
+                m, ms = test_on(best, part), test_on(best, part_s)
+                print(
+                    f"{size:>7}{seed:>6}{m['rmse']:>11.4f}{m['r2']:>8.3f}  |"
+                    f"{ms['rmse']:>9.4f}{ms['r2']:>8.3f}"
+                )
 
 
 if __name__ == "__main__":
