@@ -89,7 +89,7 @@ def test_split(cfg: DictConfig, cache: Path) -> tuple:
         train_cfg.data.path = str(cache)
     dm = instantiate(train_cfg.data)
     dm.setup("test")
-    ids = [load_cache(cache).meta["sample_ids"][i] for i in dm.splits.test_id]
+    ids = [dm.dataset.meta["sample_ids"][i] for i in dm.splits.test_id]
     return dm.split_tensors("test_id"), ids, baseline_rmse(dm, "test_id")
 
 
@@ -190,8 +190,8 @@ def main(cfg: DictConfig) -> None:
             )
         # where superposition was checked against full (≤ dilute_max) and beyond it
         total = test.targets.sum(1)
-        bands = {f"≤ {cfg.curve.dilute_max:.0%}": total <= cfg.curve.dilute_max}
-        bands[f"> {cfg.curve.dilute_max:.0%}"] = ~bands[f"≤ {cfg.curve.dilute_max:.0%}"]
+        dilute = total <= cfg.curve.dilute_max
+        bands = {f"≤ {cfg.curve.dilute_max:.0%}": dilute, f"> {cfg.curve.dilute_max:.0%}": ~dilute}
         print("\nthe same, by the test cells' total dopant fraction (full RMSE R² | superposed)")
         for band, rows in bands.items():
             part, part_s = (select(b, rows) for b in (test, same_cells))
