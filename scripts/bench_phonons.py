@@ -94,6 +94,19 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t0
 
 
+def summed_modes(method, library, doped: Atoms) -> Modes:
+    """A doped cell's modes from the plain sum of its single patches (no pair patch)."""
+    from phonopy import Phonopy
+
+    from defectnet.datagen.phonons import mesh_modes, to_phonopy_atoms
+
+    phonon = Phonopy(to_phonopy_atoms(doped), np.eye(3, dtype=int), np.eye(3))
+    phonon.force_constants = library.doped_force_constants(
+        doped, method.sum_rule, method.patch_extent, pairs=False
+    )
+    return mesh_modes(phonon, method.mesh, 0)
+
+
 def bench_superposed(cfg: DictConfig, ff, full: FiniteDisplacement) -> None:
     from pathlib import Path
 
@@ -105,7 +118,9 @@ def bench_superposed(cfg: DictConfig, ff, full: FiniteDisplacement) -> None:
     from defectnet.datagen.recommender import Candidate
 
     bench = cfg.superposed_bench
-    method: SuperposedForceConstants = instantiate(cfg.superposed)
+    method: SuperposedForceConstants = instantiate(
+        cfg.superposed, pair_cutoff=cfg.superposed_bench.pair_cutoff
+    )
     rng = np.random.default_rng(cfg.seed)
     builtin = {p.id: p for p in BuiltinParents().parents()}
 
@@ -131,11 +146,14 @@ def bench_superposed(cfg: DictConfig, ff, full: FiniteDisplacement) -> None:
     print(
         f"\nsuperposed (cutoff {method.cutoff:g} Å, dilute cells of {method.patch_atoms} atoms) "
         f"against full ({full.displacement} Å, one-sided: {not full.plusminus}) on the same "
-        "cells; masses only: pristine force constants, dopant masses"
+        "cells; sup: the plain sum of single patches; pair: with pair patches for dopants "
+        f"within {method.pair_cutoff:g} Å (calls: force calls of the pair patches this cell "
+        "added to the library); masses only: pristine force constants, dopant masses"
     )
     print(
         f"{'host':22s} {'atoms':>5s} {'dopants':>7s} {'frac':>6s} {'full s':>7s} "
         f"{'sup s':>6s} {'cos sup':>8s} {'L1 sup':>7s} {'Δpk sup':>8s} "
+        f"{'cos pair':>8s} {'L1 pair':>7s} {'calls':>6s} "
         f"{'cos mass':>8s} {'L1 mass':>7s} {'Δpk mass':>8s}",
         flush=True,
     )
@@ -163,28 +181,33 @@ def bench_superposed(cfg: DictConfig, ff, full: FiniteDisplacement) -> None:
         for fraction in bench.fractions:
             doped = random_doped(pristine, dopants, fraction, rng)
             ref, t_full = full_reference(doped, store.with_suffix(f".full-{fraction:g}.npz"))
-            sup_modes, t_sup = timed(method.doped_modes, doped, library, ff)
+            plain_modes, t_sup = timed(summed_modes, method, library, doped)
+            plain = spectrum(plain_modes)
+            calls = library.library_calls
+            paired = spectrum(method.doped_modes(doped, library, ff))  # new pair patches made
             phonon = Phonopy(to_phonopy_atoms(doped), np.eye(3, dtype=int), np.eye(3))
             phonon.force_constants = library.force_constants
             mass = spectrum(mesh_modes(phonon, method.mesh, 0))
-            s, m = agreement(spectrum(sup_modes), ref), agreement(mass, ref)
+            s, p, m = agreement(plain, ref), agreement(paired, ref), agreement(mass, ref)
             n_dop = int((doped.numbers != pristine.numbers).sum())
-            rows.append((fraction, *s, *m))
+            rows.append((fraction, *s, *p, *m))
             print(
                 f"{host_cfg.parent:22s} {len(doped):>5d} {n_dop:>7d} {n_dop / len(doped):>6.1%} "
                 f"{t_full:>7.0f} {t_sup:>6.1f} {s[0]:>8.4f} {s[1]:>7.3f} {s[2]:>+8.2f} "
+                f"{p[0]:>8.4f} {p[1]:>7.3f} {library.library_calls - calls:>6d} "
                 f"{m[0]:>8.4f} {m[1]:>7.3f} {m[2]:>+8.2f}",
                 flush=True,
             )
-    table = np.array(rows).reshape(-1, 7)
+    table = np.array(rows).reshape(-1, 10)
     for lo, hi, label in ((0, 0.125, "≤ 12 %"), (0.125, 1, "25 %")):
         sel = (table[:, 0] > lo) & (table[:, 0] <= hi)
         if not sel.any():
             continue
         med = np.median(table[sel], axis=0)
         print(
-            f"median {label:7s} superposed cosine {med[1]:.4f} L1 {med[2]:.3f} | masses only "
-            f"cosine {med[4]:.4f} L1 {med[5]:.3f}   ({sel.sum()} cells)"
+            f"median {label:7s} superposed cosine {med[1]:.4f} L1 {med[2]:.3f} | with pair "
+            f"patches cosine {med[4]:.4f} L1 {med[5]:.3f} | masses only cosine {med[7]:.4f} "
+            f"L1 {med[8]:.3f}   ({sel.sum()} cells)"
         )
 
     # per-sample cost at the pretraining size: superposed timed, full projected
@@ -198,6 +221,7 @@ def bench_superposed(cfg: DictConfig, ff, full: FiniteDisplacement) -> None:
         large, ff, host=prim, candidates=candidates, store=store, relax=relaxed
     )
     doped = random_doped(large, dopants, 0.05, rng)
+    method.doped_modes(doped, library, ff)  # any pair patch it lacks goes into the library
     _, t_sup = timed(method.doped_modes, doped, library, ff)
     method.samples_at_gamma = True
     _, t_gamma = timed(method.doped_modes, doped, library, ff)

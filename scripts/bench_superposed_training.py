@@ -24,6 +24,7 @@ from defectnet.data.cache import PDoSDataset, load_cache, save_cache
 from defectnet.spectra import agreement
 
 SOURCES = ("full", "superposed")
+FRACTION_BANDS = (0.0, 0.02, 0.05, 0.12, 1.0)  # total dopant fraction bands of the spectra
 
 
 def common_caches(cfg: DictConfig, out: Path) -> dict[str, Path]:
@@ -44,13 +45,29 @@ def common_caches(cfg: DictConfig, out: Path) -> dict[str, Path]:
 
 
 def spectra_agreement(full: PDoSDataset, superposed: PDoSDataset) -> None:
-    """Median cosine and L1 of the doped (and pristine) spectra, superposed against full."""
+    """Median cosine and L1 of the doped (and pristine) spectra, superposed against full; the
+    doped ones also by the cells' total dopant fraction."""
     for key in ("doped", "pristine"):
         a, b = getattr(superposed, key).numpy(), getattr(full, key).numpy()
         stats = [agreement(x, y, full.grid) for x, y in zip(a, b)]
         cos = np.median([s["cosine"] for s in stats])
-        l1 = np.median([s["l1"] for s in stats])
-        print(f"{key:>9} spectra, superposed vs full: median cosine {cos:.4f}, median L1 {l1:.3f}")
+        l1 = np.array([s["l1"] for s in stats])
+        print(
+            f"{key:>9} spectra, superposed vs full: median cosine {cos:.4f}, "
+            f"median L1 {np.median(l1):.3f}"
+        )
+        if key == "doped":
+            total = full.targets.sum(1).numpy()
+            bands = zip(FRACTION_BANDS[:-1], FRACTION_BANDS[1:])
+            parts = [(lo, hi, (total > lo) & (total <= hi)) for lo, hi in bands]
+            print(
+                "    median L1 by total dopant fraction: "
+                + ", ".join(
+                    f"{lo:.0%}–{hi:.0%} {np.median(l1[sel]):.3f} ({sel.sum()} cells)"
+                    for lo, hi, sel in parts
+                    if sel.any()
+                )
+            )
 
 
 def train_on(overrides: list[str], cache: Path, seed: int, out: Path) -> Path:

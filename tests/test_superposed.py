@@ -4,12 +4,14 @@ finite displacements of the whole cell."""
 import numpy as np
 import pytest
 from ase.build import bulk
+from phonopy import Phonopy
 
 from defectnet.datagen.defect_library import DefectLibrary, Patch, load_library
 from defectnet.datagen.phonons import (
     FiniteDisplacement,
     SuperposedForceConstants,
     mesh_modes,
+    to_phonopy_atoms,
 )
 from defectnet.datagen.recommender import Candidate
 from defectnet.datagen.relax import relax
@@ -134,9 +136,7 @@ def test_a_patch_reaches_its_cutoff_only_unless_its_tail_is_asked_for(si, matgl,
 
 
 def test_gamma_modes_equal_phonopys_gamma_point(si, matgl):
-    from phonopy import Phonopy
-
-    from defectnet.datagen.phonons import gamma_modes, to_phonopy_atoms
+    from defectnet.datagen.phonons import gamma_modes
 
     _, cell = si
     phonon = FiniteDisplacement().phonopy(cell, EYE, matgl)
@@ -222,3 +222,60 @@ def test_a_patch_rotated_onto_an_equivalent_site_equals_one_computed_there(matgl
     scale = np.abs(direct.delta).max()
     assert np.abs(direct.delta[np.ix_(order, order)] - rotated.delta).max() < 0.02 * scale
     assert np.allclose(direct.relaxation[order], rotated.relaxation, atol=2e-3)
+
+
+@pytest.fixture(scope="module")
+def si64(matgl):
+    """Relaxed Si (8-atom cubic cell) and its 64-atom cubic supercell, which keeps every
+    symmetry of the crystal (so a pair patch rotated onto an equivalent pair is exact)."""
+    host = relax(bulk("Si", "diamond", a=5.42, cubic=True), matgl.calculator(), relax_cell=True)
+    _, cell = choose_supercell(host.atoms, 64, 64)
+    return host.atoms, cell
+
+
+def nearest_neighbour(cell, site: int, direction) -> int:
+    """The atom next to ``site`` along ``direction`` (a bond of the diamond lattice)."""
+    vectors = cell.get_distances(site, np.arange(len(cell)), mic=True, vector=True)
+    lengths = np.linalg.norm(vectors, axis=1)
+    bonded = np.flatnonzero((lengths > 0.1) & (lengths < 2.6))
+    return int(bonded[np.argmax(vectors[bonded] @ np.asarray(direction, float))])
+
+
+def test_a_pair_patch_makes_two_bonded_dopants_exact_and_serves_every_equivalent_pair(
+    si64, matgl, tmp_path
+):
+    host, cell = si64
+    ff = Counting(matgl)
+    store = tmp_path / "lib.safetensors"
+    method = SuperposedForceConstants(cutoff=20.0, patch_atoms=(64, 64), pair_cutoff=3.0)
+    library = build(method, si64, ff, store, "Ge", "C")
+    assert ff.relaxations == 2 and not library.pairs  # two single patches, no pair yet
+    for k, direction in enumerate([(1, 1, 1), (-1, 1, -1)]):
+        doped = cell.copy()
+        doped[0].symbol = "Ge"
+        doped[nearest_neighbour(cell, 0, direction)].symbol = "C"
+        if k == 1:  # the same pair read from the other dopant: C first, Ge along the bond
+            doped = cell.copy()
+            doped[8].symbol = "C"
+            doped[nearest_neighbour(cell, 8, direction)].symbol = "Ge"
+        structure = library.relaxed_estimate(doped)
+        reference = relax(doped, matgl.calculator(), fmax=0.01).atoms
+        assert np.abs(structure.positions - reference.positions).max() < 2e-3
+        expected = spectrum(FiniteDisplacement().modes(reference, EYE, matgl))
+        got = agreement(spectrum(method.doped_modes(structure, library, matgl)), expected, GRID)
+        plain = Phonopy(to_phonopy_atoms(structure), EYE, primitive_matrix=np.eye(3))
+        plain.force_constants = library.doped_force_constants(structure, pairs=False)
+        summed = agreement(spectrum(mesh_modes(plain, method.mesh, 0)), expected, GRID)  # no pair
+        assert got["cosine"] > 0.99999 and got["l1"] < 0.005, got
+        assert summed["l1"] > 5 * got["l1"], (summed, got)
+    # one pair patch for the orbit: the second pair (another bond, dopants swapped) reused it
+    assert ff.relaxations == 3 and sum(len(v) for v in library.pairs.values()) == 1
+    quiet = Counting(matgl)
+    reloaded = build(method, si64, quiet, store, "Ge", "C")
+    assert sum(len(v) for v in reloaded.pairs.values()) == 1
+    doped = cell.copy()
+    doped[0].symbol, doped[nearest_neighbour(cell, 0, (1, -1, -1))].symbol = "Ge", "C"
+    reloaded.doped_force_constants(doped)
+    assert quiet.calls == 0 and quiet.relaxations == 0
+    with pytest.raises(UserError, match="pair_cutoff"):
+        SuperposedForceConstants(pair_cutoff=-1.0)

@@ -16,6 +16,13 @@ atom of the orbit is the representative's, rotated by the space-group operation 
 the one onto the other (vectors and relaxation by R, ΔΦ by R·ΔΦ·Rᵀ).
 The library of one parent is one safetensors file, rewritten atomically after every patch, so a
 killed build resumes without recomputing what it finished.
+
+Two dopants closer than ``pair_cutoff`` are not independent: their patches overlap on the bonds
+between them and the sum counts those twice. A pair patch is the correction a dilute cell with
+both dopants gives to that sum (ΔΦ of the pair minus the two single patches, over the atoms
+within the cutoff of either). Pair patches are computed the first time a sample holds such a
+pair, once per symmetry orbit of the pair (the representative site's site-symmetry operations
+relate the pair vectors of one orbit), and kept in the library like single patches.
 """
 
 from __future__ import annotations
@@ -37,10 +44,11 @@ from defectnet.errors import UserError
 log = logging.getLogger(__name__)
 LIBRARY_FORMAT = "2"
 # settings of how samples are assembled from a library, not of the library itself
-SAMPLE_SETTINGS = ("samples_at_gamma", "sum_rule", "patch_extent")
+SAMPLE_SETTINGS = ("samples_at_gamma", "sum_rule", "patch_extent", "pair_cutoff")
 # how far a placed patch reaches: the pairs within the cutoff, or every pair the dilute cell
 # changed (its far tail)
 PATCH_EXTENTS = ("cutoff", "touched")
+PAIR_TOLERANCE = 0.05  # Å: two pair vectors closer than this are the same pair
 
 
 @dataclass
@@ -67,6 +75,19 @@ class Patch:
 
 
 @dataclass
+class PairPatch:
+    """The correction of two nearby dopants to the sum of their patches, with dopant ``a`` on
+    its class's representative site and dopant ``b`` at ``vector`` from it."""
+
+    vector: np.ndarray  # [3] Å, in the representative's frame
+    patch: Patch  # vectors relative to dopant a, ΔΦ and relaxation beyond the two single patches
+
+
+# (dopant a, representative class of its site, dopant b) → the pair patches of that kind
+PairKey = tuple[str, int, str]
+
+
+@dataclass
 class SiteClasses:
     """The host's kinds of site: each atom's primitive-cell atom (``of_atom``), and for each of
     those its orbit's representative and the Cartesian rotation carrying the representative's
@@ -75,6 +96,8 @@ class SiteClasses:
     of_atom: np.ndarray  # [n_host] primitive-cell atom of each host atom
     representative: np.ndarray  # [n_classes]
     rotation: np.ndarray  # [n_classes, 3, 3]
+    # per representative, the Cartesian rotations of its site-symmetry group
+    site_ops: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 def site_classes(host: Atoms, symprec: float = 1e-3) -> SiteClasses:
@@ -86,13 +109,15 @@ def site_classes(host: Atoms, symprec: float = 1e-3) -> SiteClasses:
     data = spglib.get_symmetry_dataset(cell, symprec=symprec)
     if data is None:
         n = len(host)
-        return SiteClasses(np.arange(n), np.arange(n), np.tile(np.eye(3), (n, 1, 1)))
+        identity = np.tile(np.eye(3), (n, 1, 1))
+        return SiteClasses(np.arange(n), np.arange(n), identity, dict(enumerate(identity[:, None])))
     of_atom = np.asarray(data.mapping_to_primitive)
     n_classes = int(of_atom.max()) + 1
     representative = np.arange(n_classes)
     rotation = np.tile(np.eye(3), (n_classes, 1, 1))
     frac = host.get_scaled_positions()
     lattice = host.cell[:].T  # columns: lattice vectors, so r_cart = lattice @ r_frac
+    to_cart = [lattice @ rot @ np.linalg.inv(lattice) for rot in data.rotations]
     for atom in range(len(host)):
         k, rep_atom = of_atom[atom], int(data.equivalent_atoms[atom])
         if of_atom[rep_atom] == k or representative[k] != k:
@@ -103,7 +128,13 @@ def site_classes(host: Atoms, symprec: float = 1e-3) -> SiteClasses:
                 representative[k] = of_atom[rep_atom]
                 rotation[k] = lattice @ rot @ np.linalg.inv(lattice)
                 break
-    return SiteClasses(of_atom, representative, rotation)
+    site_ops = {}
+    for k in sorted(set(representative.tolist())):
+        atom = int(np.flatnonzero(of_atom == k)[0])
+        diff = np.einsum("oab,b->oa", data.rotations, frac[atom]) + data.translations - frac[atom]
+        fixes = np.abs(diff - np.round(diff)).max(axis=1) < 10 * symprec
+        site_ops[k] = np.array([to_cart[o] for o in np.flatnonzero(fixes)])
+    return SiteClasses(of_atom, representative, rotation, site_ops)
 
 
 def host_site_of(atoms: Atoms, host: Atoms) -> np.ndarray:
@@ -141,11 +172,19 @@ class DefectLibrary:
     representative: np.ndarray  # [n_classes] each class's orbit representative
     rotation: np.ndarray  # [n_classes, 3, 3] representative's surroundings → the class's
     patches: dict[tuple[str, int], Patch] = field(default_factory=dict)  # by representative
+    pairs: dict[PairKey, list[PairPatch]] = field(default_factory=dict)
+    # set by the phonon method for this run: dopants closer than pair_cutoff (Å) get a pair
+    # patch, computed and added by pair_builder(key, vector) the first time a sample needs it
+    pair_cutoff: float = 0.0
+    site_ops: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    pair_builder: Callable[[PairKey, np.ndarray], Patch] | None = field(default=None, repr=False)
     _rotated: dict[tuple[str, int], Patch] = field(default_factory=dict, repr=False)
 
     @property
     def library_calls(self) -> int:
-        return self.n_displacements + sum(p.n_calls for p in self.patches.values())
+        singles = sum(p.n_calls for p in self.patches.values())
+        pairs = sum(p.patch.n_calls for kind in self.pairs.values() for p in kind)
+        return self.n_displacements + singles + pairs
 
     def patch_at(self, dopant: str, site: int) -> Patch:
         kind = int(self.site_class[site])
@@ -162,21 +201,62 @@ class DefectLibrary:
             self._rotated[(dopant, kind)] = self.patches[key].rotated(self.rotation[kind])
         return self._rotated[(dopant, kind)]
 
-    def placed(self, doped: Atoms, within_cutoff: bool = False):
+    def placed(self, doped: Atoms, within_cutoff: bool = False, pairs: bool = True):
         """Each substituted site's patch with the cell atom of each patch atom (those that fall
         on no atom of the cell left out, and with ``within_cutoff`` those beyond the patch's
-        cutoff): (patch, kept patch atoms, their cell atoms)."""
+        cutoff): (patch, kept patch atoms, their cell atoms); then, with ``pairs``, the pair
+        patch of every two dopants within ``pair_cutoff``."""
         for site in np.flatnonzero(doped.numbers != self.pristine.numbers):
             patch = self.patch_at(doped[site].symbol, site)
             index = wrap_to_atoms(self.pristine, site, patch.vectors)
             keep = (index >= 0) & (patch.near if within_cutoff else True)
             yield patch, keep, index[keep]
+        if not pairs or self.pair_cutoff <= 0:
+            return
+        sites = np.flatnonzero(doped.numbers != self.pristine.numbers)
+        for n, i in enumerate(sites[:-1]):
+            near = self.pristine.get_distances(i, sites[n + 1 :], mic=True) <= self.pair_cutoff
+            for j in sites[n + 1 :][near]:
+                patch, origin = self.pair_at(doped, int(i), int(j))
+                index = wrap_to_atoms(self.pristine, origin, patch.vectors)
+                keep = index >= 0
+                yield patch, keep, index[keep]
+
+    def pair_at(self, doped: Atoms, i: int, j: int) -> tuple[Patch, int]:
+        """The pair patch of the dopants on sites ``i`` and ``j``, placed on this pair, and the
+        site its vectors start from; computed (``pair_builder``) when the library lacks it."""
+        vector = self.pristine.get_distance(i, j, mic=True, vector=True)
+        orientations = []
+        for a, b, v in ((i, j, vector), (j, i, -vector)):
+            kind = int(self.site_class[a])
+            rep = int(self.representative[kind])
+            ops = self.site_ops[rep]
+            images = ops @ (self.rotation[kind].T @ v)  # the pair's vector in the rep's frame
+            key = (doped[a].symbol, rep, doped[b].symbol)
+            for stored in self.pairs.get(key, []):
+                hit = np.flatnonzero(
+                    np.linalg.norm(images - stored.vector, axis=1) < PAIR_TOLERANCE
+                )
+                if hit.size:
+                    return stored.patch.rotated(self.rotation[kind] @ ops[hit[0]].T), a
+            orientations.append((key, images, kind, a))
+        if self.pair_builder is None:
+            raise UserError(
+                f"phonons.pair_cutoff: no pair patch for {orientations[0][0]} in this library "
+                "and no force field to compute it."
+            )
+        key, images, kind, a = orientations[0]
+        pick = int(np.lexsort(np.round(images, 3).T[::-1])[-1])  # a fixed member of the orbit
+        patch = self.pair_builder(key, images[pick])
+        ops = self.site_ops[key[1]]
+        return patch.rotated(self.rotation[kind] @ ops[pick].T), a
 
     def doped_force_constants(
-        self, doped: Atoms, sum_rule: str = "local", extent: str = "cutoff"
+        self, doped: Atoms, sum_rule: str = "local", extent: str = "cutoff", pairs: bool = True
     ) -> np.ndarray:
-        """Pristine force constants plus one patch on every substituted site; acoustic sum
-        rule and index symmetry restored.
+        """Pristine force constants plus one patch on every substituted site (and, with
+        ``pairs``, a pair patch on every two within ``pair_cutoff``); acoustic sum rule and
+        index symmetry restored.
 
         ``extent="cutoff"`` adds each patch's ΔΦ on the pairs of atoms within its cutoff only;
         ``"touched"`` also adds its far tail (pairs reaching atoms beyond the cutoff whose
@@ -200,7 +280,7 @@ class DefectLibrary:
                 f"phonons.patch_extent='{extent}': choose one of {', '.join(PATCH_EXTENTS)}."
             )
         fc = np.array(self.force_constants, dtype=np.float64)
-        for patch, keep, idx in self.placed(doped, within_cutoff=extent == "cutoff"):
+        for patch, keep, idx in self.placed(doped, extent == "cutoff", pairs):
             np.add.at(fc, (idx[:, None], idx[None, :]), patch.delta[np.ix_(keep, keep)])
         if sum_rule == "local":
             fc = 0.5 * (fc + fc.transpose(1, 0, 3, 2))
@@ -254,6 +334,57 @@ def make_patch(
     )
 
 
+def make_pair_patch(
+    dilute: DefectLibrary,
+    key: PairKey,
+    vector: np.ndarray,
+    forcefield: ForceField,
+    relax: Callable[[Atoms], Atoms],
+    embedded,
+) -> Patch:
+    """Dopant ``key[0]`` on the first site of class ``key[1]`` of the dilute cell (``dilute``: its
+    pristine force constants and the single patches) and ``key[2]`` at ``vector`` from it:
+    relax, recompute the rows within the cutoff of either, keep what the two single patches
+    placed there do not give."""
+    from defectnet.datagen.phonons import HostForceConstants
+
+    t0 = time.perf_counter()
+    cell = dilute.pristine
+    a = int(np.flatnonzero(dilute.site_class == key[1])[0])
+    b = int(wrap_to_atoms(cell, a, np.asarray(vector)[None])[0])
+    if b < 0 or b == a:
+        raise UserError(
+            f"phonons.pair_cutoff: the dilute cell of {len(cell)} atoms cannot hold a pair "
+            f"{np.linalg.norm(vector):.2f} Å apart; lower phonons.pair_cutoff or raise "
+            "phonons.patch_atoms."
+        )
+    doped = cell.copy()
+    doped[a].symbol, doped[b].symbol = key[0], key[2]
+    relaxed = relax(doped)
+    reference = HostForceConstants(cell.numbers.copy(), dilute.force_constants, 0)
+    phonon, n_calls = embedded.phonopy_doped(relaxed, reference, forcefield)
+    rest = np.asarray(phonon.force_constants) - dilute.force_constants
+    moved = relaxed.positions - cell.positions
+    frac = moved @ np.linalg.inv(cell.cell[:])
+    moved = (frac - np.round(frac)) @ cell.cell[:]
+    for patch, keep, idx in dilute.placed(doped, within_cutoff=True, pairs=False):
+        np.subtract.at(rest, (idx[:, None], idx[None, :]), patch.delta[np.ix_(keep, keep)])
+        np.subtract.at(moved, idx, patch.relaxation[keep])
+    reach = np.arange(len(cell))
+    near = (cell.get_distances(a, reach, mic=True) <= embedded.cutoff) | (
+        cell.get_distances(b, reach, mic=True) <= embedded.cutoff
+    )
+    atoms = np.flatnonzero(near)
+    return Patch(
+        vectors=np.asarray(cell.get_distances(a, atoms, mic=True, vector=True)),
+        near=np.ones(len(atoms), bool),
+        delta=rest[np.ix_(atoms, atoms)],
+        relaxation=moved[atoms],
+        n_calls=n_calls,
+        seconds=time.perf_counter() - t0,
+    )
+
+
 def save_library(path: Path, library: DefectLibrary, settings: dict) -> None:
     """One safetensors file (no pickle), written whole or not at all."""
     from safetensors.numpy import save_file
@@ -275,11 +406,27 @@ def save_library(path: Path, library: DefectLibrary, settings: dict) -> None:
         tensors[f"{key}/delta"] = patch.delta.astype(np.float64)
         tensors[f"{key}/relaxation"] = patch.relaxation.astype(np.float64)
         patches[key] = {"n_calls": patch.n_calls, "seconds": round(patch.seconds, 3)}
+    pairs = []
+    for (dopant_a, site, dopant_b), kind in library.pairs.items():
+        for pair in kind:
+            key = f"pair{len(pairs)}"
+            tensors[f"{key}/vectors"] = pair.patch.vectors.astype(np.float64)
+            tensors[f"{key}/delta"] = pair.patch.delta.astype(np.float64)
+            tensors[f"{key}/relaxation"] = pair.patch.relaxation.astype(np.float64)
+            pairs.append(
+                {
+                    "key": [dopant_a, site, dopant_b],
+                    "vector": pair.vector.tolist(),
+                    "n_calls": pair.patch.n_calls,
+                    "seconds": round(pair.patch.seconds, 3),
+                }
+            )
     meta = {
         "format_version": LIBRARY_FORMAT,
         "settings": json.dumps(settings, sort_keys=True),
         "n_displacements": str(library.n_displacements),
         "patches": json.dumps(patches),
+        "pairs": json.dumps(pairs),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -331,4 +478,17 @@ def load_library(path: Path, settings: dict) -> DefectLibrary | None:
             n_calls=int(info["n_calls"]),
             seconds=float(info["seconds"]),
         )
+    for n, info in enumerate(json.loads(meta.get("pairs", "[]"))):
+        vectors = t[f"pair{n}/vectors"]
+        patch = Patch(
+            vectors=vectors,
+            near=np.ones(len(vectors), bool),
+            delta=t[f"pair{n}/delta"],
+            relaxation=t[f"pair{n}/relaxation"],
+            n_calls=int(info["n_calls"]),
+            seconds=float(info["seconds"]),
+        )
+        dopant_a, site, dopant_b = info["key"]
+        pair = PairPatch(np.asarray(info["vector"]), patch)
+        library.pairs.setdefault((dopant_a, int(site), dopant_b), []).append(pair)
     return library

@@ -17,6 +17,7 @@ Two methods behind one interface, chosen by the ``phonons`` config group:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from ase import Atoms, units
 from defectnet.datagen.calculators import ForceField
 from defectnet.errors import UserError
 from defectnet.spectra import THZ_TO_MEV
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -320,9 +323,15 @@ class SuperposedForceConstants(FiniteDisplacement):
         samples_at_gamma: bool = False,
         sum_rule: str = "local",
         patch_extent: str = "cutoff",
+        pair_cutoff: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if pair_cutoff < 0:
+            raise UserError(
+                f"phonons.pair_cutoff must be >= 0 Å (0: no pair patches), got {pair_cutoff}."
+            )
+        self.pair_cutoff = float(pair_cutoff)
         self.samples_at_gamma = bool(samples_at_gamma)
         self.sum_rule = sum_rule
         self.patch_extent = patch_extent
@@ -339,6 +348,8 @@ class SuperposedForceConstants(FiniteDisplacement):
             out["sum_rule"] = self.sum_rule
         if self.patch_extent != "touched":
             out["patch_extent"] = self.patch_extent
+        if self.pair_cutoff > 0:
+            out["pair_cutoff"] = self.pair_cutoff
         return out
 
     def host_reference(
@@ -352,11 +363,15 @@ class SuperposedForceConstants(FiniteDisplacement):
         settings: dict | None = None,
     ):
         """The parent's library: loaded from ``store`` when it holds one made with the same
-        settings, completed with any missing patch, saved after each new patch."""
+        settings, completed with any missing patch, saved after each new patch. Pair patches
+        (``pair_cutoff``) are added the first time a sample needs one, and saved likewise."""
         from defectnet.datagen.defect_library import (
             DefectLibrary,
+            PairPatch,
+            Patch,
             host_site_of,
             load_library,
+            make_pair_patch,
             make_patch,
             save_library,
             site_classes,
@@ -381,30 +396,60 @@ class SuperposedForceConstants(FiniteDisplacement):
             )
             if store:
                 save_library(store, library, settings)
+        embedded = EmbeddedForceConstants(self.cutoff, **self.settings_kwargs())
+        dilute_cell: list[DefectLibrary] = []
+
+        def dilute() -> DefectLibrary:
+            """The dilute cell with its pristine force constants (computed once per run, its
+            force calls counted in the library) and the library's single patches."""
+            if not dilute_cell:
+                _, cell = choose_supercell(host, *self.patch_atoms, where="phonons.patch_atoms")
+                phonon = self.phonopy(cell, np.eye(3, dtype=int), forcefield)
+                library.n_displacements += len(phonon.displacements) + (self.plusminus is False)
+                dilute_cell.append(
+                    DefectLibrary(
+                        cell,
+                        np.asarray(phonon.force_constants),
+                        0,
+                        site_class[host_site_of(cell, host)],
+                        classes.representative,
+                        classes.rotation,
+                        patches=library.patches,
+                    )
+                )
+            return dilute_cell[0]
+
         symbols = np.array(host.get_chemical_symbols())
         wanted = [
             (c.dopant, int(k))
             for c in candidates
             for k in sorted(set(classes.representative[site_class[symbols == c.replaces]]))
         ]
-        missing = [key for key in wanted if key not in library.patches]
-        if not missing:
-            return library
-        _, dilute = choose_supercell(host, *self.patch_atoms, where="phonons.patch_atoms")
-        dilute_class = site_class[host_site_of(dilute, host)]
-        phonon = self.phonopy(dilute, np.eye(3, dtype=int), forcefield)
-        dilute_fc = HostForceConstants(
-            dilute.numbers.copy(), np.asarray(phonon.force_constants), len(phonon.displacements)
-        )
-        library.n_displacements += dilute_fc.n_displacements + (self.plusminus is False)
-        embedded = EmbeddedForceConstants(self.cutoff, **self.settings_kwargs())
-        for dopant, kind in missing:
-            site = int(np.flatnonzero(dilute_class == kind)[0])
+        for dopant, kind in [key for key in wanted if key not in library.patches]:
+            cell = dilute()
+            site = int(np.flatnonzero(cell.site_class == kind)[0])
+            reference = HostForceConstants(cell.pristine.numbers.copy(), cell.force_constants, 0)
             library.patches[(dopant, kind)] = make_patch(
-                dilute, site, dopant, dilute_fc, forcefield, relax, embedded
+                cell.pristine, site, dopant, reference, forcefield, relax, embedded
             )
             if store:
                 save_library(store, library, settings)
+
+        def pair_builder(key, vector) -> Patch:
+            patch = make_pair_patch(dilute(), key, vector, forcefield, relax, embedded)
+            library.pairs.setdefault(key, []).append(PairPatch(vector, patch))
+            log.info(
+                "pair patch %s@%d + %s at %.2f Å: %d force calls, %.0f s (%d pair patches)",
+                *key, np.linalg.norm(vector), patch.n_calls, patch.seconds,
+                sum(map(len, library.pairs.values())),
+            )
+            if store:
+                save_library(store, library, settings)
+            return patch
+
+        library.pair_cutoff = self.pair_cutoff
+        library.site_ops = classes.site_ops
+        library.pair_builder = pair_builder if self.pair_cutoff > 0 else None
         return library
 
     def doped_modes(self, doped: Atoms, reference, forcefield: ForceField) -> Modes:
