@@ -43,6 +43,23 @@ def test_every_generate_preset_composes(preset):
     assert cfg.calculator._target_ and cfg.phonons._target_
 
 
+@pytest.mark.parametrize("preset", ["pretrain", "phonon_check", "phonon_check_superposed"])
+def test_presets_with_committed_records_still_resume_them(preset):
+    """A setting added to the config must keep the hash of the data sets already made (give it
+    an implied value in ``settings.IMPLIED``), or their shards can no longer resume."""
+    import gzip
+    import json
+
+    from defectnet.datagen.settings import settings_hash
+
+    cfg = compose_config("generate", [f"generate={preset}"])
+    shard = sorted((Path(__file__).parents[1] / cfg.out_dir / "records").glob("*.jsonl.gz"))[0]
+    with gzip.open(shard, "rt") as fh:
+        stored = json.loads(fh.readline())["provenance"]
+    stored = stored if isinstance(stored, dict) else json.loads(stored)
+    assert stored["settings_hash"] == settings_hash(cfg)
+
+
 @pytest.mark.parametrize("calculator", names("calculator"))
 def test_every_calculator_composes(calculator):
     cfg = compose_config("generate", [f"calculator={calculator}"])
