@@ -119,7 +119,7 @@ def bench_superposed(cfg: DictConfig, ff, full: FiniteDisplacement) -> None:
 
     bench = cfg.superposed_bench
     method: SuperposedForceConstants = instantiate(
-        cfg.superposed, pair_cutoff=cfg.superposed_bench.pair_cutoff
+        cfg.superposed, pair_reach=cfg.superposed_bench.pair_reach
     )
     rng = np.random.default_rng(cfg.seed)
     builtin = {p.id: p for p in BuiltinParents().parents()}
@@ -147,7 +147,8 @@ def bench_superposed(cfg: DictConfig, ff, full: FiniteDisplacement) -> None:
         f"\nsuperposed (cutoff {method.cutoff:g} Å, dilute cells of {method.patch_atoms} atoms) "
         f"against full ({full.displacement} Å, one-sided: {not full.plusminus}) on the same "
         "cells; sup: the plain sum of single patches; pair: with pair patches for dopants "
-        f"within {method.pair_cutoff:g} Å (calls: force calls of the pair patches this cell "
+        f"within {method.pair_reach:g}× the nearest-neighbour distance (calls: force calls of "
+        "the pair patches this cell "
         "added to the library); masses only: pristine force constants, dopant masses"
     )
     print(

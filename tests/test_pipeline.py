@@ -3,6 +3,7 @@
 import gzip
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -267,6 +268,18 @@ def test_superposed_phonons_in_the_pipeline_cost_no_call_per_sample(generate_cfg
         assert r.distractors and len(r.candidates) == len(r.distractors)
         np.testing.assert_allclose(r.doped, r.pristine, rtol=1e-5, atol=1e-7)
     assert (Path(cfg.out_dir) / "library" / "diamond-Si.safetensors").is_file()
+    # a library of other settings is the user's mistake: the run stops, no sample is recorded
+    other = generate_cfg(
+        "phonons=superposed",
+        "phonons.cutoff=2.5",
+        "phonons.patch_atoms=[16,16]",
+        "candidates=[Ge,C]",
+        out="other",
+    )
+    shutil.copytree(Path(cfg.out_dir) / "library", Path(other.out_dir) / "library")
+    with pytest.raises(UserError, match="defect library made with other settings"):
+        run_shard(other)
+    assert not read_shards(Path(other.out_dir) / "records")
 
 
 def test_samples_beyond_the_imaginary_limit_fail_with_the_reason():

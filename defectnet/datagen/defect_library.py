@@ -17,7 +17,8 @@ the one onto the other (vectors and relaxation by R, ΔΦ by R·ΔΦ·Rᵀ).
 The library of one parent is one safetensors file, rewritten atomically after every patch, so a
 killed build resumes without recomputing what it finished.
 
-Two dopants closer than ``pair_cutoff`` are not independent: their patches overlap on the bonds
+Two dopants closer than ``pair_cutoff`` (``phonons.pair_reach`` × the host's nearest-neighbour
+distance) are not independent: their patches overlap on the bonds
 between them and the sum counts those twice. A pair patch is the correction a dilute cell with
 both dopants gives to that sum (ΔΦ of the pair minus the two single patches, over the atoms
 within the cutoff of either). Pair patches are computed the first time a sample holds such a
@@ -44,7 +45,7 @@ from defectnet.errors import UserError
 log = logging.getLogger(__name__)
 LIBRARY_FORMAT = "2"
 # settings of how samples are assembled from a library, not of the library itself
-SAMPLE_SETTINGS = ("samples_at_gamma", "sum_rule", "patch_extent", "pair_cutoff")
+SAMPLE_SETTINGS = ("samples_at_gamma", "sum_rule", "patch_extent", "pair_reach")
 # how far a placed patch reaches: the pairs within the cutoff, or every pair the dilute cell
 # changed (its far tail)
 PATCH_EXTENTS = ("cutoff", "touched")
@@ -149,6 +150,12 @@ def host_site_of(atoms: Atoms, host: Atoms) -> np.ndarray:
     return site
 
 
+def nearest_neighbour_distance(atoms: Atoms) -> float:
+    """The shortest distance between two atoms of a periodic cell (Å)."""
+    distances = atoms.get_all_distances(mic=True)
+    return float(distances[~np.eye(len(atoms), dtype=bool)].min())
+
+
 def wrap_to_atoms(atoms: Atoms, origin: int, vectors: np.ndarray, tol: float = 0.2) -> np.ndarray:
     """Index of the atom at ``positions[origin] + vector`` (periodic images folded) for each
     vector, or -1 where no atom is there."""
@@ -242,7 +249,7 @@ class DefectLibrary:
             orientations.append((key, images, kind, a))
         if self.pair_builder is None:
             raise UserError(
-                f"phonons.pair_cutoff: no pair patch for {orientations[0][0]} in this library "
+                f"phonons.pair_reach: no pair patch for {orientations[0][0]} in this library "
                 "and no force field to compute it."
             )
         key, images, kind, a = orientations[0]
@@ -354,13 +361,13 @@ def make_pair_patch(
     b = int(wrap_to_atoms(cell, a, np.asarray(vector)[None])[0])
     if b < 0 or b == a:
         raise UserError(
-            f"phonons.pair_cutoff: the dilute cell of {len(cell)} atoms cannot hold a pair "
-            f"{np.linalg.norm(vector):.2f} Å apart; lower phonons.pair_cutoff or raise "
+            f"phonons.pair_reach: the dilute cell of {len(cell)} atoms cannot hold a pair "
+            f"{np.linalg.norm(vector):.2f} Å apart; lower phonons.pair_reach or raise "
             "phonons.patch_atoms."
         )
     doped = cell.copy()
     doped[a].symbol, doped[b].symbol = key[0], key[2]
-    relaxed = relax(doped)
+    relaxed = relax(dilute.relaxed_estimate(doped))  # from the two patches' relaxation: fewer steps
     reference = HostForceConstants(cell.numbers.copy(), dilute.force_constants, 0)
     phonon, n_calls = embedded.phonopy_doped(relaxed, reference, forcefield)
     rest = np.asarray(phonon.force_constants) - dilute.force_constants

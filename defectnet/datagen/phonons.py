@@ -323,15 +323,16 @@ class SuperposedForceConstants(FiniteDisplacement):
         samples_at_gamma: bool = False,
         sum_rule: str = "local",
         patch_extent: str = "cutoff",
-        pair_cutoff: float = 0.0,
+        pair_reach: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if pair_cutoff < 0:
+        if pair_reach < 0:
             raise UserError(
-                f"phonons.pair_cutoff must be >= 0 Å (0: no pair patches), got {pair_cutoff}."
+                f"phonons.pair_reach must be >= 0 (× the host's nearest-neighbour distance; "
+                f"0: no pair patches), got {pair_reach}."
             )
-        self.pair_cutoff = float(pair_cutoff)
+        self.pair_reach = float(pair_reach)
         self.samples_at_gamma = bool(samples_at_gamma)
         self.sum_rule = sum_rule
         self.patch_extent = patch_extent
@@ -348,8 +349,8 @@ class SuperposedForceConstants(FiniteDisplacement):
             out["sum_rule"] = self.sum_rule
         if self.patch_extent != "touched":
             out["patch_extent"] = self.patch_extent
-        if self.pair_cutoff > 0:
-            out["pair_cutoff"] = self.pair_cutoff
+        if self.pair_reach > 0:
+            out["pair_reach"] = self.pair_reach
         return out
 
     def host_reference(
@@ -364,7 +365,7 @@ class SuperposedForceConstants(FiniteDisplacement):
     ):
         """The parent's library: loaded from ``store`` when it holds one made with the same
         settings, completed with any missing patch, saved after each new patch. Pair patches
-        (``pair_cutoff``) are added the first time a sample needs one, and saved likewise."""
+        (``pair_reach``) are added the first time a sample needs one, and saved likewise."""
         from defectnet.datagen.defect_library import (
             DefectLibrary,
             PairPatch,
@@ -373,6 +374,7 @@ class SuperposedForceConstants(FiniteDisplacement):
             load_library,
             make_pair_patch,
             make_patch,
+            nearest_neighbour_distance,
             save_library,
             site_classes,
         )
@@ -440,16 +442,19 @@ class SuperposedForceConstants(FiniteDisplacement):
             library.pairs.setdefault(key, []).append(PairPatch(vector, patch))
             log.info(
                 "pair patch %s@%d + %s at %.2f Å: %d force calls, %.0f s (%d pair patches)",
-                *key, np.linalg.norm(vector), patch.n_calls, patch.seconds,
+                *key,
+                np.linalg.norm(vector),
+                patch.n_calls,
+                patch.seconds,
                 sum(map(len, library.pairs.values())),
             )
             if store:
                 save_library(store, library, settings)
             return patch
 
-        library.pair_cutoff = self.pair_cutoff
+        library.pair_cutoff = self.pair_reach * nearest_neighbour_distance(library.pristine)
         library.site_ops = classes.site_ops
-        library.pair_builder = pair_builder if self.pair_cutoff > 0 else None
+        library.pair_builder = pair_builder if self.pair_reach > 0 else None
         return library
 
     def doped_modes(self, doped: Atoms, reference, forcefield: ForceField) -> Modes:

@@ -188,6 +188,8 @@ def run_shard(cfg: DictConfig) -> dict:
                 raise RuntimeError(f"parent {state['status']}: {state['reason']}")
             record = record.with_sample(make_sample(ctx, parent, state, index))
             stats["ok"] += 1
+        except UserError:  # a mistake in the config or its files: stop, record nothing
+            raise
         except Exception as exc:  # recorded with its reason, then the run goes on
             record = replace(record, status="failed", reason=f"{type(exc).__name__}: {exc}")
             log.debug("sample %s failed:\n%s", record.sample_id, traceback.format_exc())

@@ -31,7 +31,7 @@ IMPLIED = {
     ("spectra", "weighting"): "total",
     ("sampling", "site_counts"): "log_uniform",
     ("sampling", "undoped_fraction"): 0.0,
-    ("phonons", "pair_cutoff"): 0.0,
+    ("phonons", "pair_reach"): 0.0,
 }
 TOP_IMPLIED = {
     "balance_prototypes": False,
