@@ -24,7 +24,7 @@ from defectnet.data.cache import PDoSDataset, load_cache, save_cache
 from defectnet.spectra import agreement
 
 SOURCES = ("full", "superposed")
-FRACTION_BANDS = (0.0, 0.02, 0.05, 0.12, 1.0)  # total dopant fraction bands of the spectra
+FRACTION_BANDS = (0.0, 0.02, 0.05, 0.12, 0.25, 1.0)  # total dopant fraction bands of the spectra
 
 
 def common_caches(cfg: DictConfig, out: Path) -> dict[str, Path]:
@@ -152,6 +152,8 @@ def main(cfg: DictConfig) -> None:
     work = Path(cfg.work_dir)
     caches, n_common = common_caches(cfg, work)
     spectra_agreement(load_cache(caches["full"]), load_cache(caches["superposed"]))
+    if cfg.spectra_only:
+        return
     runs = work / f"{n_common}-samples"  # checkpoints are reused only for the same samples
     rows = []
     for variant, recipe in cfg.variants.items():
