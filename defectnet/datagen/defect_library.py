@@ -18,12 +18,12 @@ The library of one parent is one safetensors file, rewritten atomically after ev
 killed build resumes without recomputing what it finished.
 
 Two dopants closer than ``pair_cutoff`` (``phonons.pair_reach`` × the host's nearest-neighbour
-distance) are not independent: their patches overlap on the bonds
-between them and the sum counts those twice. A pair patch is the correction a dilute cell with
-both dopants gives to that sum (ΔΦ of the pair minus the two single patches, over the atoms
-within the cutoff of either). Pair patches are computed the first time a sample holds such a
-pair, once per symmetry orbit of the pair (the representative site's site-symmetry operations
-relate the pair vectors of one orbit), and kept in the library like single patches.
+distance) are not independent: their patches overlap on the bonds between them and the sum
+counts those twice. A pair patch is the correction a dilute cell with both dopants gives to that
+sum (ΔΦ of the pair minus the two single patches, over the atoms within the cutoff of either).
+Pair patches are computed the first time a sample holds such a pair, once per symmetry orbit of
+the pair (the representative site's site-symmetry operations relate the pair vectors of one
+orbit), and kept in the library like single patches.
 """
 
 from __future__ import annotations
