@@ -343,6 +343,7 @@ def make_patch(
 
 def make_pair_patch(
     dilute: DefectLibrary,
+    pristine_fc,
     key: PairKey,
     vector: np.ndarray,
     forcefield: ForceField,
@@ -350,11 +351,9 @@ def make_pair_patch(
     embedded,
 ) -> Patch:
     """Dopant ``key[0]`` on the first site of class ``key[1]`` of the dilute cell (``dilute``: its
-    pristine force constants and the single patches) and ``key[2]`` at ``vector`` from it:
-    relax, recompute the rows within the cutoff of either, keep what the two single patches
-    placed there do not give."""
-    from defectnet.datagen.phonons import HostForceConstants
-
+    pristine force constants, ``pristine_fc`` as the embedding reads them, and the single
+    patches) and ``key[2]`` at ``vector`` from it: relax, recompute the rows within the cutoff
+    of either, keep what the two single patches placed there do not give."""
     t0 = time.perf_counter()
     cell = dilute.pristine
     a = int(np.flatnonzero(dilute.site_class == key[1])[0])
@@ -368,8 +367,7 @@ def make_pair_patch(
     doped = cell.copy()
     doped[a].symbol, doped[b].symbol = key[0], key[2]
     relaxed = relax(dilute.relaxed_estimate(doped))  # from the two patches' relaxation: fewer steps
-    reference = HostForceConstants(cell.numbers.copy(), dilute.force_constants, 0)
-    phonon, n_calls = embedded.phonopy_doped(relaxed, reference, forcefield)
+    phonon, n_calls = embedded.phonopy_doped(relaxed, pristine_fc, forcefield)
     rest = np.asarray(phonon.force_constants) - dilute.force_constants
     moved = relaxed.positions - cell.positions
     frac = moved @ np.linalg.inv(cell.cell[:])

@@ -421,6 +421,9 @@ class SuperposedForceConstants(FiniteDisplacement):
                 )
             return dilute_cell[0]
 
+        def as_reference(cell: DefectLibrary) -> HostForceConstants:
+            return HostForceConstants(cell.pristine.numbers.copy(), cell.force_constants, 0)
+
         symbols = np.array(host.get_chemical_symbols())
         wanted = [
             (c.dopant, int(k))
@@ -430,15 +433,17 @@ class SuperposedForceConstants(FiniteDisplacement):
         for dopant, kind in [key for key in wanted if key not in library.patches]:
             cell = dilute()
             site = int(np.flatnonzero(cell.site_class == kind)[0])
-            reference = HostForceConstants(cell.pristine.numbers.copy(), cell.force_constants, 0)
             library.patches[(dopant, kind)] = make_patch(
-                cell.pristine, site, dopant, reference, forcefield, relax, embedded
+                cell.pristine, site, dopant, as_reference(cell), forcefield, relax, embedded
             )
             if store:
                 save_library(store, library, settings)
 
         def pair_builder(key, vector) -> Patch:
-            patch = make_pair_patch(dilute(), key, vector, forcefield, relax, embedded)
+            cell = dilute()
+            patch = make_pair_patch(
+                cell, as_reference(cell), key, vector, forcefield, relax, embedded
+            )
             library.pairs.setdefault(key, []).append(PairPatch(vector, patch))
             log.info(
                 "pair patch %s@%d + %s at %.2f Å: %d force calls, %.0f s (%d pair patches)",
