@@ -94,27 +94,29 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t0
 
 
-def summed_modes(method, library, doped: Atoms) -> Modes:
-    """A doped cell's modes from the plain sum of its single patches (no pair patch)."""
+def modes_of(doped: Atoms, force_constants: np.ndarray, mesh: float) -> Modes:
+    """A cell's modes on the q-mesh from given force constants."""
     from phonopy import Phonopy
 
     from defectnet.datagen.phonons import mesh_modes, to_phonopy_atoms
 
     phonon = Phonopy(to_phonopy_atoms(doped), np.eye(3, dtype=int), np.eye(3))
-    phonon.force_constants = library.doped_force_constants(
-        doped, method.sum_rule, method.patch_extent, pairs=False
-    )
-    return mesh_modes(phonon, method.mesh, 0)
+    phonon.force_constants = force_constants
+    return mesh_modes(phonon, mesh, 0)
+
+
+def summed_modes(method, library, doped: Atoms) -> Modes:
+    """A doped cell's modes from the plain sum of its single patches (no pair patch)."""
+    fc = library.doped_force_constants(doped, method.sum_rule, method.patch_extent, pairs=False)
+    return modes_of(doped, fc, method.mesh)
 
 
 def bench_superposed(cfg: DictConfig, ff, full: FiniteDisplacement) -> None:
     from pathlib import Path
 
-    from phonopy import Phonopy
-
     from defectnet.atomic import atomic_path
     from defectnet.datagen.parents.builtin import BuiltinParents
-    from defectnet.datagen.phonons import SuperposedForceConstants, mesh_modes, to_phonopy_atoms
+    from defectnet.datagen.phonons import SuperposedForceConstants
     from defectnet.datagen.recommender import Candidate
 
     bench = cfg.superposed_bench
@@ -148,8 +150,8 @@ def bench_superposed(cfg: DictConfig, ff, full: FiniteDisplacement) -> None:
         f"against full ({full.displacement} Å, one-sided: {not full.plusminus}) on the same "
         "cells; sup: the plain sum of single patches; pair: with pair patches for dopants "
         f"within {method.pair_reach:g}× the nearest-neighbour distance (calls: force calls of "
-        "the pair patches this cell "
-        "added to the library); masses only: pristine force constants, dopant masses"
+        "the pair patches this cell added to the library); masses only: pristine force "
+        "constants, dopant masses"
     )
     print(
         f"{'host':22s} {'atoms':>5s} {'dopants':>7s} {'frac':>6s} {'full s':>7s} "
@@ -186,9 +188,7 @@ def bench_superposed(cfg: DictConfig, ff, full: FiniteDisplacement) -> None:
             plain = spectrum(plain_modes)
             calls = library.library_calls
             paired = spectrum(method.doped_modes(doped, library, ff))  # new pair patches made
-            phonon = Phonopy(to_phonopy_atoms(doped), np.eye(3, dtype=int), np.eye(3))
-            phonon.force_constants = library.force_constants
-            mass = spectrum(mesh_modes(phonon, method.mesh, 0))
+            mass = spectrum(modes_of(doped, library.force_constants, method.mesh))
             s, p, m = agreement(plain, ref), agreement(paired, ref), agreement(mass, ref)
             n_dop = int((doped.numbers != pristine.numbers).sum())
             rows.append((fraction, *s, *p, *m))

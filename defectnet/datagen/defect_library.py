@@ -213,14 +213,14 @@ class DefectLibrary:
         on no atom of the cell left out, and with ``within_cutoff`` those beyond the patch's
         cutoff): (patch, kept patch atoms, their cell atoms); then, with ``pairs``, the pair
         patch of every two dopants within ``pair_cutoff``."""
-        for site in np.flatnonzero(doped.numbers != self.pristine.numbers):
+        sites = np.flatnonzero(doped.numbers != self.pristine.numbers)
+        for site in sites:
             patch = self.patch_at(doped[site].symbol, site)
             index = wrap_to_atoms(self.pristine, site, patch.vectors)
             keep = (index >= 0) & (patch.near if within_cutoff else True)
             yield patch, keep, index[keep]
         if not pairs or self.pair_cutoff <= 0:
             return
-        sites = np.flatnonzero(doped.numbers != self.pristine.numbers)
         for n, i in enumerate(sites[:-1]):
             near = self.pristine.get_distances(i, sites[n + 1 :], mic=True) <= self.pair_cutoff
             for j in sites[n + 1 :][near]:
