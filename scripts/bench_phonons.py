@@ -211,6 +211,8 @@ def bench_superposed(cfg: DictConfig, ff, full: FiniteDisplacement) -> None:
             f"L1 {med[8]:.3f}   ({sel.sum()} cells)"
         )
 
+    if bench.large_atoms is None:
+        return
     # per-sample cost at the pretraining size: superposed timed, full projected
     host_cfg = bench.hosts[0]
     prim = relax(builtin[host_cfg.parent].atoms, ff.calculator(), 0.002, 300, True).atoms

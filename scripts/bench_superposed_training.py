@@ -13,11 +13,13 @@ nothing.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import hydra
 import numpy as np
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from defectnet.cli import CONF_DIR
 from defectnet.data.cache import PDoSDataset, load_cache, save_cache
@@ -27,12 +29,19 @@ SOURCES = ("full", "superposed")
 FRACTION_BANDS = (0.0, 0.02, 0.05, 0.12, 0.25, 1.0)  # total dopant fraction bands of the spectra
 
 
+def of_parents(cfg: DictConfig, sample_id: str) -> bool:
+    """Whether a sample belongs to the parents the benchmark keeps (``cfg.hosts``, null: all);
+    a sample id is ``<parent>/<index>``."""
+    return cfg.hosts is None or sample_id.rsplit("/", 1)[0] in cfg.hosts
+
+
 def common_caches(cfg: DictConfig, out: Path) -> dict[str, Path]:
-    """Both data sets cut to the samples they share, in the same order, written to ``out``."""
+    """Both data sets cut to the samples they share (of the kept parents), in the same order,
+    written to ``out``."""
     data = {name: load_cache(cfg[name]) for name in SOURCES}
     ids = {name: ds.meta["sample_ids"] for name, ds in data.items()}
     shared = set(ids["superposed"])
-    common = [i for i in ids["full"] if i in shared]
+    common = [i for i in ids["full"] if i in shared and of_parents(cfg, i)]
     print(
         f"samples: full {len(ids['full'])}, superposed {len(ids['superposed'])}, both {len(common)}"
     )
@@ -115,7 +124,9 @@ def curve_caches(cfg: DictConfig, held_out: list[str], out: Path) -> dict[int, P
     ``held_out`` (the ``full`` test split); each size's cells include the smaller sizes'."""
     more = load_cache(cfg.more)
     excluded = set(held_out)
-    rows = [r for r, i in enumerate(more.meta["sample_ids"]) if i not in excluded]
+    rows = [
+        r for r, i in enumerate(more.meta["sample_ids"]) if i not in excluded and of_parents(cfg, i)
+    ]
     rows = np.random.default_rng(0).permutation(rows)
     paths = {}
     for size in cfg.curve.sizes:
@@ -154,7 +165,9 @@ def main(cfg: DictConfig) -> None:
     spectra_agreement(load_cache(caches["full"]), load_cache(caches["superposed"]))
     if cfg.spectra_only:
         return
-    runs = work / f"{n_common}-samples"  # checkpoints are reused only for the same samples
+    # checkpoints are reused only for the same data sets and samples
+    sources = json.dumps([cfg.full, cfg.superposed, cfg.more, OmegaConf.to_object(cfg)["hosts"]])
+    runs = work / f"{n_common}-samples-{hashlib.sha1(sources.encode()).hexdigest()[:8]}"
     rows = []
     for variant, recipe in cfg.variants.items():
         for seed in cfg.seeds:
