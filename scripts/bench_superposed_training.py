@@ -19,7 +19,7 @@ from pathlib import Path
 
 import hydra
 import numpy as np
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from defectnet.cli import CONF_DIR
 from defectnet.data.cache import PDoSDataset, load_cache, save_cache
@@ -29,7 +29,7 @@ SOURCES = ("full", "superposed")
 FRACTION_BANDS = (0.0, 0.02, 0.05, 0.12, 0.25, 1.0)  # total dopant fraction bands of the spectra
 
 
-def of_parents(cfg: DictConfig, sample_id: str) -> bool:
+def of_hosts(cfg: DictConfig, sample_id: str) -> bool:
     """Whether a sample belongs to the parents the benchmark keeps (``cfg.hosts``, null: all);
     a sample id is ``<parent>/<index>``."""
     return cfg.hosts is None or sample_id.rsplit("/", 1)[0] in cfg.hosts
@@ -41,7 +41,7 @@ def common_caches(cfg: DictConfig, out: Path) -> dict[str, Path]:
     data = {name: load_cache(cfg[name]) for name in SOURCES}
     ids = {name: ds.meta["sample_ids"] for name, ds in data.items()}
     shared = set(ids["superposed"])
-    common = [i for i in ids["full"] if i in shared and of_parents(cfg, i)]
+    common = [i for i in ids["full"] if i in shared and of_hosts(cfg, i)]
     print(
         f"samples: full {len(ids['full'])}, superposed {len(ids['superposed'])}, both {len(common)}"
     )
@@ -125,7 +125,7 @@ def curve_caches(cfg: DictConfig, held_out: list[str], out: Path) -> dict[int, P
     more = load_cache(cfg.more)
     excluded = set(held_out)
     rows = [
-        r for r, i in enumerate(more.meta["sample_ids"]) if i not in excluded and of_parents(cfg, i)
+        r for r, i in enumerate(more.meta["sample_ids"]) if i not in excluded and of_hosts(cfg, i)
     ]
     rows = np.random.default_rng(0).permutation(rows)
     paths = {}
@@ -166,7 +166,8 @@ def main(cfg: DictConfig) -> None:
     if cfg.spectra_only:
         return
     # checkpoints are reused only for the same data sets and samples
-    sources = json.dumps([cfg.full, cfg.superposed, cfg.more, OmegaConf.to_object(cfg)["hosts"]])
+    hosts = None if cfg.hosts is None else list(cfg.hosts)
+    sources = json.dumps([cfg.full, cfg.superposed, cfg.more, hosts])
     runs = work / f"{n_common}-samples-{hashlib.sha1(sources.encode()).hexdigest()[:8]}"
     rows = []
     for variant, recipe in cfg.variants.items():
