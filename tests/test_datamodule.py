@@ -21,6 +21,20 @@ def test_ood_split_holds_out_whole_parents_and_is_deterministic():
     assert (again.test_ood == s.test_ood).all() and (again.train == s.train).all()
 
 
+def test_val_by_parent_holds_out_whole_known_parents():
+    parents = [f"p{i}" for i in range(10)]
+    parent_index = np.repeat(np.arange(10), 12)
+    s = split_indices(parent_index, parents, 3, 0.2, 0.25, 0.1, val_by_parent=True)
+    val, ood = set(parent_index[s.val]), set(parent_index[s.test_ood])
+    assert len(val) == 2 and not val & ood  # ceil(0.25 × 8 known parents)
+    assert not val & set(parent_index[s.train]) and not val & set(parent_index[s.test_id])
+    assert set(parent_index[s.test_id]) <= set(parent_index[s.train])
+    everything = np.concatenate([s.train, s.val, s.test_id, s.test_ood])
+    assert sorted(everything) == list(range(120))
+    plain = split_indices(parent_index, parents, 3, 0.2, 0.25, 0.1)
+    assert (plain.test_ood == s.test_ood).all()  # test-OOD does not depend on how val is drawn
+
+
 def test_a_prototype_family_can_be_held_out_whole():
     import pytest
 

@@ -20,6 +20,19 @@ def test_shapes_attention_and_hard_mask():
     assert (conc[mask == 0] == 0).all() and (conc[mask == 1] > 0).all()
 
 
+def test_difference_channel_is_the_amplified_change_and_feeds_the_encoder():
+    net = DefectNet(d_model=32, n_heads=4, conv_channels=[16, 32], difference_gain=20.0).eval()
+    x, mask = _batch()
+    channels = net.channels(x)
+    assert channels.shape == (6, 4, 100)
+    assert torch.allclose(channels[:, 3], 20.0 * (channels[:, 1] - channels[:, 0]))
+    undoped = x.clone()
+    undoped[:, 1] = undoped[:, 0]
+    assert (net.channels(undoped)[:, 3] == 0).all()
+    assert net(x, mask)[0].shape == (6, 56)
+    assert DefectNet(d_model=32, n_heads=4).channels(x).shape == (6, 3, 100)  # off by default
+
+
 def test_no_gradient_flows_from_outside_the_candidates():
     net = DefectNet(d_model=32, n_heads=4, conv_channels=[16, 32], kernel_sizes=[5, 3])
     x, mask = _batch()

@@ -1,7 +1,9 @@
 """LightningDataModule over one cached data set, held in memory.
 
 Splits: test-OOD holds out whole parents (by parent id, never by record); the remaining samples
-are split at random into train / val / test-ID, so test-ID shares parents with training.
+are split at random into train / val / test-ID, so test-ID shares parents with training. With
+``val_by_parent`` val holds out whole parents too, so early stopping, checkpoint choice and
+sweeps aim at unseen hosts, the aim of pretraining, rather than at more samples of known ones.
 Augmentation is applied on the device, batch-wise, to training batches only.
 """
 
@@ -72,6 +74,7 @@ def split_indices(
     test_id_fraction: float,
     ood_parents: list[str] | None = None,
     ood_prototypes: list[str] | None = None,
+    val_by_parent: bool = False,
 ) -> Splits:
     """Deterministic splits; ``ood_parents`` (ids) overrides the random choice of held-out
     parents, and ``ood_prototypes`` holds out whole prototype families instead (a parent id of
@@ -98,12 +101,27 @@ def split_indices(
         n_ood = math.ceil(ood_fraction * n_parents) if n_parents > 1 and ood_fraction > 0 else 0
         held = sorted(rng.permutation(n_parents)[:n_ood].tolist())
     is_ood = np.isin(parent_index, held)
-    rest = rng.permutation(np.flatnonzero(~is_ood))
-    n_val = int(round(val_fraction * len(rest)))
-    n_test = int(round(test_id_fraction * len(rest)))
+    if val_by_parent:
+        known = np.setdiff1d(np.unique(parent_index), held)
+        n_val_parents = math.ceil(val_fraction * len(known)) if val_fraction > 0 else 0
+        if n_val_parents >= len(known):
+            raise UserError(
+                f"data.val_by_parent: {len(known)} parents outside test-OOD cannot spare "
+                f"{n_val_parents} for val; lower data.val_fraction or set val_by_parent=false."
+            )
+        val_held = rng.permutation(known)[:n_val_parents]
+        is_val = np.isin(parent_index, val_held)
+        val = np.flatnonzero(is_val)
+        rest = rng.permutation(np.flatnonzero(~is_ood & ~is_val))
+        n_val, n_test = 0, int(round(test_id_fraction * len(rest)))
+    else:
+        rest = rng.permutation(np.flatnonzero(~is_ood))
+        n_val = int(round(val_fraction * len(rest)))
+        n_test = int(round(test_id_fraction * len(rest)))
+        val = rest[:n_val]
     return Splits(
         train=np.sort(rest[n_val + n_test :]),
-        val=np.sort(rest[:n_val]),
+        val=np.sort(val),
         test_id=np.sort(rest[n_val : n_val + n_test]),
         test_ood=np.flatnonzero(is_ood),
         ood_parents=[parents[i] for i in held],
@@ -209,6 +227,7 @@ class PDoSDataModule(L.LightningDataModule):
         test_id_fraction: float = 0.1,
         ood_parents: list[str] | None = None,
         ood_prototypes: list[str] | None = None,
+        val_by_parent: bool = False,
         num_workers: int = 0,
         augmentation: SpectrumAugmentation | None = None,
     ):
@@ -219,6 +238,7 @@ class PDoSDataModule(L.LightningDataModule):
         self.fractions = (ood_fraction, val_fraction, test_id_fraction)
         self.ood_parents = list(ood_parents) if ood_parents else None
         self.ood_prototypes = list(ood_prototypes) if ood_prototypes else None
+        self.val_by_parent = val_by_parent
         self.num_workers = num_workers
         self.augmentation = augmentation
         self.dataset: PDoSDataset | None = None
@@ -248,6 +268,7 @@ class PDoSDataModule(L.LightningDataModule):
             test_id,
             self.ood_parents,
             self.ood_prototypes,
+            self.val_by_parent,
         )
         ds = self.dataset
         self._tensors = TensorDataset(

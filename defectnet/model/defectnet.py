@@ -1,7 +1,8 @@
 """DefectNet: attention from a dopant-candidate query to spectral tokens.
 
 Input [B, 3, 100] (pristine PDoS, doped PDoS, host composition) → a 1-D convolutional encoder →
-100 spectral tokens × d_model with a learned embedding of the energy bin. The 56-long binary
+100 spectral tokens × d_model (optionally with a fourth, derived channel: the doped-minus-pristine
+difference, amplified) with a learned embedding of the energy bin. The 56-long binary
 candidate vector becomes one d_model query through a linear layer (layer-normalised);
 multi-head attention reads the tokens with it; a head maps the attended vector to 56
 non-negative concentrations, which a hard mask sets to exactly zero outside the candidates.
@@ -87,13 +88,20 @@ class DefectNet(nn.Module):
         head_hidden: int = 128,
         dropout: float = 0.1,
         n_dopants: int = N_DOPANTS,
+        difference_gain: float = 0.0,
     ):
         self.config = network_config(locals())
         super().__init__()
         if d_model % n_heads:
             raise UserError(f"model: d_model={d_model} is not divisible by n_heads={n_heads}.")
+        self.difference_gain = difference_gain
         self.encoder = SpectralEncoder(
-            in_channels, n_points, conv_channels, kernel_sizes, d_model, dropout
+            in_channels + (difference_gain > 0),
+            n_points,
+            conv_channels,
+            kernel_sizes,
+            d_model,
+            dropout,
         )
         # a unit-scale query makes the attention selective from the start (a bare linear map
         # of a sparse 0/1 vector gives near-uniform attention, which averages the spectrum away)
@@ -115,11 +123,21 @@ class DefectNet(nn.Module):
         peak = spectra[:, :1].amax(dim=-1, keepdim=True).clamp_min(1e-12)
         return torch.cat([spectra[:, :2] / peak, spectra[:, 2:]], dim=1)
 
+    def channels(self, spectra: torch.Tensor) -> torch.Tensor:
+        """The encoder's input: the scaled channels, and with ``difference_gain`` > 0 the
+        difference doped − pristine times the gain. A dilute dopant moves the spectrum by about
+        its concentration, far below the host's own shape; the first convolution could form the
+        difference, but it starts buried under the host, which is what differs between parents."""
+        x = self.scale(spectra)
+        if self.difference_gain > 0:
+            x = torch.cat([x, self.difference_gain * (x[:, 1:2] - x[:, :1])], dim=1)
+        return x
+
     def forward(
         self, spectra: torch.Tensor, candidates: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns concentrations [B, 56] (0 outside candidates) and attention [B, L]."""
-        tokens = self.encoder(self.scale(spectra))
+        tokens = self.encoder(self.channels(spectra))
         q = self.query(candidates).unsqueeze(1)  # [B, 1, d_model]
         attended, weights = self.attention(
             q, tokens, tokens, need_weights=True, average_attn_weights=True
