@@ -1,5 +1,6 @@
 """The comparison: metrics, NNLS unmixing, open set, ensemble coverage, the evaluate command."""
 
+import importlib.util
 import json
 
 import numpy as np
@@ -113,6 +114,23 @@ def test_nnls_unmixes_a_linear_mixture_exactly(tmp_path):
     assert np.allclose(pred, targets[order], atol=1e-5)
     with pytest.raises(ValueError, match="no single-dopant references for parent 'host'"):
         nnls_predict(dm, "test_id", {})
+    # the reference benchmark's per-candidate features: its NNLS is the evaluation's, each
+    # candidate's own share is exact where the other reference does not overlap, and a
+    # candidate without a reference is flagged
+    path = ROOT_DIR / "scripts" / "bench_reference_unmixing.py"
+    spec = importlib.util.spec_from_file_location("bench_reference_unmixing", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    features, entries, bench_nnls = bench.candidate_features(dm, "test_id", {"host": ref})
+    assert np.allclose(bench_nnls, pred, atol=1e-6) and len(entries) == 3 * n
+    column = {name: k for k, name in enumerate(bench.FEATURES)}
+    truth_at = targets[order][entries[:, 0], entries[:, 1]]
+    known = features[:, column["has reference"]] == 1
+    assert (~known == (entries[:, 1] == DOPANTS.index("Sn"))).all()
+    assert np.allclose(features[known, column["nnls share"]], truth_at[known], atol=1e-5)
+    own = features[known, column["own least-squares share"]]
+    assert np.allclose(own, truth_at[known], atol=1e-3)
+    assert (features[:, column["candidates"]] == 3).all()
 
 
 def test_open_set_mask_and_augmentation_offer_every_non_host_element():
