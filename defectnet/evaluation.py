@@ -49,6 +49,17 @@ def load_references(folder: str | Path) -> dict[str, dict]:
     return {json.loads(f.read_text())["parent_id"]: json.loads(f.read_text()) for f in files}
 
 
+def reference_columns(ref: dict, slots) -> list[np.ndarray | None]:
+    """Each offered dopant's single-dopant difference spectrum at unit concentration, from a
+    host's references; None where the host has no reference for it."""
+    pristine = np.asarray(ref["pristine"])
+    entries = [ref["dopants"].get(DOPANTS[slot]) for slot in slots]
+    return [
+        (np.asarray(e["spectrum"]) - pristine) / e["concentration"] if e is not None else None
+        for e in entries
+    ]
+
+
 def nnls_predict(dm: PDoSDataModule, split: str, references: dict[str, dict]) -> np.ndarray:
     """Unmix each difference spectrum (doped − pristine) as a non-negative mix of the host's
     single-dopant difference spectra scaled to unit concentration; candidates without a
@@ -64,13 +75,9 @@ def nnls_predict(dm: PDoSDataModule, split: str, references: dict[str, dict]) ->
                 f"no single-dopant references for parent '{parent}'; run stage=references "
                 "for the data set's preset."
             )
-        pristine = np.asarray(ref["pristine"])
-        cols, slots = [], []
-        for slot in np.flatnonzero(mask[row].numpy()):
-            entry = ref["dopants"].get(DOPANTS[slot])
-            if entry is not None:
-                cols.append((np.asarray(entry["spectrum"]) - pristine) / entry["concentration"])
-                slots.append(slot)
+        offered = np.flatnonzero(mask[row].numpy())
+        pairs = [(s, c) for s, c in zip(offered, reference_columns(ref, offered)) if c is not None]
+        slots, cols = [s for s, _ in pairs], [c for _, c in pairs]
         if not cols:
             continue
         diff = (spectra[row, 1] - spectra[row, 0]).numpy().astype(np.float64)

@@ -24,8 +24,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 
 from defectnet.cli import CONF_DIR
 from defectnet.data.datamodule import PDoSDataModule
-from defectnet.elements import DOPANTS
-from defectnet.evaluation import load_references, train_mean_predict
+from defectnet.evaluation import load_references, reference_columns, train_mean_predict
 from defectnet.metrics import best_threshold, split_metrics
 
 FEATURES = (
@@ -50,18 +49,11 @@ def candidate_features(dm: PDoSDataModule, split: str, references: dict) -> tupl
     nnls_pred = np.zeros(mask.shape)
     rows, features = [], []
     for row, parent_index in enumerate(batch.parent.tolist()):
-        ref = references[dm.dataset.parents[parent_index]]
-        pristine = np.asarray(ref["pristine"])
         slots = np.flatnonzero(mask[row])
-        columns, known = [], []
-        for slot in slots:
-            entry = ref["dopants"].get(DOPANTS[slot])
-            known.append(entry is not None)
-            columns.append(
-                (np.asarray(entry["spectrum"]) - pristine) / entry["concentration"]
-                if entry is not None
-                else np.zeros_like(pristine)
-            )
+        columns = reference_columns(references[dm.dataset.parents[parent_index]], slots)
+        known = [c is not None for c in columns]
+        width = batch.spectra.shape[-1]
+        columns = [c if c is not None else np.zeros(width) for c in columns]
         diff = (batch.spectra[row, 1] - batch.spectra[row, 0]).numpy().astype(np.float64)
         basis = np.stack(columns, axis=1)
         share, residual = nnls(basis, diff) if any(known) else (np.zeros(len(slots)), 0.0)
