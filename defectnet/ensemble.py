@@ -59,8 +59,10 @@ def normal_quantile(level: float) -> float:
 
 
 @torch.no_grad()
-def ensemble_predict(networks, spectra: torch.Tensor, mask: torch.Tensor) -> EnsemblePrediction:
-    outputs = [net(spectra, mask) for net in networks]
+def ensemble_predict(
+    networks, spectra: torch.Tensor, mask: torch.Tensor, references: torch.Tensor | None = None
+) -> EnsemblePrediction:
+    outputs = [net(spectra, mask, references) for net in networks]
     members = torch.stack([c for c, _ in outputs]).numpy()
     attention = torch.stack([a for _, a in outputs]).mean(0).numpy()
     return EnsemblePrediction.from_members(members, attention)
@@ -118,4 +120,5 @@ def network_members(networks, dm: PDoSDataModule, split: str, open_set: bool = F
     batch = dm.split_tensors(split)
     mask = open_set_mask(batch.composition) if open_set else batch.candidates
     x = batch.inputs()
-    return np.stack([net(x, mask)[0].numpy() for net in networks]), mask.numpy()
+    refs = batch.references
+    return np.stack([net(x, mask, refs)[0].numpy() for net in networks]), mask.numpy()

@@ -11,7 +11,6 @@ element as a candidate.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from scipy.optimize import nnls
 
 from defectnet.atomic import write_json_atomic, write_text_atomic
 from defectnet.data.datamodule import TEST_SPLITS, PDoSDataModule
+from defectnet.data.references import ReferenceError, load_references, reference_columns
 from defectnet.elements import DOPANTS
 from defectnet.ensemble import EnsemblePrediction, load_ensemble, network_members
 from defectnet.errors import UserError
@@ -31,33 +31,6 @@ from defectnet.metrics import best_threshold, coverage, split_metrics
 from defectnet.runtime import finish_wandb, instantiate_all, log_once
 
 log = logging.getLogger(__name__)
-
-
-class ReferenceError(UserError):
-    """Single-dopant reference spectra that are missing or do not fit the data set."""
-
-
-def load_references(folder: str | Path) -> dict[str, dict]:
-    """``references/<parent id>.json`` files written by ``defectnet-generate stage=references``."""
-    folder = Path(folder)
-    files = sorted(folder.glob("*.json"))
-    if not files:
-        raise ReferenceError(
-            f"{folder}: no single-dopant references; compute them with "
-            "defectnet-generate generate=<preset> stage=references (same preset as the data set)."
-        )
-    return {json.loads(f.read_text())["parent_id"]: json.loads(f.read_text()) for f in files}
-
-
-def reference_columns(ref: dict, slots) -> list[np.ndarray | None]:
-    """Each offered dopant's single-dopant difference spectrum at unit concentration, from a
-    host's references; None where the host has no reference for it."""
-    pristine = np.asarray(ref["pristine"])
-    entries = [ref["dopants"].get(DOPANTS[slot]) for slot in slots]
-    return [
-        (np.asarray(e["spectrum"]) - pristine) / e["concentration"] if e is not None else None
-        for e in entries
-    ]
 
 
 def nnls_predict(dm: PDoSDataModule, split: str, references: dict[str, dict]) -> np.ndarray:
@@ -153,7 +126,8 @@ def undoped_crystals(networks, dm: PDoSDataModule, threshold: float, n_candidate
         mask *= (offered > 0).to(mask.dtype)  # never a dopant the parent was not offered
         i = rows[0]
         x = torch.stack([ds.pristine[i], ds.pristine[i], ds.composition[i]])[None]
-        pred = np.mean([net(x, mask)[0].numpy() for net in networks], axis=0)[0]
+        refs = dm.references[k][None] if dm.references is not None else None
+        pred = np.mean([net(x, mask, refs)[0].numpy() for net in networks], axis=0)[0]
         top = float(pred[mask[0].numpy() > 0].max())
         out[parent] = {
             "held_out": parent in dm.splits.ood_parents,
@@ -190,7 +164,10 @@ def evaluate(cfg: DictConfig) -> dict:
     log_once()
     from defectnet.plots import error_profile_plot, quartile_parity_plot
 
-    dm: PDoSDataModule = instantiate(cfg.data)
+    # the references NNLS reads are the ones a reference-informed network reads
+    dm: PDoSDataModule = instantiate(
+        cfg.data, references=cfg.data.get("references") or cfg.get("references")
+    )
     dm.setup("test")
     networks, grid, stored, paths = load_ensemble(cfg.ckpt_path)
     if grid != dm.dataset.grid:

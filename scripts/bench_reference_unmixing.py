@@ -24,7 +24,8 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 
 from defectnet.cli import CONF_DIR
 from defectnet.data.datamodule import PDoSDataModule
-from defectnet.evaluation import load_references, reference_columns, train_mean_predict
+from defectnet.data.references import load_references, reference_columns
+from defectnet.evaluation import train_mean_predict
 from defectnet.metrics import best_threshold, split_metrics
 
 FEATURES = (

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, open_dict
 from defectnet.cli import CONF_DIR, ROOT_DIR
 
 DEMO_CACHE = ROOT_DIR / "data" / "demo_hosts8" / "dataset.safetensors"
+DEMO_REFERENCES = ROOT_DIR / "data" / "demo_hosts8" / "references"  # its single-dopant spectra
 
 # A Si run small enough for a test: 8-atom cells, one dopant at a time.
 TINY_SI = [

@@ -10,14 +10,13 @@ from omegaconf import open_dict
 
 from defectnet.data.cache import PDoSDataset, save_cache
 from defectnet.data.datamodule import Batch, PDoSDataModule, SpectrumAugmentation, open_set_mask
+from defectnet.data.references import load_references
 from defectnet.elements import DOPANTS, candidate_vector, composition_vector
-from defectnet.evaluation import evaluate, load_references, nnls_predict, undoped_crystals
+from defectnet.evaluation import evaluate, nnls_predict, undoped_crystals
 from defectnet.metrics import best_threshold, coverage, split_metrics
 from defectnet.spectra import EnergyGrid
 
-from .conftest import DEMO_CACHE, ROOT_DIR, compose_config
-
-DEMO_REFERENCES = ROOT_DIR / "data" / "demo_hosts8" / "references"  # experiment=demo's data
+from .conftest import DEMO_CACHE, DEMO_REFERENCES, ROOT_DIR, compose_config
 
 
 def test_split_metrics_count_what_they_say():
@@ -200,7 +199,7 @@ class _Echo(torch.nn.Module):
 
     offered: list = []
 
-    def forward(self, x, mask):
+    def forward(self, x, mask, references=None):
         self.offered.append(int(mask.sum()))
         return x[:, 1, 10:11].expand_as(mask) * mask, None
 

@@ -4,7 +4,9 @@ Splits: test-OOD holds out whole parents (by parent id, never by record); the re
 are split at random into train / val / test-ID, so test-ID shares parents with training. With
 ``val_by_parent`` val holds out whole parents too, so early stopping, checkpoint choice and
 sweeps aim at unseen hosts, the aim of pretraining, rather than at more samples of known ones.
-Augmentation is applied on the device, batch-wise, to training batches only.
+Augmentation is applied on the device, batch-wise, to training batches only. With
+``references`` (a ``stage=references`` folder) every sample also carries its host's
+single-dopant difference spectra, which the reference-informed network reads.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from defectnet.data.cache import PDoSDataset, load_cache
+from defectnet.data.references import host_references
 from defectnet.elements import DOPANTS, N_COMPOSITION, N_DOPANTS, NOBLE_GASES
 from defectnet.errors import UserError
 from defectnet.spectra import FWHM_TO_SIGMA
@@ -37,6 +40,8 @@ class Batch(NamedTuple):
     targets: torch.Tensor  # [B, 56] concentrations (0 for absent candidates)
     n_dopants: torch.Tensor  # [B] dopants present
     parent: torch.Tensor  # [B] index into the data set's parents
+    # [B, 56, P] the host's unit-concentration single-dopant difference spectra (data.references)
+    references: torch.Tensor | None = None
 
     def inputs(self) -> torch.Tensor:
         """[B, 3, P]: the network's three channels (pristine, doped, composition)."""
@@ -52,6 +57,21 @@ def open_set_mask(composition: torch.Tensor) -> torch.Tensor:
 
 def collate(samples) -> Batch:
     return Batch(*torch.utils.data.default_collate(samples))
+
+
+class SampleTensors(TensorDataset):
+    """The cached tensors in ``Batch`` order; with host references [P, 56, L] each sample also
+    gets its parent's, looked up on access rather than copied per sample."""
+
+    def __init__(self, *tensors: torch.Tensor, references: torch.Tensor | None = None):
+        super().__init__(*tensors)
+        self.references = references
+
+    def __getitem__(self, index):
+        items = super().__getitem__(index)
+        if self.references is None:
+            return items
+        return (*items, self.references[items[Batch._fields.index("parent")]])
 
 
 @dataclass
@@ -162,20 +182,26 @@ class SpectrumAugmentation:
 
     def __call__(self, batch: Batch) -> Batch:
         spectra, mask = batch.spectra.clone(), batch.candidates
+        n_spectra = spectra.shape[1]
+        if batch.references is not None:  # stretched and smoothed with the sample's spectra
+            spectra = torch.cat([spectra, batch.references], dim=1)
         if self.extra_distractors > 0:
             mask = self._add_distractors(batch.composition, mask)
         if self.open_set > 0:
             rows = torch.rand(mask.shape[0], 1, device=mask.device) < self.open_set
             mask = torch.where(rows, open_set_mask(batch.composition), mask)
         if self.max_energy_stretch > 0:
-            spectra = self._stretch(spectra)
+            spectra = self._stretch(spectra, n_spectra)
         if self.max_extra_fwhm > 0:
             spectra = self._smooth(spectra)
+        spectra, references = spectra[:, :n_spectra], spectra[:, n_spectra:]
         if self.counts:
             spec = spectra.clamp_min(0)
             sigma = torch.sqrt(spec / (self.counts * self.energy_step))
             noisy = (spec + sigma * torch.randn_like(spec)).clamp_min(0)
             spectra = noisy / (noisy.sum(-1, keepdim=True) * self.energy_step).clamp_min(1e-12)
+        if batch.references is not None:
+            batch = batch._replace(references=references)
         return batch._replace(spectra=spectra, candidates=mask)
 
     def _add_distractors(self, composition, mask):
@@ -186,7 +212,9 @@ class SpectrumAugmentation:
         extra = (rank < k) & allowed
         return torch.where(extra, torch.ones_like(mask), mask)
 
-    def _stretch(self, spectra):
+    def _stretch(self, spectra, n_normalized: int):
+        """E → f·E; the first ``n_normalized`` channels (PDoS) keep unit area, the rest
+        (difference spectra, of near-zero area) take the change of variable's 1/f."""
         b, _, n = spectra.shape
         bound = math.log1p(self.max_energy_stretch)
         factor = torch.exp((2 * torch.rand(b, 1, device=spectra.device) - 1) * bound)
@@ -201,8 +229,9 @@ class SpectrumAugmentation:
         lo = lo.clamp(0, n - 2).unsqueeze(1).expand(-1, spectra.shape[1], -1)
         left, right = spectra.gather(2, lo), spectra.gather(2, lo + 1)
         out = torch.where(inside, (1 - w) * left + w * right, torch.zeros_like(left))
-        area = out.sum(-1, keepdim=True) * self.energy_step
-        return out / area.clamp_min(1e-12)
+        area = out[:, :n_normalized].sum(-1, keepdim=True) * self.energy_step
+        pdos = out[:, :n_normalized] / area.clamp_min(1e-12)
+        return torch.cat([pdos, out[:, n_normalized:] / factor[:, :, None]], dim=1)
 
     def _smooth(self, spectra):
         b, c, n = spectra.shape
@@ -230,6 +259,7 @@ class PDoSDataModule(L.LightningDataModule):
         val_by_parent: bool = False,
         num_workers: int = 0,
         augmentation: SpectrumAugmentation | None = None,
+        references: str | None = None,
     ):
         super().__init__()
         self.path = path
@@ -241,6 +271,8 @@ class PDoSDataModule(L.LightningDataModule):
         self.val_by_parent = val_by_parent
         self.num_workers = num_workers
         self.augmentation = augmentation
+        self.references_dir = references
+        self.references: torch.Tensor | None = None  # [P, 56, L] with data.references
         self.dataset: PDoSDataset | None = None
         self.splits: Splits | None = None
 
@@ -271,13 +303,16 @@ class PDoSDataModule(L.LightningDataModule):
             self.val_by_parent,
         )
         ds = self.dataset
-        self._tensors = TensorDataset(
+        if self.references_dir:
+            self.references = host_references(self.references_dir, ds.parents, ds.grid.n_points)
+        self._tensors = SampleTensors(
             torch.stack([ds.pristine, ds.doped], dim=1),
             ds.composition,
             ds.mask,
             ds.targets,
             (ds.targets > 0).sum(dim=1),
             ds.parent_index,
+            references=self.references,
         )
 
     def _loader(self, idx: np.ndarray, shuffle: bool) -> DataLoader:

@@ -134,9 +134,10 @@ class DefectNet(nn.Module):
         return x
 
     def forward(
-        self, spectra: torch.Tensor, candidates: torch.Tensor
+        self, spectra: torch.Tensor, candidates: torch.Tensor, references=None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns concentrations [B, 56] (0 outside candidates) and attention [B, L]."""
+        """Returns concentrations [B, 56] (0 outside candidates) and attention [B, L]; reads the
+        spectra only (``references`` are for ``ReferenceDefectNet``)."""
         tokens = self.encoder(self.channels(spectra))
         q = self.query(candidates).unsqueeze(1)  # [B, 1, d_model]
         attended, weights = self.attention(

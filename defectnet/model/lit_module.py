@@ -38,11 +38,11 @@ class DefectNetModule(L.LightningModule):
             for p in self.model.encoder.parameters():
                 p.requires_grad_(False)
 
-    def forward(self, spectra, candidates):
-        return self.model(spectra, candidates)
+    def forward(self, spectra, candidates, references=None):
+        return self.model(spectra, candidates, references)
 
     def _step(self, batch: Batch):
-        pred, attention = self(batch.inputs(), batch.candidates)
+        pred, attention = self(batch.inputs(), batch.candidates, batch.references)
         loss = masked_mse(pred, batch.targets, batch.candidates)
         return pred, loss, batch.candidates, batch.targets, batch.n_dopants, attention
 

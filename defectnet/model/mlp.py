@@ -41,9 +41,10 @@ class MLPBaseline(nn.Module):
         self.encoder = self.net[:-1]  # what model.freeze_encoder freezes
 
     def forward(
-        self, spectra: torch.Tensor, candidates: torch.Tensor
+        self, spectra: torch.Tensor, candidates: torch.Tensor, references=None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Concentrations [B, 56] and, for a like-for-like interface, uniform attention [B, L]."""
+        """Concentrations [B, 56] and, for a like-for-like interface, uniform attention [B, L]
+        (spectrum only: ``references`` are not read)."""
         x = torch.cat([DefectNet.scale(spectra).flatten(1), candidates], dim=1)
         conc = F.softplus(self.net(x)) * candidates
         uniform = spectra.new_full((spectra.shape[0], spectra.shape[-1]), 1 / spectra.shape[-1])

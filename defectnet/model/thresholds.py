@@ -24,9 +24,10 @@ def validation_thresholds(
     batch = datamodule.split_tensors("val")
     target = batch.targets.numpy()
     x = batch.inputs().to(next(network.parameters()).device)
+    refs = batch.references.to(x.device) if batch.references is not None else None
     chosen = []
     for mask in (batch.candidates, open_set_mask(batch.composition)):
-        pred = network(x, mask.to(x.device))[0].cpu().numpy()
+        pred = network(x, mask.to(x.device), refs)[0].cpu().numpy()
         chosen.append(best_threshold(pred, target, mask.numpy(), max_fpr))
     return Thresholds(*chosen)
 

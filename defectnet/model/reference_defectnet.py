@@ -1,0 +1,163 @@
+"""Reference-informed DefectNet: each candidate asks the spectrum with its own signature in the
+host.
+
+A spectrum-only network has to learn from the training hosts how every dopant changes every
+host, and on hosts it never saw it barely beats the training mean. The host's single-dopant
+references (``stage=references``: one relaxed cell per dopant, the same phonon machinery as the
+samples) carry exactly that knowledge for the host at hand. This network reads them:
+
+* the sample's difference spectrum (doped − pristine) is unmixed over the candidates'
+  unit-concentration reference differences (non-negative least squares, in the forward pass);
+* each candidate becomes its own query: an embedding of the element, an encoding of its
+  reference difference and per-candidate unmixing features (its NNLS share, its own
+  least-squares share and cosine with the difference, the reference's and the difference's
+  size, the residual, the total share, the number of candidates, whether it has a reference);
+* multi-head attention reads the spectral tokens (pristine, doped, composition and the
+  amplified difference, as in ``DefectNet``) with those 56 queries;
+* a shared head maps each attended vector and its features to a correction of the NNLS share;
+  the concentration is the corrected share, non-negative and hard-masked to the candidates.
+
+The head's last layer starts at zero, so an untrained network answers NNLS; what it learns is
+how unmixing errs (overlapping signatures, anharmonic mixing of several dopants, smoothing),
+which carries over to hosts it never saw because every input is relative to the host's own
+references.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from defectnet.elements import N_DOPANTS
+from defectnet.errors import UserError
+from defectnet.model.defectnet import SpectralEncoder, network_config
+from defectnet.model.unmixing import nonnegative_unmix
+
+N_FEATURES = 9
+TINY = 1e-6
+
+
+class ReferenceDefectNet(nn.Module):
+    """Concentrations of the candidate dopants from pristine and doped spectra and the host's
+    single-dopant references."""
+
+    reads_references = True
+
+    def __init__(
+        self,
+        n_points: int = 100,
+        in_channels: int = 3,
+        d_model: int = 128,
+        n_heads: int = 4,
+        conv_channels: Sequence[int] = (64, 128),
+        kernel_sizes: Sequence[int] | int = (7, 5),
+        head_hidden: int = 128,
+        dropout: float = 0.1,
+        n_dopants: int = N_DOPANTS,
+        difference_gain: float = 20.0,
+        unmix_iterations: int = 300,
+    ):
+        self.config = network_config(locals())
+        super().__init__()
+        if d_model % n_heads:
+            raise UserError(f"model: d_model={d_model} is not divisible by n_heads={n_heads}.")
+        self.difference_gain = difference_gain
+        self.unmix_iterations = unmix_iterations
+        self.encoder = SpectralEncoder(
+            in_channels + 1, n_points, conv_channels, kernel_sizes, d_model, dropout
+        )
+        self.element = nn.Parameter(torch.zeros(n_dopants, d_model))
+        nn.init.normal_(self.element, std=0.02)
+        self.signature = nn.Sequential(
+            nn.Linear(n_points, d_model), nn.GELU(), nn.Linear(d_model, d_model)
+        )
+        self.features = nn.Linear(N_FEATURES, d_model)
+        self.query_norm = nn.LayerNorm(d_model)
+        self.attention = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
+        self.head = nn.Sequential(
+            nn.LayerNorm(d_model + N_FEATURES),
+            nn.Linear(d_model + N_FEATURES, head_hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(head_hidden, 1),
+        )
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
+
+    def unmixing_features(
+        self, diff: torch.Tensor, signatures: torch.Tensor, candidates: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """NNLS shares [B, 56] and per-candidate features [B, 56, N_FEATURES] of a difference
+        spectrum [B, L] against the candidates' signatures [B, 56, L] (all scaled alike)."""
+        known = signatures.abs().sum(-1) > 0
+        active = (candidates > 0) & known
+        share, residual = nonnegative_unmix(diff, signatures, active, self.unmix_iterations)
+        strength = torch.linalg.vector_norm(signatures, dim=-1)  # [B, 56]
+        size = torch.linalg.vector_norm(diff, dim=-1, keepdim=True)  # [B, 1]
+        overlap = (signatures * diff[:, None]).sum(-1)
+        own = torch.where(known, overlap / strength.clamp_min(TINY) ** 2, 0.0)
+        cosine = torch.where(known, overlap / (strength * size).clamp_min(TINY), 0.0)
+        n = candidates.sum(-1, keepdim=True)
+        features = torch.stack(
+            [
+                share,
+                own.clamp(-1.0, 2.0),
+                cosine,
+                torch.log(strength + TINY),
+                torch.log(size + TINY).expand_as(share),
+                torch.log(residual[:, None] + TINY).expand_as(share),
+                share.sum(-1, keepdim=True).expand_as(share),
+                (n / 6).expand_as(share),
+                known.to(share.dtype),
+            ],
+            dim=-1,
+        )
+        return share, features
+
+    def forward(
+        self,
+        spectra: torch.Tensor,
+        candidates: torch.Tensor,
+        references: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """spectra [B, 3, L], candidates [B, 56], references [B, 56, L] (unit-concentration
+        difference spectra, zero rows where the host has none) → concentrations [B, 56] and
+        the candidates' mean attention over energy [B, L]."""
+        if references is None:
+            raise UserError(
+                "this model reads the host's single-dopant references: give references=<folder "
+                "of defectnet-generate stage=references> (data.references when training)."
+            )
+        peak = spectra[:, :1].amax(dim=-1, keepdim=True).clamp_min(1e-12)
+        pristine, doped = spectra[:, 0] / peak[:, 0], spectra[:, 1] / peak[:, 0]
+        diff = doped - pristine
+        x = torch.cat(
+            [
+                pristine[:, None],
+                doped[:, None],
+                spectra[:, 2:],
+                self.difference_gain * diff[:, None],
+            ],
+            dim=1,
+        )
+        tokens = self.encoder(x)  # [B, L, d_model]
+        signatures = references / peak
+        share, features = self.unmixing_features(diff, signatures, candidates)
+        # a signature's size varies by orders of magnitude between dopants and hosts: its shape
+        # enters the query, its size the features
+        shape = signatures / torch.linalg.vector_norm(signatures, dim=-1, keepdim=True).clamp_min(
+            TINY
+        )
+        query = self.query_norm(self.element + self.signature(shape) + self.features(features))
+        attended, weights = self.attention(
+            query, tokens, tokens, need_weights=True, average_attn_weights=True
+        )
+        correction = self.head(torch.cat([attended, features], dim=-1)).squeeze(-1)
+        conc = F.relu(share + correction) * candidates
+        mean_attention = (weights * candidates[..., None]).sum(1) / candidates.sum(
+            -1, keepdim=True
+        ).clamp_min(1)
+        return conc, mean_attention
