@@ -95,6 +95,25 @@ def candidate_list(host: str, candidates) -> tuple[list[str], bool]:
     return [e for e in PROPOSABLE if e not in host_elements], True
 
 
+def host_signatures(networks, cfg: DictConfig, grid: EnergyGrid, names: list[str]):
+    """The host's single-dopant references [1, 56, L] and its parent id, for a model that reads
+    them (``ReferenceDefectNet``); (None, None) for a spectrum-only model."""
+    if not any(getattr(net, "reads_references", False) for net in networks):
+        return None, None
+    from defectnet.data.references import reference_matrix, references_for_host
+
+    ref = references_for_host(cfg.references, str(cfg.host))
+    matrix = reference_matrix(ref, grid.n_points, "references")
+    missing = [n for n in names if not matrix[DOPANTS.index(n)].any()]
+    if missing:
+        log.info(
+            "no single-dopant reference for %s in %s: the model reads the spectrum alone there",
+            ", ".join(missing),
+            ref["parent_id"],
+        )
+    return matrix[None], ref["parent_id"]
+
+
 def predict(cfg: DictConfig) -> dict:
     """Run the command: load, predict, print the table, write JSON and the PNG report."""
     from defectnet.plots import prediction_report
@@ -113,7 +132,8 @@ def predict(cfg: DictConfig) -> dict:
         )
     x = torch.tensor(np.stack([pristine, doped, composition])[None])
     mask = torch.tensor(candidate_vector(names))[None]
-    result = ensemble_predict(networks, x, mask)
+    references, reference_host = host_signatures(networks, cfg, grid, names)
+    result = ensemble_predict(networks, x, mask, references)
     low, high = result.interval(float(cfg.interval), float(cfg.interval_scale))
     rows = []
     for name in names:
@@ -147,6 +167,7 @@ def predict(cfg: DictConfig) -> dict:
         "pristine": str(cfg.pristine),
         "open_set": open_set,
         "checkpoints": [str(p) for p in paths],
+        "references": reference_host,
         "interval": float(cfg.interval),
         "threshold": threshold,
         "dopants": rows,

@@ -119,5 +119,16 @@ def pretrained(ensemble) -> Path:
 
 
 @pytest.fixture(scope="session")
+def reference_checkpoint(tmp_path_factory) -> Path:
+    """A small reference-informed DefectNet from two short epochs on the demo set."""
+    return _train_briefly(
+        tmp_path_factory.mktemp("reference"),
+        "model=reference_defectnet",
+        f"data.references={DEMO_REFERENCES}",
+        *SMALL,
+    )
+
+
+@pytest.fixture(scope="session")
 def mlp_checkpoint(tmp_path_factory) -> Path:
     return _train_briefly(tmp_path_factory.mktemp("mlp"), "model=mlp")

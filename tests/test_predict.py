@@ -12,11 +12,12 @@ from omegaconf import open_dict
 
 from defectnet.data.cache import load_cache
 from defectnet.elements import DOPANTS, PROPOSABLE, UnknownElementError
+from defectnet.errors import UserError
 from defectnet.io import SpectrumFileError
 from defectnet.model.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_network
 from defectnet.predict import predict
 
-from .conftest import DEMO_CACHE, compose_config
+from .conftest import DEMO_CACHE, DEMO_REFERENCES, compose_config
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +61,28 @@ def test_ensemble_prediction_with_candidates_writes_table_json_and_report(
     assert saved["dopants"] == summary["dopants"]
     assert Path(summary["report"]).stat().st_size > 20_000
     assert "90 % interval" in capsys.readouterr().out
+
+
+def test_a_reference_informed_model_finds_the_hosts_references_by_formula(
+    reference_checkpoint, gaas_files, tmp_path
+):
+    folder, present, offered = gaas_files
+    files = (f"doped={folder / 'doped.txt'}", f"pristine={folder / 'pristine.txt'}")
+    summary = run(
+        tmp_path,
+        reference_checkpoint,
+        "host=GaAs",
+        *files,
+        f"candidates=[{','.join(offered)}]",
+        f"references={DEMO_REFERENCES}",
+    )
+    assert summary["references"] == "zincblende-GaAs"
+    assert all(r["concentration"] >= 0 for r in summary["dopants"])
+    one_file = DEMO_REFERENCES / "zincblende-GaAs.json"  # a file is taken as given
+    again = run(tmp_path, reference_checkpoint, "host=GaAs", *files, f"references={one_file}")
+    assert again["references"] == "zincblende-GaAs"
+    with pytest.raises(UserError, match="no single-dopant references for host GaN"):
+        run(tmp_path, reference_checkpoint, "host=GaN", *files, f"references={DEMO_REFERENCES}")
 
 
 def test_open_set_offers_every_non_host_element(pretrained, gaas_files, tmp_path):

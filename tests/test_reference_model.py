@@ -114,33 +114,17 @@ def test_samples_carry_their_hosts_references_through_augmentation():
     assert error(out.references[0, slot]) < 0.05 and error(one.references[0, slot]) > 0.5
 
 
-def test_a_short_training_run_reads_references_and_evaluates(tmp_path):
+def test_a_short_training_run_reads_references_and_evaluates(reference_checkpoint, tmp_path):
     from defectnet.evaluation import evaluate
-    from defectnet.training import train
 
-    cfg = compose_config(
-        "train",
-        [
-            "experiment=demo",
-            "model=reference_defectnet",
-            f"data.references={DEMO_REFERENCES}",
-            "logger=none",
-            "trainer.max_epochs=2",
-            "test=false",
-            "model.model.d_model=32",
-            "model.model.conv_channels=[16,32]",
-            "model.model.head_hidden=32",
-        ],
-    )
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "train")
-    train(cfg)
-    ckpt = tmp_path / "train" / "checkpoints" / "last.ckpt"
-    network, _, _ = load_network(ckpt)
+    network, _, _ = load_network(reference_checkpoint)
     assert isinstance(network, ReferenceDefectNet)
-    cfg = compose_config("eval", [f"ckpt_path={ckpt}", f"references={DEMO_REFERENCES}"])
+    cfg = compose_config(
+        "eval", [f"ckpt_path={reference_checkpoint}", f"references={DEMO_REFERENCES}"]
+    )
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "eval")
     metrics = evaluate(cfg)
     assert {"DefectNet", "NNLS"} <= set(metrics["methods"])
     assert metrics["methods"]["DefectNet"]["test_ood"]["rmse"] > 0
+    assert len(metrics["undoped_crystals"]) == 8  # the undoped check reads references too

@@ -62,6 +62,39 @@ def reference_matrix(ref: dict, n_points: int, where: str = "references") -> tor
     return out
 
 
+def references_for_host(spec: str | Path, host: str) -> dict:
+    """One host's references for prediction: ``spec`` is a ``stage=references`` JSON file
+    (used as given) or a folder of them, where the host is found by its formula (a parent id
+    ends with it: ``zincblende-GaAs``)."""
+    from defectnet.elements import formula_composition
+
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return json.loads(path.read_text())
+    references = load_references(path)
+    want = formula_composition(host)
+    matches = []
+    for parent_id in references:
+        try:
+            composition = formula_composition(parent_id.rsplit("-", 1)[-1])
+        except UserError:  # an id that does not end with a formula
+            continue
+        if np.allclose(composition, want):
+            matches.append(parent_id)
+    if not matches:
+        raise ReferenceError(
+            f"references: no single-dopant references for host {host} in {path} "
+            f"({len(references)} hosts); compute them with defectnet-generate stage=references "
+            "for a parent set holding it and pass references=<its folder or JSON file>."
+        )
+    if len(matches) > 1:
+        raise ReferenceError(
+            f"references: {len(matches)} hosts in {path} have the formula {host} "
+            f"({', '.join(matches)}); pass references={path}/<one of them>.json."
+        )
+    return references[matches[0]]
+
+
 def host_references(folder: str | Path, parents: list[str], n_points: int) -> torch.Tensor:
     """[P, 56, n_points]: ``reference_matrix`` of each parent, in the order of ``parents``."""
     references = load_references(folder)
