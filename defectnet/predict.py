@@ -95,6 +95,28 @@ def candidate_list(host: str, candidates) -> tuple[list[str], bool]:
     return [e for e in PROPOSABLE if e not in host_elements], True
 
 
+def model_to_use(cfg: DictConfig):
+    """``ckpt_path``, or without one the shipped model: the reference-informed ensemble when
+    ``references`` holds the host's single-dopant spectra (it reads unseen hosts far better),
+    else the spectrum-only one."""
+    if cfg.get("ckpt_path") is not None:
+        return cfg.ckpt_path
+    from defectnet.data.references import references_for_host
+    from defectnet.model.pretrained import MEMBER_GLOB, REFERENCE_MODEL, pretrained_dir
+
+    folder = pretrained_dir() / REFERENCE_MODEL
+    if any(folder.glob(MEMBER_GLOB)) and cfg.get("references"):
+        if references_for_host(cfg.references, str(cfg.host), required=False) is not None:
+            return str(folder)
+        log.info(
+            "no single-dopant references for %s in %s: the spectrum-only shipped model answers "
+            "(defectnet-generate stage=references makes them)",
+            cfg.host,
+            cfg.references,
+        )
+    return None
+
+
 def host_signatures(networks, cfg: DictConfig, grid: EnergyGrid, names: list[str]):
     """The host's single-dopant references [1, 56, L] and its parent id, for a model that reads
     them (``ReferenceDefectNet``); (None, None) for a spectrum-only model."""
@@ -118,7 +140,7 @@ def predict(cfg: DictConfig) -> dict:
     """Run the command: load, predict, print the table, write JSON and the PNG report."""
     from defectnet.plots import prediction_report
 
-    networks, grid, thresholds, paths = load_ensemble(cfg.ckpt_path)
+    networks, grid, thresholds, paths = load_ensemble(model_to_use(cfg))
     composition = formula_composition(str(cfg.host))
     names, open_set = candidate_list(str(cfg.host), cfg.get("candidates"))
     threshold = thresholds.open_set if open_set else thresholds.guided

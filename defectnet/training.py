@@ -54,7 +54,7 @@ def predict_split(module: DefectNetModule, dm: PDoSDataModule, split: str) -> di
     """Predictions, targets and masks of one split, on CPU, outside the trainer."""
     module.eval()
     batch = dm.split_tensors(split)
-    pred, _ = module.to("cpu")(batch.inputs(), batch.candidates)
+    pred, _ = module.to("cpu")(batch.inputs(), batch.candidates, batch.references)
     return {"pred": pred, "target": batch.targets, "mask": batch.candidates}
 
 

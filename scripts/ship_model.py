@@ -75,6 +75,7 @@ def main(cfg: DictConfig) -> None:
             "path": short_path(data["path"]),
             "samples": len(ds),
             "parents": len(ds.parents),
+            "parent_ids": list(ds.parents),  # the set grows; these are the ones it learned from
             "settings_hashes": ds.meta.get("settings_hashes"),
         }
     written = ship(members, card, Path(cfg.folder))

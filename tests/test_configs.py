@@ -116,7 +116,7 @@ def test_the_wheel_ships_every_config_the_shipped_data_sets_and_the_pretrained_m
             relative = path.relative_to(ROOT_DIR / folder).as_posix()
             depth = relative.count("/")
             assert any(fnmatch(relative, p) and p.count("/") == depth for p in patterns), relative
-    shipped = sorted((ROOT_DIR / "defectnet" / "pretrained").iterdir())
+    shipped = sorted(p for p in (ROOT_DIR / "defectnet" / "pretrained").rglob("*") if p.is_file())
     assert shipped, "the pretrained model ships in defectnet/pretrained"
     for path in shipped:  # the shipped model's members and card
         relative = path.relative_to(ROOT_DIR / "defectnet").as_posix()

@@ -1,10 +1,16 @@
 """The pretrained model: shipping a run's checkpoints, and the model that ships."""
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
+from omegaconf import open_dict
 
 from defectnet.cli import ROOT_DIR
 from defectnet.data.cache import load_cache
+from defectnet.data.references import host_references
+from defectnet.elements import DOPANTS
 from defectnet.ensemble import checkpoint_paths, ensemble_predict, load_ensemble
 from defectnet.model.checkpoint import load_network
 from defectnet.model.pretrained import (
@@ -36,24 +42,64 @@ def test_shipping_keeps_only_weights_and_the_entry(ensemble, tmp_path):
     assert member_for_seed(tmp_path, 3) == written[1]  # seed mod M
 
 
-def test_the_shipped_model_loads_safely_and_reads_a_known_sample():
-    members = pretrained_members()
+@pytest.mark.parametrize("reads_references", [False, True], ids=["spectrum", "references"])
+def test_the_shipped_model_loads_safely_and_reads_a_known_sample(reads_references):
+    members = pretrained_members(reads_references)
     for member in members:  # nothing is unpickled
         torch.load(member, map_location="cpu", weights_only=True)
-    card = pretrained_card()
+    card = pretrained_card(reads_references)
     assert card["data_set"]["samples"] > 0 and len(card["members"]) == len(members)
     # simulated samples with one clearly dominant dopant, of the parents the model learned from
+    # (the committed set has grown past the ones an older model saw)
     ds = load_cache(ROOT_DIR / "data" / "pretrain" / "dataset.safetensors")
-    held_out = set(card["members"][0]["data"]["ood_parents"])
+    learned = set(card["data_set"]["parent_ids"]) - set(card["members"][0]["data"]["ood_parents"])
     top2 = ds.targets.topk(2, dim=1).values
-    seen = torch.tensor([p not in held_out for p in ds.parent_ids])
+    seen = torch.tensor([p in learned for p in ds.parent_ids])
     rows = torch.nonzero(seen & (top2[:, 0] >= 0.1) & (top2[:, 1] <= top2[:, 0] / 5)).ravel()
-    networks, *_ = load_ensemble(None)  # no ckpt_path: the shipped model
-    pred = ensemble_predict(networks, ds.inputs()[rows], ds.mask[rows])
+    networks, *_ = load_ensemble(members)
+    assert all(getattr(n, "reads_references", False) == reads_references for n in networks)
+    references = None
+    if reads_references:
+        folder = ROOT_DIR / "data" / "pretrain" / "references"
+        references = host_references(folder, ds.parents, ds.grid.n_points)[ds.parent_index[rows]]
+    pred = ensemble_predict(networks, ds.inputs()[rows], ds.mask[rows], references)
     offered = ds.mask[rows].numpy() > 0
     right = np.where(offered, pred.mean, -1).argmax(1) == ds.targets[rows].argmax(1).numpy()
     chance = (1 / offered.sum(1)).mean()
     assert len(rows) >= 20 and right.mean() >= max(0.7, 2 * chance), (right.mean(), chance)
+
+
+def test_predict_without_a_checkpoint_picks_the_shipped_model_for_the_host(tmp_path):
+    """With the host's references found the reference-informed model answers (here a parent
+    it never trained on), without them the spectrum-only one."""
+    from defectnet.predict import predict
+
+    card = pretrained_card(reads_references=True)
+    ds = load_cache(ROOT_DIR / "data" / "pretrain" / "dataset.safetensors")
+    held_out = card["members"][0]["data"]["ood_parents"]
+    formulas = [p.rsplit("-", 1)[-1] for p in ds.parents]
+    parent = next(p for p in held_out if formulas.count(p.rsplit("-", 1)[-1]) == 1)
+    row = int(torch.nonzero(ds.parent_index == ds.parents.index(parent))[0])
+    for name in ("pristine", "doped"):
+        spectrum = getattr(ds, name)[row].numpy()
+        np.savetxt(tmp_path / f"{name}.txt", np.c_[ds.grid.energies, spectrum])
+    offered = [DOPANTS[k] for k in np.flatnonzero(ds.mask[row].numpy())]
+    common = [
+        f"doped={tmp_path / 'doped.txt'}",
+        f"pristine={tmp_path / 'pristine.txt'}",
+        f"candidates=[{','.join(offered)}]",
+    ]
+    for host, reads in ((parent.rsplit("-", 1)[-1], True), ("BaSnO3", False)):
+        cfg = compose_config("predict", [f"host={host}", *common])
+        with open_dict(cfg):
+            cfg.output_dir = str(tmp_path / host)
+        summary = predict(cfg)
+        assert summary["references"] == (parent if reads else None)
+        assert all(
+            Path(c).parent.name == ("references" if reads else "pretrained")
+            for c in summary["checkpoints"]
+        )
+        assert Path(summary["report"]).is_file() and len(summary["dopants"]) == len(offered)
 
 
 def test_fine_tuning_presets_start_from_the_shipped_model():

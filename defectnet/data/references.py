@@ -62,15 +62,17 @@ def reference_matrix(ref: dict, n_points: int, where: str = "references") -> tor
     return out
 
 
-def references_for_host(spec: str | Path, host: str) -> dict:
+def references_for_host(spec: str | Path, host: str, required: bool = True) -> dict | None:
     """One host's references for prediction: ``spec`` is a ``stage=references`` JSON file
     (used as given) or a folder of them, where the host is found by its formula (a parent id
-    ends with it: ``zincblende-GaAs``)."""
+    ends with it: ``zincblende-GaAs``). Not found: an error, or None when not ``required``."""
     from defectnet.elements import formula_composition
 
     path = Path(spec).expanduser()
     if path.is_file():
         return json.loads(path.read_text())
+    if not required and not any(path.glob("*.json")):
+        return None
     references = load_references(path)
     want = formula_composition(host)
     matches = []
@@ -81,6 +83,8 @@ def references_for_host(spec: str | Path, host: str) -> dict:
             continue
         if np.allclose(composition, want):
             matches.append(parent_id)
+    if not matches and not required:
+        return None
     if not matches:
         raise ReferenceError(
             f"references: no single-dopant references for host {host} in {path} "

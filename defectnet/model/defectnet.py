@@ -74,6 +74,18 @@ class SpectralEncoder(nn.Module):
         return self.norm(self.conv(x).transpose(1, 2)) + self.position  # [B, L, d_model]
 
 
+def input_channels(spectra: torch.Tensor, difference_gain: float) -> torch.Tensor:
+    """A network's input: the scaled channels (``DefectNet.scale``), and with
+    ``difference_gain`` > 0 the difference doped − pristine times the gain. A dilute dopant
+    moves the spectrum by about its concentration, far below the host's own shape; the first
+    layer could form the difference, but it starts buried under the host, which is what differs
+    between parents."""
+    x = DefectNet.scale(spectra)
+    if difference_gain > 0:
+        x = torch.cat([x, difference_gain * (x[:, 1:2] - x[:, :1])], dim=1)
+    return x
+
+
 class DefectNet(nn.Module):
     """Concentrations of the candidate dopants from pristine and doped spectra."""
 
@@ -124,14 +136,7 @@ class DefectNet(nn.Module):
         return torch.cat([spectra[:, :2] / peak, spectra[:, 2:]], dim=1)
 
     def channels(self, spectra: torch.Tensor) -> torch.Tensor:
-        """The encoder's input: the scaled channels, and with ``difference_gain`` > 0 the
-        difference doped − pristine times the gain. A dilute dopant moves the spectrum by about
-        its concentration, far below the host's own shape; the first convolution could form the
-        difference, but it starts buried under the host, which is what differs between parents."""
-        x = self.scale(spectra)
-        if self.difference_gain > 0:
-            x = torch.cat([x, self.difference_gain * (x[:, 1:2] - x[:, :1])], dim=1)
-        return x
+        return input_channels(spectra, self.difference_gain)
 
     def forward(
         self, spectra: torch.Tensor, candidates: torch.Tensor, references=None

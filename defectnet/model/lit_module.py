@@ -106,6 +106,7 @@ class DefectNetModule(L.LightningModule):
             "path": str(getattr(dm, "path", "")),
             "split_seed": getattr(dm, "seed", None),
             "ood_parents": list(splits.ood_parents) if splits is not None else None,
+            "references": getattr(dm, "references_dir", None),
         }
         checkpoint["defectnet"] = checkpoint_entry(
             self.model, dataset.grid if dataset is not None else None, self.thresholds, data

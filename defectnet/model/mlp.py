@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from defectnet.elements import N_DOPANTS
-from defectnet.model.defectnet import DefectNet, network_config
+from defectnet.model.defectnet import input_channels, network_config
 
 
 class MLPBaseline(nn.Module):
@@ -27,11 +27,13 @@ class MLPBaseline(nn.Module):
         hidden: Sequence[int] = (256, 256),
         dropout: float = 0.1,
         n_dopants: int = N_DOPANTS,
+        difference_gain: float = 0.0,
     ):
         self.config = network_config(locals())
         super().__init__()
+        self.difference_gain = difference_gain  # the same derived channel as DefectNet's
         layers: list[nn.Module] = []
-        width = in_channels * n_points + n_dopants
+        width = (in_channels + (difference_gain > 0)) * n_points + n_dopants
         for h in hidden:
             layers += [nn.Linear(width, h), nn.GELU(), nn.Dropout(dropout)]
             width = h
@@ -45,7 +47,7 @@ class MLPBaseline(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Concentrations [B, 56] and, for a like-for-like interface, uniform attention [B, L]
         (spectrum only: ``references`` are not read)."""
-        x = torch.cat([DefectNet.scale(spectra).flatten(1), candidates], dim=1)
+        x = torch.cat([input_channels(spectra, self.difference_gain).flatten(1), candidates], dim=1)
         conc = F.softplus(self.net(x)) * candidates
         uniform = spectra.new_full((spectra.shape[0], spectra.shape[-1]), 1 / spectra.shape[-1])
         return conc, uniform

@@ -21,6 +21,8 @@ from defectnet.atomic import atomic_path, write_json_atomic
 from defectnet.model.checkpoint import CheckpointError
 
 MEMBER_GLOB = "member-*.ckpt"
+# the reference-informed ensemble ships beside the spectrum-only one, in this subfolder
+REFERENCE_MODEL = "references"
 
 
 def pretrained_dir() -> Path:
@@ -36,18 +38,21 @@ def members_in(folder: Path, hint: str) -> list[Path]:
     return members
 
 
-def pretrained_members() -> list[Path]:
-    """The shipped ensemble's member checkpoints, sorted."""
+def pretrained_members(reads_references: bool = False) -> list[Path]:
+    """The shipped ensemble's member checkpoints, sorted: the spectrum-only model, or the
+    reference-informed one."""
+    folder = pretrained_dir() / REFERENCE_MODEL if reads_references else pretrained_dir()
     return members_in(
-        pretrained_dir(),
+        folder,
         "ckpt_path: no pretrained model ships with DefectNet; pass ckpt_path= (a checkpoint or "
         "training folder), or build the shipped one with scripts/ship_model.py",
     )
 
 
-def pretrained_card() -> dict:
+def pretrained_card(reads_references: bool = False) -> dict:
     """The shipped model's card ({} when none ships)."""
-    path = pretrained_dir() / "card.json"
+    folder = pretrained_dir() / REFERENCE_MODEL if reads_references else pretrained_dir()
+    path = folder / "card.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
