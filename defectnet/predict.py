@@ -10,6 +10,7 @@ their spread. A table is printed and a JSON file and a PNG report are written.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -136,6 +137,17 @@ def host_signatures(networks, cfg: DictConfig, grid: EnergyGrid, names: list[str
     return matrix[None], ref["parent_id"]
 
 
+def interval_scale(cfg: DictConfig, paths: list[Path]) -> float:
+    """``interval_scale``, or when null the factor the shipped model's card records (measured
+    on its validation split by defectnet-evaluate), else 1."""
+    if cfg.get("interval_scale") is not None:
+        return float(cfg.interval_scale)
+    card = paths[0].parent / "card.json"
+    if card.is_file():
+        return float(json.loads(card.read_text()).get("interval_scale", 1.0))
+    return 1.0
+
+
 def predict(cfg: DictConfig) -> dict:
     """Run the command: load, predict, print the table, write JSON and the PNG report."""
     from defectnet.plots import prediction_report
@@ -156,7 +168,7 @@ def predict(cfg: DictConfig) -> dict:
     mask = torch.tensor(candidate_vector(names))[None]
     references, reference_host = host_signatures(networks, cfg, grid, names)
     result = ensemble_predict(networks, x, mask, references)
-    low, high = result.interval(float(cfg.interval), float(cfg.interval_scale))
+    low, high = result.interval(float(cfg.interval), interval_scale(cfg, paths))
     rows = []
     for name in names:
         i = DOPANTS.index(name)

@@ -69,6 +69,8 @@ def main(cfg: DictConfig) -> None:
         "members": cards,
         "network": first["network"],
     }
+    if cfg.get("interval_scale") is not None:
+        card["interval_scale"] = float(cfg.interval_scale)
     if data.get("path") and Path(data["path"]).is_file():
         ds = load_cache(data["path"])
         card["data_set"] = {
