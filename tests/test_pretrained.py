@@ -66,7 +66,9 @@ def test_the_shipped_model_loads_safely_and_reads_a_known_sample(reads_reference
     offered = ds.mask[rows].numpy() > 0
     right = np.where(offered, pred.mean, -1).argmax(1) == ds.targets[rows].argmax(1).numpy()
     chance = (1 / offered.sum(1)).mean()
-    assert len(rows) >= 20 and right.mean() >= max(0.7, 2 * chance), (right.mean(), chance)
+    # at least twice chance: the spectrum-only model stops early, for unseen hosts (0.70 on
+    # these; the reference-informed one 0.83)
+    assert len(rows) >= 20 and right.mean() >= max(0.6, 2 * chance), (right.mean(), chance)
 
 
 def test_predict_without_a_checkpoint_picks_the_shipped_model_for_the_host(tmp_path):
@@ -106,4 +108,7 @@ def test_fine_tuning_presets_start_from_the_shipped_model():
     for experiment in ("finetune_sige", "finetune_mgb2"):
         cfg = compose_config("train", [f"experiment={experiment}"])
         assert cfg.init_from == str(pretrained_dir())
+        cfg = compose_config("train", [f"experiment={experiment}_references"])
+        assert cfg.init_from == str(pretrained_dir() / "references")
+        assert Path(cfg.data.references).is_dir()
     assert compose_config("predict", ["doped=a", "pristine=b", "host=Si"]).ckpt_path is None

@@ -11,16 +11,30 @@ from omegaconf import open_dict
 from defectnet.cli import ROOT_DIR
 from defectnet.training import train
 
-from .conftest import DEMO_CACHE, SMALL
+from .conftest import DEMO_CACHE, DEMO_REFERENCES, SMALL
 
 
-@pytest.mark.parametrize("experiment", ["demo", "pretrain", "finetune_sige", "finetune_mgb2"])
-def test_fast_dev_run_every_experiment(experiment, train_cfg, pretrained):
+@pytest.mark.parametrize(
+    "experiment",
+    [
+        "demo",
+        "pretrain",
+        "pretrain_references",
+        "finetune_sige",
+        "finetune_mgb2",
+        "finetune_sige_references",
+        "finetune_mgb2_references",
+    ],
+)
+def test_fast_dev_run_every_experiment(experiment, train_cfg, pretrained, reference_checkpoint):
     overrides = [f"experiment={experiment}", "debug=fdr", *SMALL]
-    if experiment.startswith("finetune"):  # on the shipped SiGe and MgB2 sets
-        overrides.append(f"init_from={pretrained}")
-    else:  # data/pretrain is not shipped
+    reads_references = experiment.endswith("references")
+    if experiment.startswith("finetune"):  # on the shipped SiGe and MgB2 sets (and references)
+        overrides.append(f"init_from={reference_checkpoint if reads_references else pretrained}")
+    else:  # tests stay on the small demo set
         overrides.append(f"data.path={DEMO_CACHE}")
+        if reads_references:
+            overrides.append(f"data.references={DEMO_REFERENCES}")
     cfg = train_cfg(*overrides)
     metrics = train(cfg)
     assert "test_id/rmse" in metrics and metrics["comparison"]["test_id"]["n_samples"] > 0
