@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 from defectnet.elements import N_DOPANTS
 from defectnet.errors import UserError
-from defectnet.model.defectnet import SpectralEncoder, network_config
+from defectnet.model.defectnet import SpectralEncoder, input_channels, network_config
 from defectnet.model.unmixing import nonnegative_unmix
 
 N_FEATURES = 9
@@ -67,7 +67,12 @@ class ReferenceDefectNet(nn.Module):
         self.difference_gain = difference_gain
         self.unmix_iterations = unmix_iterations
         self.encoder = SpectralEncoder(
-            in_channels + 1, n_points, conv_channels, kernel_sizes, d_model, dropout
+            in_channels + (difference_gain > 0),
+            n_points,
+            conv_channels,
+            kernel_sizes,
+            d_model,
+            dropout,
         )
         self.element = nn.Parameter(torch.zeros(n_dopants, d_model))
         nn.init.normal_(self.element, std=0.02)
@@ -131,20 +136,10 @@ class ReferenceDefectNet(nn.Module):
                 "this model reads the host's single-dopant references: give references=<folder "
                 "of defectnet-generate stage=references> (data.references when training)."
             )
-        peak = spectra[:, :1].amax(dim=-1, keepdim=True).clamp_min(1e-12)
-        pristine, doped = spectra[:, 0] / peak[:, 0], spectra[:, 1] / peak[:, 0]
-        diff = doped - pristine
-        x = torch.cat(
-            [
-                pristine[:, None],
-                doped[:, None],
-                spectra[:, 2:],
-                self.difference_gain * diff[:, None],
-            ],
-            dim=1,
-        )
+        x = input_channels(spectra, self.difference_gain)  # scaled by the pristine peak
         tokens = self.encoder(x)  # [B, L, d_model]
-        signatures = references / peak
+        diff = x[:, 1] - x[:, 0]
+        signatures = references / spectra[:, :1].amax(dim=-1, keepdim=True).clamp_min(1e-12)
         share, features = self.unmixing_features(diff, signatures, candidates)
         # a signature's size varies by orders of magnitude between dopants and hosts: its shape
         # enters the query, its size the features
