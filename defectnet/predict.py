@@ -5,7 +5,9 @@ measured intensities or a structure file that is simulated here (relaxation and 
 the configured potential), the host formula and, optionally, the dopant candidates. Without
 candidates the open-set mode offers every non-noble-gas vocabulary element that is not in the
 host. One checkpoint gives a point estimate; several (a deep ensemble) give an interval from
-their spread. A table is printed and a JSON file and a PNG report are written.
+their spread. A reference-informed model also reads the host's single-dopant references
+(``references=``, the host found by its formula). A table is printed and a JSON file and a PNG
+report are written.
 """
 
 from __future__ import annotations
