@@ -86,6 +86,23 @@ def input_channels(spectra: torch.Tensor, difference_gain: float) -> torch.Tenso
     return x
 
 
+def token_encoder(config: dict) -> SpectralEncoder:
+    """The spectral-token encoder of an attention network, from its constructor arguments
+    (``network_config``): the input channels plus the derived difference channel when
+    ``difference_gain`` > 0, and the check that the attention heads split ``d_model``."""
+    d_model, n_heads = config["d_model"], config["n_heads"]
+    if d_model % n_heads:
+        raise UserError(f"model: d_model={d_model} is not divisible by n_heads={n_heads}.")
+    return SpectralEncoder(
+        config["in_channels"] + (config["difference_gain"] > 0),
+        config["n_points"],
+        config["conv_channels"],
+        config["kernel_sizes"],
+        d_model,
+        config["dropout"],
+    )
+
+
 class DefectNet(nn.Module):
     """Concentrations of the candidate dopants from pristine and doped spectra."""
 
@@ -104,17 +121,8 @@ class DefectNet(nn.Module):
     ):
         self.config = network_config(locals())
         super().__init__()
-        if d_model % n_heads:
-            raise UserError(f"model: d_model={d_model} is not divisible by n_heads={n_heads}.")
         self.difference_gain = difference_gain
-        self.encoder = SpectralEncoder(
-            in_channels + (difference_gain > 0),
-            n_points,
-            conv_channels,
-            kernel_sizes,
-            d_model,
-            dropout,
-        )
+        self.encoder = token_encoder(self.config)
         # a unit-scale query makes the attention selective from the start (a bare linear map
         # of a sparse 0/1 vector gives near-uniform attention, which averages the spectrum away)
         self.query = nn.Sequential(nn.Linear(n_dopants, d_model), nn.LayerNorm(d_model))

@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 from defectnet.elements import N_DOPANTS
 from defectnet.errors import UserError
-from defectnet.model.defectnet import SpectralEncoder, input_channels, network_config
+from defectnet.model.defectnet import input_channels, network_config, token_encoder
 from defectnet.model.unmixing import nonnegative_unmix
 
 N_FEATURES = 9
@@ -62,18 +62,9 @@ class ReferenceDefectNet(nn.Module):
     ):
         self.config = network_config(locals())
         super().__init__()
-        if d_model % n_heads:
-            raise UserError(f"model: d_model={d_model} is not divisible by n_heads={n_heads}.")
         self.difference_gain = difference_gain
         self.unmix_iterations = unmix_iterations
-        self.encoder = SpectralEncoder(
-            in_channels + (difference_gain > 0),
-            n_points,
-            conv_channels,
-            kernel_sizes,
-            d_model,
-            dropout,
-        )
+        self.encoder = token_encoder(self.config)
         self.element = nn.Parameter(torch.zeros(n_dopants, d_model))
         nn.init.normal_(self.element, std=0.02)
         self.signature = nn.Sequential(
