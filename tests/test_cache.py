@@ -37,6 +37,29 @@ def test_round_trip(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
 
 
+def test_shared_hosts_are_stored_once_and_read_back_exactly(tmp_path):
+    from safetensors.torch import load_file
+
+    ds = _dataset()
+    ds.pristine[2:] = ds.pristine[0]  # rows 0 and 2–7 share a host cell, row 1 has its own
+    ds.composition[2:] = ds.composition[0]
+    path = tmp_path / "ds.safetensors"
+    save_cache(ds, path)
+    stored = load_file(str(path))
+    assert stored["pristine"].shape == (2, 100) and stored["concentrations"].shape == (16,)
+    back = load_cache(path)
+    for k in ("pristine", "doped", "composition", "mask", "targets", "parent_index"):
+        assert torch.equal(getattr(back, k), getattr(ds, k)), k
+
+
+def test_a_target_outside_the_candidates_is_refused(tmp_path):
+    ds = _dataset()
+    ds.targets[0, 0] = 0.01  # element 0 is not a candidate
+    with pytest.raises(CacheError, match="outside its candidates"):
+        save_cache(ds, tmp_path / "ds.safetensors")
+    assert not list(tmp_path.iterdir())
+
+
 def test_select_keeps_rows_parents_and_sample_ids():
     ds = _dataset()
     ds.meta["sample_ids"] = [f"p{i % 2}/{i}" for i in range(8)]

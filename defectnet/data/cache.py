@@ -1,8 +1,12 @@
 """One tensor file per data set: what training reads instead of thousands of records.
 
-Stored with safetensors (no pickle): float32 tensors ``pristine``, ``doped``, ``composition``
-[N, 100]; ``mask`` and ``targets`` [N, 56]; ``parent_index`` [N] into the parent list kept in the
-metadata, which also holds the energy grid, provenance and the format version.
+Stored with safetensors (no pickle), compactly, for the file is committed: each distinct host
+cell's ``pristine`` spectrum and ``composition`` once ([H, 100] float32) with ``host_index`` [N]
+pointing into them (a parent's hundred samples share one pristine cell); ``doped`` [N, 100]
+float32; ``mask`` [N, 56] bool; ``concentrations`` float32, the targets at the candidates only (a
+target outside the candidates is zero by construction); ``parent_index`` [N] into the parent list
+kept in the metadata, which also holds the energy grid, provenance and the format version. In
+memory (``PDoSDataset``) every tensor is per sample again.
 """
 
 from __future__ import annotations
@@ -28,8 +32,17 @@ from defectnet.elements import (
 from defectnet.errors import UserError
 from defectnet.spectra import EnergyGrid
 
-FORMAT_VERSION = "1"
-SPECTRAL_KEYS = ("pristine", "doped", "composition")
+FORMAT_VERSION = "2"
+# the tensors a cache file holds (see the module docstring)
+STORED = (
+    "pristine",
+    "composition",
+    "host_index",
+    "doped",
+    "mask",
+    "concentrations",
+    "parent_index",
+)
 
 
 # metadata lists with one entry per sample (the rest describes the whole data set)
@@ -93,9 +106,21 @@ def save_cache(ds: PDoSDataset, path: Path) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mask = ds.mask > 0
+    if (ds.targets[~mask] != 0).any():
+        raise CacheError(f"{path}: a sample has a non-zero target outside its candidates.")
+    hosts, host_index = torch.unique(
+        torch.cat([ds.pristine, ds.composition], dim=1), dim=0, return_inverse=True
+    )
+    width = ds.pristine.shape[1]
     tensors = {
-        k: getattr(ds, k).contiguous()
-        for k in ("pristine", "doped", "composition", "mask", "targets", "parent_index")
+        "pristine": hosts[:, :width],
+        "composition": hosts[:, width:],
+        "host_index": host_index,
+        "doped": ds.doped,
+        "mask": mask,
+        "concentrations": ds.targets[mask],
+        "parent_index": ds.parent_index,
     }
     meta = {
         "format_version": FORMAT_VERSION,
@@ -105,7 +130,7 @@ def save_cache(ds: PDoSDataset, path: Path) -> None:
         "info": json.dumps(ds.meta),
     }
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
 
 
 def load_cache(path: Path) -> PDoSDataset:
@@ -140,26 +165,37 @@ def load_cache(path: Path) -> PDoSDataset:
             f"{path}: its dopant vocabulary differs from defectnet.elements.DOPANTS; "
             "rebuild the cache."
         )
-    missing = {"pristine", "doped", "composition", "mask", "targets", "parent_index"} - set(tensors)
+    missing = {*STORED} - set(tensors)
     if missing:
         raise CacheError(f"{path}: tensors {sorted(missing)} are missing; rebuild the cache.")
-    n = tensors["targets"].shape[0]
+    n = tensors["doped"].shape[0]
     grid = EnergyGrid(**{k: v for k, v in json.loads(meta["grid"]).items() if k != "unit"})
-    for k in SPECTRAL_KEYS:
-        width = grid.n_points if k != "composition" else N_COMPOSITION
-        if tuple(tensors[k].shape) != (n, width):
+    n_hosts = tensors["pristine"].shape[0]
+    expected = {
+        "pristine": (n_hosts, grid.n_points),
+        "composition": (n_hosts, N_COMPOSITION),
+        "host_index": (n,),
+        "doped": (n, grid.n_points),
+        "mask": (n, N_DOPANTS),
+        "concentrations": (int(tensors["mask"].sum()),),
+        "parent_index": (n,),
+    }
+    for k, shape in expected.items():
+        if tuple(tensors[k].shape) != shape:
             raise CacheError(
-                f"{path}: tensor '{k}' has shape {tuple(tensors[k].shape)}, "
-                f"expected ({n}, {width})."
+                f"{path}: tensor '{k}' has shape {tuple(tensors[k].shape)}, expected {shape}; "
+                "the file is damaged: rebuild it with defectnet-generate stage=consolidate."
             )
-    for k in ("mask", "targets"):
-        if tuple(tensors[k].shape) != (n, N_DOPANTS):
-            raise CacheError(
-                f"{path}: tensor '{k}' has shape {tuple(tensors[k].shape)}, "
-                f"expected ({n}, {N_DOPANTS})."
-            )
+    host, mask = tensors["host_index"], tensors["mask"]
+    targets = torch.zeros(mask.shape, dtype=torch.float32)
+    targets[mask] = tensors["concentrations"]
     return PDoSDataset(
-        **tensors,
+        pristine=tensors["pristine"][host],
+        doped=tensors["doped"],
+        composition=tensors["composition"][host],
+        mask=mask.to(torch.float32),
+        targets=targets,
+        parent_index=tensors["parent_index"],
         parents=json.loads(meta["parents"]),
         grid=grid,
         meta=json.loads(meta.get("info", "{}")),
