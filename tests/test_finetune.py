@@ -67,22 +67,48 @@ def test_mgb2_is_p6mmm_and_its_supercell_holds_18_mg_sites():
 
 
 def test_parents_and_references_stages(generate_cfg):
-    cfg = generate_cfg("candidates=[Ge,C]", "stage=parents", "num_shards=2", "shard=1")
+    # half the sites of the 8-atom cell in the high-concentration cell (the default 10 % would
+    # be less than two sites here)
+    high = "reference_cells.high_fraction=0.5"
+    cfg = generate_cfg("candidates=[Ge,C]", "stage=parents", "num_shards=2", "shard=1", high)
     assert run_generation(cfg)["parents"] == {}  # the one parent belongs to shard 0
-    cfg = generate_cfg("candidates=[Ge,C]", "stage=parents")
+    cfg = generate_cfg("candidates=[Ge,C]", "stage=parents", high)
     assert run_generation(cfg)["parents"] == {"ok": 1}
-    out = run_generation(generate_cfg("candidates=[Ge,C]", "stage=references"))
-    assert out["references"] == {"parents": 1, "dopants": 2, "failed": 0}
+    out = run_generation(generate_cfg("candidates=[Ge,C]", "stage=references", high))
+    assert out["references"] == {
+        "parents": 1,
+        "dopants": 2,
+        "failed": 0,
+        "high": 2,
+        "failed_high": 0,
+    }
     from pathlib import Path
 
     ref = json.loads((Path(cfg.out_dir) / "references" / "diamond-Si.json").read_text())
     assert set(ref["dopants"]) == {"Ge", "C"}
-    assert ref["dopants"]["Ge"]["concentration"] == pytest.approx(1 / 8)
-    # Ge is heavier than Si: its single-dopant spectrum has more weight at low energy
+    ge = ref["dopants"]["Ge"]
+    assert ge["concentration"] == pytest.approx(1 / 8)
+    assert ge["high"]["concentration"] == pytest.approx(4 / 8)
+    # Ge is heavier than Si: its spectrum has more weight at low energy, the more so the more Ge
     e = EnergyGrid().energies
     centroid = lambda s: float((e * np.asarray(s)).sum() / np.sum(s))  # noqa: E731
-    assert centroid(ref["dopants"]["Ge"]["spectrum"]) < centroid(ref["pristine"])
+    assert centroid(ge["high"]["spectrum"]) < centroid(ge["spectrum"]) < centroid(ref["pristine"])
     assert not (Path(cfg.out_dir) / "records").exists()
+    # a rerun resumes: nothing left to compute
+    again = run_generation(generate_cfg("candidates=[Ge,C]", "stage=references", high))
+    assert again["references"]["dopants"] == again["references"]["high"] == 0
+
+
+def test_high_concentration_cell_replaces_the_asked_sites():
+    from defectnet.datagen.references import high_count, many_dopant_cell
+
+    cell = bulk("GaAs", "zincblende", 5.65, cubic=True).repeat(2)  # 32 Ga, 32 As
+    assert high_count(cell, "Ga", 0.1) == 6 and high_count(cell, "Ga", 0.9) == 32
+    doped = many_dopant_cell(cell, "In", "Ga", 6, seed=0)
+    symbols = doped.get_chemical_symbols()
+    assert symbols.count("In") == 6 and symbols.count("Ga") == 26 and symbols.count("As") == 32
+    again = many_dopant_cell(cell, "In", "Ga", 6, seed=0).get_chemical_symbols()
+    assert again == symbols  # the same sites for the same seed and dopant
 
 
 def test_crystal_helper_matches_ase_bulk(chgnet):

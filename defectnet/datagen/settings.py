@@ -36,6 +36,7 @@ IMPLIED = {
 TOP_IMPLIED = {
     "balance_prototypes": False,
     "sample_stability": {"imaginary_tolerance_mev": 3.0, "max_imaginary_fraction": None},
+    "reference_cells": {"high_fraction": 0.1},
 }
 
 
