@@ -23,7 +23,12 @@ from scipy.optimize import nnls
 
 from defectnet.atomic import write_json_atomic, write_text_atomic
 from defectnet.data.datamodule import TEST_SPLITS, PDoSDataModule
-from defectnet.data.references import ReferenceError, load_references, reference_columns
+from defectnet.data.references import (
+    LEVELS,
+    ReferenceError,
+    load_references,
+    reference_columns,
+)
 from defectnet.elements import DOPANTS
 from defectnet.ensemble import EnsemblePrediction, load_ensemble, network_members
 from defectnet.errors import UserError
@@ -35,8 +40,9 @@ log = logging.getLogger(__name__)
 
 def nnls_predict(dm: PDoSDataModule, split: str, references: dict[str, dict]) -> np.ndarray:
     """Unmix each difference spectrum (doped − pristine) as a non-negative mix of the host's
-    single-dopant difference spectra scaled to unit concentration; candidates without a
-    reference get 0."""
+    single-dopant difference spectra scaled to unit concentration, dilute and high-concentration
+    (a dopant's concentration is its two shares together: a two-point model of its response);
+    candidates without a reference get 0."""
     batch = dm.split_tensors(split)
     mask, spectra = batch.candidates, batch.spectra
     parents = [dm.dataset.parents[i] for i in batch.parent.tolist()]
@@ -49,14 +55,19 @@ def nnls_predict(dm: PDoSDataModule, split: str, references: dict[str, dict]) ->
                 "for the data set's preset."
             )
         offered = np.flatnonzero(mask[row].numpy())
-        pairs = [(s, c) for s, c in zip(offered, reference_columns(ref, offered)) if c is not None]
-        slots, cols = [s for s, _ in pairs], [c for _, c in pairs]
-        if not cols:
+        pairs = [
+            (s, c)
+            for level in LEVELS
+            for s, c in zip(offered, reference_columns(ref, offered, level))
+            if c is not None
+        ]
+        if not pairs:
             continue
         diff = (spectra[row, 1] - spectra[row, 0]).numpy().astype(np.float64)
-        conc, _ = nnls(np.stack(cols, axis=1), diff)
-        pred[row, slots] = np.clip(conc, 0, 1)
-    return pred
+        conc, _ = nnls(np.stack([c for _, c in pairs], axis=1), diff)
+        # a dopant's shares of its dilute and high-concentration signatures add up
+        np.add.at(pred[row], [s for s, _ in pairs], conc)
+    return np.clip(pred, 0, 1)
 
 
 def per_sample_table(dm: PDoSDataModule, split: str, pred: np.ndarray) -> list[dict]:

@@ -39,24 +39,31 @@ def test_in_network_unmixing_matches_scipy_nnls_on_the_active_columns():
 
 
 def _two_dopant_host():
-    """A host with Ge and C references (Sn offered without one) and exact linear mixtures."""
+    """A host with Ge and C references (Sn offered without one) and exact mixtures: C responds
+    linearly, Ge quadratically in its concentration c (0.01 (c A + c² Q)), with a dilute and a
+    high-concentration reference for Ge and a dilute one for C."""
     e = EnergyGrid().energies
-    pristine = np.exp(-0.5 * ((e - 60) / 8) ** 2)
-    pristine /= pristine.sum() * EnergyGrid().step
-    bumps = {
-        "Ge": np.exp(-0.5 * ((e - 30) / 5) ** 2) - np.exp(-0.5 * ((e - 60) / 8) ** 2),
-        "C": np.exp(-0.5 * ((e - 90) / 5) ** 2) - np.exp(-0.5 * ((e - 60) / 8) ** 2),
-    }
+    peak = lambda at, w: np.exp(-0.5 * ((e - at) / w) ** 2)  # noqa: E731
+    pristine = peak(60, 8) / (peak(60, 8).sum() * EnergyGrid().step)
+    linear = {"Ge": peak(30, 5) - peak(60, 8), "C": peak(90, 5) - peak(60, 8)}
+    bend = {"Ge": 5 * (peak(40, 6) - peak(30, 5)), "C": 0 * e}
+
+    def spectrum(el, c):
+        return pristine + 0.01 * (c * linear[el] + c * c * bend[el])
+
+    def entry(el, c):
+        return {"concentration": c, "spectrum": spectrum(el, c).tolist()}
+
     ref = {
         "parent_id": "host",
         "pristine": pristine.tolist(),
         "dopants": {
-            el: {"concentration": 1 / 64, "spectrum": (pristine + 0.01 * d / 64).tolist()}
-            for el, d in bumps.items()
+            "Ge": entry("Ge", 1 / 64) | {"high": entry("Ge", 0.1)},
+            "C": entry("C", 1 / 64),
         },
     }
     truth = [(0.05, 0.0), (0.02, 0.1), (0.0, 0.03)]
-    doped = [pristine + 0.01 * (a * bumps["Ge"] + c * bumps["C"]) for a, c in truth]
+    doped = [spectrum("Ge", a) + spectrum("C", c) - pristine for a, c in truth]
     spectra = torch.tensor(
         np.stack([[pristine, d, composition_vector(["Si"])] for d in doped]), dtype=torch.float32
     )
@@ -64,27 +71,33 @@ def _two_dopant_host():
     return ref, spectra, mask.float(), truth
 
 
-def test_an_untrained_network_answers_nnls_and_needs_references(tmp_path):
+def test_an_untrained_network_answers_two_point_nnls_and_needs_references(tmp_path):
     ref, spectra, mask, truth = _two_dopant_host()
     (tmp_path / "host.json").write_text(__import__("json").dumps(ref))
     references = host_references(tmp_path, ["host"], 100).expand(len(truth), -1, -1)
+    assert references.shape == (len(truth), 2 * 56, 100)
     net = ReferenceDefectNet().eval()
     with torch.no_grad():
         conc, attention = net(spectra, mask, references)
+        dilute_only, _ = net(spectra, mask, references * (torch.arange(112) < 56)[:, None])
     ge, c, sn = (DOPANTS.index(s) for s in ("Ge", "C", "Sn"))
+    # between its two reference concentrations a quadratic response is unmixed exactly
     assert np.allclose(conc[:, ge].numpy(), [a for a, _ in truth], atol=2e-4)
     assert np.allclose(conc[:, c].numpy(), [b for _, b in truth], atol=2e-4)
     assert (conc[:, sn] == 0).all() and (conc * (1 - mask) == 0).all()  # no reference; not offered
+    assert abs(dilute_only[0, ge].item() - 0.05) > 2e-3  # the dilute reference alone misses
     assert attention.shape == (len(truth), 100)
     with pytest.raises(UserError, match="references="):
         net(spectra, mask)
+    with pytest.raises(UserError, match="rows per sample"):
+        net(spectra, mask, references[:, :56])
 
 
 def test_samples_carry_their_hosts_references_through_augmentation():
     dm = PDoSDataModule(str(DEMO_CACHE), batch_size=16, references=str(DEMO_REFERENCES))
     dm.setup()
     batch = dm.split_tensors("train")
-    assert batch.references.shape == (len(dm.splits.train), 56, 100)
+    assert batch.references.shape == (len(dm.splits.train), 2 * 56, 100)
     want = host_references(DEMO_REFERENCES, dm.dataset.parents, 100)[batch.parent]
     assert torch.equal(batch.references, want)
     loaded = load_references(DEMO_REFERENCES)
@@ -92,7 +105,7 @@ def test_samples_carry_their_hosts_references_through_augmentation():
     offered = [s for s in loaded[parent]["dopants"]]
     assert batch.references[0, DOPANTS.index(offered[0])].abs().sum() > 0
     loader = next(iter(dm.train_dataloader()))
-    assert isinstance(loader, Batch) and loader.references.shape[1:] == (56, 100)
+    assert isinstance(loader, Batch) and loader.references.shape[1:] == (2 * 56, 100)
     # a stretched sample's difference is still its concentration times the stretched reference
     augment = SpectrumAugmentation(max_energy_stretch=0.2, energy_step=dm.dataset.grid.step)
     pristine = batch.spectra[:1, 0]

@@ -40,7 +40,8 @@ class Batch(NamedTuple):
     targets: torch.Tensor  # [B, 56] concentrations (0 for absent candidates)
     n_dopants: torch.Tensor  # [B] dopants present
     parent: torch.Tensor  # [B] index into the data set's parents
-    # [B, 56, P] the host's unit-concentration single-dopant difference spectra (data.references)
+    # [B, 2 × 56, L] the host's unit-concentration single-dopant difference spectra, dilute and
+    # high-concentration (data.references; data.references.reference_matrix)
     references: torch.Tensor | None = None
 
     def inputs(self) -> torch.Tensor:
@@ -60,7 +61,7 @@ def collate(samples) -> Batch:
 
 
 class SampleTensors(TensorDataset):
-    """The cached tensors in ``Batch`` order; with host references [P, 56, L] each sample also
+    """The cached tensors in ``Batch`` order; with host references [P, 2 × 56, L] each sample also
     gets its parent's, looked up on access rather than copied per sample."""
 
     def __init__(self, *tensors: torch.Tensor, references: torch.Tensor | None = None):
@@ -272,7 +273,7 @@ class PDoSDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.augmentation = augmentation
         self.references_dir = references
-        self.references: torch.Tensor | None = None  # [P, 56, L] with data.references
+        self.references: torch.Tensor | None = None  # [P, 2 × 56, L] with data.references
         self.dataset: PDoSDataset | None = None
         self.splits: Splits | None = None
 

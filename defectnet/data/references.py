@@ -1,10 +1,15 @@
 """A host's single-dopant reference spectra: what NNLS unmixing and the reference-informed
 network read about an unseen host.
 
-``defectnet-generate stage=references`` writes, per parent, the pristine PDoS and the PDoS of a
-cell with one dopant at a known concentration. Their difference scaled to unit concentration is
-the dopant's signature in that host; a sample's own difference is, to first order, the
-concentration-weighted sum of its dopants' signatures.
+``defectnet-generate stage=references`` writes, per parent, the pristine PDoS and, per dopant,
+the PDoS of a cell with one dopant site and (``"high"``) of a cell with about 10 % of all atoms
+substituted. A difference from the pristine scaled to unit concentration is the dopant's
+signature in that host at that concentration; a sample's own difference is, to first order, the
+concentration-weighted sum of its dopants' dilute signatures, and the high-concentration
+signature shows how a dopant's response bends away from linear as its concentration grows.
+
+A host's references as a tensor (``reference_matrix``) are ``LEVELS`` blocks of 56 rows: the
+dilute signatures, then the high-concentration ones; a zero row means "no such reference".
 """
 
 from __future__ import annotations
@@ -36,11 +41,17 @@ def load_references(folder: str | Path) -> dict[str, dict]:
     return {ref["parent_id"]: ref for ref in loaded}
 
 
-def reference_columns(ref: dict, slots) -> list[np.ndarray | None]:
-    """Each offered dopant's single-dopant difference spectrum at unit concentration, from a
-    host's references; None where the host has no reference for it."""
+# the concentration levels of a host's references, in the order of reference_matrix's blocks
+LEVELS = ("dilute", "high")
+
+
+def reference_columns(ref: dict, slots, level: str = "dilute") -> list[np.ndarray | None]:
+    """Each offered dopant's difference spectrum at unit concentration at one ``level`` of
+    ``LEVELS``, from a host's references; None where the host has no such reference."""
     pristine = np.asarray(ref["pristine"])
     entries = [ref["dopants"].get(DOPANTS[slot]) for slot in slots]
+    if level == "high":
+        entries = [e.get("high") if e is not None else None for e in entries]
     return [
         (np.asarray(e["spectrum"]) - pristine) / e["concentration"] if e is not None else None
         for e in entries
@@ -48,18 +59,20 @@ def reference_columns(ref: dict, slots) -> list[np.ndarray | None]:
 
 
 def reference_matrix(ref: dict, n_points: int, where: str = "references") -> torch.Tensor:
-    """[56, n_points]: every vocabulary dopant's unit-concentration difference spectrum in one
-    host, zeros where it has none (the network reads a zero row as "no reference")."""
+    """[LEVELS × 56, n_points]: every vocabulary dopant's unit-concentration difference spectrum
+    in one host at each level, zeros where it has none (the network reads a zero row as "no
+    reference")."""
     if len(ref["pristine"]) != n_points:
         raise ReferenceError(
             f"{where}: parent '{ref['parent_id']}' has references on {len(ref['pristine'])} "
             f"energy points, the data set on {n_points}; compute them with the data set's preset."
         )
-    out = torch.zeros(N_DOPANTS, n_points)
-    for slot, column in enumerate(reference_columns(ref, range(N_DOPANTS))):
-        if column is not None:
-            out[slot] = torch.as_tensor(column, dtype=out.dtype)
-    return out
+    out = torch.zeros(len(LEVELS), N_DOPANTS, n_points)
+    for level, block in zip(LEVELS, out):
+        for slot, column in enumerate(reference_columns(ref, range(N_DOPANTS), level)):
+            if column is not None:
+                block[slot] = torch.as_tensor(column, dtype=out.dtype)
+    return out.flatten(0, 1)
 
 
 def references_for_host(spec: str | Path, host: str, required: bool = True) -> dict | None:
@@ -100,7 +113,8 @@ def references_for_host(spec: str | Path, host: str, required: bool = True) -> d
 
 
 def host_references(folder: str | Path, parents: list[str], n_points: int) -> torch.Tensor:
-    """[P, 56, n_points]: ``reference_matrix`` of each parent, in the order of ``parents``."""
+    """[P, LEVELS × 56, n_points]: ``reference_matrix`` of each parent, in the order of
+    ``parents``."""
     references = load_references(folder)
     missing = sorted(set(parents) - set(references))
     if missing:

@@ -7,11 +7,13 @@ references (``stage=references``: one relaxed cell per dopant, the same phonon m
 samples) carry exactly that knowledge for the host at hand. This network reads them:
 
 * the sample's difference spectrum (doped − pristine) is unmixed over the candidates'
-  unit-concentration reference differences (non-negative least squares, in the forward pass);
-* each candidate becomes its own query: an embedding of the element, an encoding of its
-  reference difference and per-candidate unmixing features (its NNLS share, its own
-  least-squares share and cosine with the difference, the reference's and the difference's
-  size, the residual, the total share, the number of candidates, whether it has a reference);
+  unit-concentration reference differences, dilute and high-concentration (non-negative least
+  squares, in the forward pass; a dopant's share is the sum of its two);
+* each candidate becomes its own query: an embedding of the element, an encoding of the shapes
+  of its two reference differences and per-candidate unmixing features (its NNLS share and the
+  part of it on the high-concentration signature, per level its own least-squares share, its
+  cosine with the difference and the reference's size, whether it has that reference; the
+  difference's size, the residual, the total share, the number of candidates);
 * multi-head attention reads the spectral tokens (pristine, doped, composition and the
   amplified difference, as in ``DefectNet``) with those 56 queries;
 * a shared head maps each attended vector and its features to a correction of the NNLS share;
@@ -31,12 +33,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from defectnet.data.references import LEVELS
 from defectnet.elements import N_DOPANTS
 from defectnet.errors import UserError
 from defectnet.model.defectnet import input_channels, network_config, token_encoder
 from defectnet.model.unmixing import nonnegative_unmix
 
-N_FEATURES = 9
+N_FEATURES = 2 + 4 * len(LEVELS) + 4
 TINY = 1e-6
 
 
@@ -68,7 +71,7 @@ class ReferenceDefectNet(nn.Module):
         self.element = nn.Parameter(torch.zeros(n_dopants, d_model))
         nn.init.normal_(self.element, std=0.02)
         self.signature = nn.Sequential(
-            nn.Linear(n_points, d_model), nn.GELU(), nn.Linear(d_model, d_model)
+            nn.Linear(len(LEVELS) * n_points, d_model), nn.GELU(), nn.Linear(d_model, d_model)
         )
         self.features = nn.Linear(N_FEATURES, d_model)
         self.query_norm = nn.LayerNorm(d_model)
@@ -87,27 +90,37 @@ class ReferenceDefectNet(nn.Module):
         self, diff: torch.Tensor, signatures: torch.Tensor, candidates: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """NNLS shares [B, 56] and per-candidate features [B, 56, N_FEATURES] of a difference
-        spectrum [B, L] against the candidates' signatures [B, 56, L] (all scaled alike)."""
-        known = signatures.abs().sum(-1) > 0
-        active = (candidates > 0) & known
-        share, residual = nonnegative_unmix(diff, signatures, active, self.unmix_iterations)
-        strength = torch.linalg.vector_norm(signatures, dim=-1)  # [B, 56]
+        spectrum [B, L] against the candidates' signatures [B, LEVELS × 56, L] (all scaled
+        alike)."""
+        n_dopants = candidates.shape[-1]
+        known = signatures.abs().sum(-1) > 0  # [B, LEVELS × 56]
+        active = candidates.repeat(1, len(LEVELS)).bool() & known
+        parts, residual = nonnegative_unmix(diff, signatures, active, self.unmix_iterations)
+        parts = parts.unflatten(-1, (len(LEVELS), n_dopants))  # [B, LEVELS, 56]
+        share = parts.sum(1)
+        strength = torch.linalg.vector_norm(signatures, dim=-1)  # [B, LEVELS × 56]
         size = torch.linalg.vector_norm(diff, dim=-1, keepdim=True)  # [B, 1]
         overlap = (signatures * diff[:, None]).sum(-1)
         own = torch.where(known, overlap / strength.clamp_min(TINY) ** 2, 0.0)
         cosine = torch.where(known, overlap / (strength * size).clamp_min(TINY), 0.0)
+        per_level = torch.stack(
+            [own.clamp(-1.0, 2.0), cosine, torch.log(strength + TINY), known.to(share.dtype)],
+            dim=-1,
+        ).unflatten(1, (len(LEVELS), n_dopants))  # [B, LEVELS, 56, 4]
         n = candidates.sum(-1, keepdim=True)
-        features = torch.stack(
+        features = torch.cat(
             [
-                share,
-                own.clamp(-1.0, 2.0),
-                cosine,
-                torch.log(strength + TINY),
-                torch.log(size + TINY).expand_as(share),
-                torch.log(residual[:, None] + TINY).expand_as(share),
-                share.sum(-1, keepdim=True).expand_as(share),
-                (n / 6).expand_as(share),
-                known.to(share.dtype),
+                torch.stack([share, parts[:, -1]], dim=-1),
+                per_level.permute(0, 2, 1, 3).flatten(2),
+                torch.stack(
+                    [
+                        torch.log(size + TINY).expand_as(share),
+                        torch.log(residual[:, None] + TINY).expand_as(share),
+                        share.sum(-1, keepdim=True).expand_as(share),
+                        (n / 6).expand_as(share),
+                    ],
+                    dim=-1,
+                ),
             ],
             dim=-1,
         )
@@ -119,13 +132,19 @@ class ReferenceDefectNet(nn.Module):
         candidates: torch.Tensor,
         references: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """spectra [B, 3, L], candidates [B, 56], references [B, 56, L] (unit-concentration
-        difference spectra, zero rows where the host has none) → concentrations [B, 56] and
-        the candidates' mean attention over energy [B, L]."""
+        """spectra [B, 3, L], candidates [B, 56], references [B, LEVELS × 56, L]
+        (unit-concentration difference spectra, ``data.references.reference_matrix``; zero
+        rows where the host has none) → concentrations [B, 56] and the candidates' mean
+        attention over energy [B, L]."""
         if references is None:
             raise UserError(
                 "this model reads the host's single-dopant references: give references=<folder "
                 "of defectnet-generate stage=references> (data.references when training)."
+            )
+        if references.shape[1] != len(LEVELS) * candidates.shape[-1]:
+            raise UserError(
+                f"references: {references.shape[1]} rows per sample, this model reads "
+                f"{len(LEVELS)} × {candidates.shape[-1]} (data.references.reference_matrix)."
             )
         x = input_channels(spectra, self.difference_gain)  # scaled by the pristine peak
         tokens = self.encoder(x)  # [B, L, d_model]
@@ -133,10 +152,9 @@ class ReferenceDefectNet(nn.Module):
         signatures = references / spectra[:, :1].amax(dim=-1, keepdim=True).clamp_min(1e-12)
         share, features = self.unmixing_features(diff, signatures, candidates)
         # a signature's size varies by orders of magnitude between dopants and hosts: its shape
-        # enters the query, its size the features
-        shape = signatures / torch.linalg.vector_norm(signatures, dim=-1, keepdim=True).clamp_min(
-            TINY
-        )
+        # enters the query (both levels side by side), its size the features
+        norm = torch.linalg.vector_norm(signatures, dim=-1, keepdim=True).clamp_min(TINY)
+        shape = (signatures / norm).unflatten(1, (len(LEVELS), -1)).transpose(1, 2).flatten(2)
         query = self.query_norm(self.element + self.signature(shape) + self.features(features))
         attended, weights = self.attention(
             query, tokens, tokens, need_weights=True, average_attn_weights=True
