@@ -26,8 +26,8 @@ KEPT_METRICS = ("rmse", "r2", "element_f1", "distractor_fpr", "baseline_mean_rms
 
 
 def short_path(path: str) -> str:
-    """A data set's folder and file name: the card says which set, not where one machine
-    kept it."""
+    """A data set's (or references folder's) last two path parts: the card says which set,
+    not where one machine kept it."""
     return "/".join(Path(path).parts[-2:])
 
 
@@ -47,10 +47,13 @@ def member_card(checkpoint: Path, entry: dict) -> dict:
         if split in tests and name in KEPT_METRICS:
             tests[split][name] = value
     data = dict(entry.get("data", {}))
+    for key in ("path", "references"):  # which set, not where one machine kept it
+        if data.get(key):
+            data[key] = short_path(data[key])
     return {
         "checkpoint": checkpoint.name,
         "run": run.name,
-        "data": {**data, "path": short_path(data["path"])} if data.get("path") else data,
+        "data": data,
         "threshold": entry["threshold"],
         "open_set_threshold": entry.get("open_set_threshold"),
         "test": tests,
