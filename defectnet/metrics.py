@@ -21,6 +21,17 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     return ((pred - target) ** 2 * mask).sum() / mask.sum().clamp_min(1)
 
 
+def masked_mae(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error over candidate entries. Its best answer is the median of what the
+    spectrum allows, not the mean: a distractor that is more likely absent than present gets
+    exactly 0 instead of a small share of its chance of being there."""
+    return ((pred - target).abs() * mask).sum() / mask.sum().clamp_min(1)
+
+
+# model.loss → the training loss over candidate entries
+LOSSES = {"squared": masked_mse, "absolute": masked_mae}
+
+
 class SplitMetrics(nn.Module):
     """Metrics of one split: masked RMSE / MAE / R², distractor false positives, element F1,
     and RMSE per number of coexisting dopants."""

@@ -55,3 +55,26 @@ def test_mlp_baseline_has_the_same_interface_and_hard_mask():
     assert (conc[mask == 0] == 0).all() and (conc[mask == 1] > 0).all()
     assert not any(p.requires_grad is False for p in net.parameters())
     assert list(net.encoder.parameters())  # what model.freeze_encoder freezes
+
+
+def test_losses_count_candidates_only_and_absolute_error_prefers_the_median():
+    import pytest
+
+    from defectnet.errors import UserError
+    from defectnet.metrics import masked_mae
+    from defectnet.model.lit_module import DefectNetModule
+
+    target = torch.tensor([[0.0, 0.1, 0.5]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    pred = torch.tensor([[0.02, 0.1, 0.9]])
+    assert masked_mae(pred, target, mask).item() == pytest.approx(0.01)
+    # a distractor absent in 3 of 4 look-alike samples: the mean answer is 0.025, the median 0
+    truth = torch.tensor([[0.0], [0.0], [0.0], [0.1]])
+    ones = torch.ones_like(truth)
+    answers = torch.linspace(0, 0.1, 101)
+    best = lambda loss: answers[  # noqa: E731
+        torch.stack([loss(torch.full_like(truth, a), truth, ones) for a in answers]).argmin()
+    ]
+    assert best(masked_mse).item() == pytest.approx(0.025) and best(masked_mae).item() == 0.0
+    with pytest.raises(UserError, match="model.loss"):
+        DefectNetModule(DefectNet(), optimizer=torch.optim.AdamW, loss="huber")

@@ -1,4 +1,5 @@
-"""LightningModule: DefectNet trained with a masked MSE on the candidate entries only."""
+"""LightningModule: DefectNet trained with a masked loss (MSE by default) on the candidate
+entries only."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import lightning as L
 from torch import nn
 
 from defectnet.data.datamodule import TEST_SPLITS, Batch
-from defectnet.metrics import SplitMetrics, masked_mse
+from defectnet.errors import UserError
+from defectnet.metrics import LOSSES, SplitMetrics
 from defectnet.model.checkpoint import Thresholds, checkpoint_entry, entry_thresholds
 
 
@@ -22,6 +24,7 @@ class DefectNetModule(L.LightningModule):
         scheduler: Callable | None = None,
         threshold: float = 0.005,
         freeze_encoder: bool = False,
+        loss: str = "squared",
     ):
         super().__init__()
         # Only plain values go into checkpoints, so they load with weights_only=True.
@@ -29,6 +32,9 @@ class DefectNetModule(L.LightningModule):
         self.model = model
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.threshold = threshold
+        if loss not in LOSSES:
+            raise UserError(f"model.loss='{loss}': choose one of {', '.join(LOSSES)}.")
+        self.loss = LOSSES[loss]
         # written into every checkpoint; the PresenceThresholds callback sets them from val
         self.thresholds = Thresholds(threshold, threshold)
         self.val_metrics = SplitMetrics(threshold)
@@ -43,7 +49,7 @@ class DefectNetModule(L.LightningModule):
 
     def _step(self, batch: Batch):
         pred, attention = self(batch.inputs(), batch.candidates, batch.references)
-        loss = masked_mse(pred, batch.targets, batch.candidates)
+        loss = self.loss(pred, batch.targets, batch.candidates)
         return pred, loss, batch.candidates, batch.targets, batch.n_dopants, attention
 
     def training_step(self, batch, batch_idx):
