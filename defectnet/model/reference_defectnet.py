@@ -3,8 +3,9 @@ host.
 
 A spectrum-only network has to learn from the training hosts how every dopant changes every
 host, and on hosts it never saw it barely beats the training mean. The host's single-dopant
-references (``stage=references``: one relaxed cell per dopant, the same phonon machinery as the
-samples) carry exactly that knowledge for the host at hand. This network reads them:
+references (``stage=references``: per dopant a dilute and a high-concentration cell, the same
+phonon machinery as the samples) carry exactly that knowledge for the host at hand. This
+network reads them:
 
 * the sample's difference spectrum (doped − pristine) is unmixed over the candidates'
   unit-concentration reference differences, dilute and high-concentration (non-negative least
