@@ -122,11 +122,13 @@ def comparison_table(results: dict) -> str:
 
 
 @torch.no_grad()
-def undoped_crystals(networks, dm: PDoSDataModule, threshold: float, n_candidates: int):
+def undoped_crystals(
+    networks, dm: PDoSDataModule, threshold: float, n_candidates: int, spread_weight: float
+):
     """Each parent's pristine spectrum given as the doped one too, offered the ``n_candidates``
     dopants its samples offer most often: a model that knows "nothing here" calls none of them
-    present. Per parent: the largest predicted concentration and whether all stay below
-    ``threshold``."""
+    present. Per parent: the largest predicted concentration and whether every candidate's
+    presence score (``EnsemblePrediction.presence``) stays below ``threshold``."""
     ds = dm.dataset
     out = {}
     for k, parent in enumerate(ds.parents):
@@ -138,13 +140,17 @@ def undoped_crystals(networks, dm: PDoSDataModule, threshold: float, n_candidate
         i = rows[0]
         x = torch.stack([ds.pristine[i], ds.pristine[i], ds.composition[i]])[None]
         refs = dm.references[k][None] if dm.references is not None else None
-        pred = np.mean([net(x, mask, refs)[0].numpy() for net in networks], axis=0)[0]
-        top = float(pred[mask[0].numpy() > 0].max())
+        answer = EnsemblePrediction.from_members(
+            np.stack([net(x, mask, refs)[0].numpy() for net in networks])
+        )
+        offered_now = mask[0].numpy() > 0
         out[parent] = {
             "held_out": parent in dm.splits.ood_parents,
             "n_candidates": int(mask.sum()),
-            "max_prediction": top,
-            "read_undoped": top < threshold,
+            "max_prediction": float(answer.mean[0][offered_now].max()),
+            "read_undoped": bool(
+                (answer.presence(spread_weight)[0][offered_now] < threshold).all()
+            ),
         }
     return out
 
@@ -188,12 +194,19 @@ def evaluate(cfg: DictConfig) -> dict:
     _check_split(paths, dm)
     name = "DefectNet" if len(networks) == 1 else f"DefectNet (ensemble of {len(networks)})"
     members = _cached(lambda s: network_members(networks, dm, s)[0])
+    has_val = len(dm.splits.val) > 0
+    # the ensemble's presence rule is calibrated on val as a whole; without val the members'
+    # own thresholds apply to their mean
+    weight = float(cfg.presence.spread_weight) if len(networks) > 1 and has_val else 0.0
 
     def open_set_answer(split):
         answers, mask = network_members(networks, dm, split, open_set=True)
-        return answers.mean(0), mask
+        answer = EnsemblePrediction.from_members(answers)
+        return answer.mean, answer.presence(weight), mask
 
     methods = {name: _cached(lambda s: members(s).mean(0))}
+    # what each method's presence is called on (the others: their concentrations)
+    scores = {name: _cached(lambda s: EnsemblePrediction.from_members(members(s)).presence(weight))}
     if cfg.get("mlp_ckpt"):
         mlp, *_, mlp_paths = load_ensemble(cfg.mlp_ckpt)
         _check_split(mlp_paths, dm)
@@ -202,25 +215,36 @@ def evaluate(cfg: DictConfig) -> dict:
         references = load_references(cfg.references)
         methods["NNLS"] = _cached(lambda s: nnls_predict(dm, s, references))
     methods["training mean"] = lambda s: train_mean_predict(dm, s)
+    scores = {m: scores.get(m, f) for m, f in methods.items()}
 
     def truth(split):
         batch = dm.split_tensors(split)
         return batch.targets.numpy(), batch.candidates.numpy()
 
-    has_val = len(dm.splits.val) > 0
     max_fpr = cfg.presence.max_distractor_fpr
     thresholds = {
-        m: best_threshold(f("val"), *truth("val"), max_fpr) if has_val else stored.guided
-        for m, f in methods.items()
+        m: best_threshold(scores[m]("val"), *truth("val"), max_fpr) if has_val else stored.guided
+        for m in methods
     }
     open_threshold = stored.open_set
     if has_val and cfg.get("open_set", True):
-        val_pred, val_mask = open_set_answer("val")
-        open_threshold = best_threshold(val_pred, truth("val")[0], val_mask, max_fpr)
+        _, val_score, val_mask = open_set_answer("val")
+        open_threshold = best_threshold(val_score, truth("val")[0], val_mask, max_fpr)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict = {m: {} for m in methods}
-    extra: dict = {"thresholds": thresholds, "open_set": {}, "calibration": {}, "predictions": {}}
+    extra: dict = {
+        "thresholds": thresholds,
+        # what defectnet-predict needs to call presence as evaluated here (ship_model's card)
+        "presence": {
+            "spread_weight": weight,
+            "threshold": thresholds[name],
+            "open_set_threshold": open_threshold,
+        },
+        "open_set": {},
+        "calibration": {},
+        "predictions": {},
+    }
     level = float(cfg.interval)
     scale = 1.0
     if len(networks) > 1 and has_val:
@@ -230,7 +254,9 @@ def evaluate(cfg: DictConfig) -> dict:
     for split in (s for s in TEST_SPLITS if len(getattr(dm.splits, s))):
         target, mask = truth(split)
         for m, f in methods.items():
-            results[m][split] = split_metrics(f(split), target, mask, thresholds[m])
+            results[m][split] = split_metrics(
+                f(split), target, mask, thresholds[m], scores[m](split)
+            )
         mean = methods[name](split)
         extra["predictions"][split] = per_sample_table(dm, split, mean)
         if len(networks) > 1:
@@ -244,8 +270,8 @@ def evaluate(cfg: DictConfig) -> dict:
                 **{f"scaled_{k}": v for k, v in scaled.items()},
             }
         if cfg.get("open_set", True):
-            open_pred, open_mask = open_set_answer(split)
-            o = split_metrics(open_pred, target, open_mask, open_threshold)
+            open_mean, open_score, open_mask = open_set_answer(split)
+            o = split_metrics(open_mean, target, open_mask, open_threshold, open_score)
             g = results[name][split]
             extra["open_set"][split] = {
                 "threshold": open_threshold,
@@ -269,7 +295,7 @@ def evaluate(cfg: DictConfig) -> dict:
                 split,
             )
         )
-    undoped = undoped_crystals(networks, dm, thresholds[name], cfg.undoped_candidates)
+    undoped = undoped_crystals(networks, dm, thresholds[name], cfg.undoped_candidates, weight)
     extra["undoped_crystals"] = undoped
     table = comparison_table(results)
     metrics = {
@@ -322,7 +348,15 @@ def evaluate(cfg: DictConfig) -> dict:
                 max(u["max_prediction"] for u in group),
             )
     if "interval_scale" in extra:
-        log.info("defectnet-predict with this ensemble: interval_scale=%.2f", scale)
+        log.info(
+            "for the model card (scripts/ship_model.py evaluation=%s): interval_scale %.2f, "
+            "presence on mean − %g × spread above %.4g (open set %.4g)",
+            out_dir,
+            scale,
+            weight,
+            thresholds[name],
+            open_threshold,
+        )
     return metrics
 
 

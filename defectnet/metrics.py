@@ -81,12 +81,18 @@ def masked_rmse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) ->
 
 
 def split_metrics(
-    pred: np.ndarray, target: np.ndarray, mask: np.ndarray, threshold: float
+    pred: np.ndarray,
+    target: np.ndarray,
+    mask: np.ndarray,
+    threshold: float,
+    score: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """The comparison's numbers for one method on one split (candidate entries only)."""
+    """The comparison's numbers for one method on one split (candidate entries only).
+    Presence is called where ``score`` (default: the predicted concentration) exceeds
+    ``threshold``; an ensemble calls it on its lower bound (``EnsemblePrediction.presence``)."""
     sel = mask > 0
     err = (pred - target) ** 2
-    present, called = target > 0, pred > threshold
+    present, called = target > 0, (pred if score is None else score) > threshold
     tp = float((called & present & sel).sum())
     fp = float((called & ~present & sel).sum())
     fn = float((~called & present & sel).sum())

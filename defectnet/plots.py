@@ -55,9 +55,10 @@ def prediction_report(
     title: str,
     interval: float,
     threshold: float,
+    threshold_label: str = "presence threshold",
 ) -> Path:
     """One page: the two spectra and their difference, the predicted concentrations with their
-    interval, and where in energy the model looked (attention)."""
+    interval (blue: called present), and where in energy the model looked (attention)."""
     import numpy as np
 
     fig, axes = plt.subplots(3, 1, figsize=(6.4, 8.0), dpi=120)
@@ -82,7 +83,7 @@ def prediction_report(
         lower = [100 * (r["concentration"] - r["low"]) for r in rows]
         upper = [100 * (r["high"] - r["concentration"]) for r in rows]
         ax.errorbar(names, values, yerr=[lower, upper], fmt="none", c="k", capsize=3, lw=0.8)
-    ax.axhline(100 * threshold, c="C3", ls="--", lw=0.8, label="presence threshold")
+    ax.axhline(100 * threshold, c="C3", ls="--", lw=0.8, label=threshold_label)
     level = f"{round(100 * interval)} % interval" if rows and rows[0]["low"] is not None else ""
     ax.set(ylabel="concentration (% of atoms)", title=f"predicted concentrations {level}".strip())
     ax.legend(fontsize=7)

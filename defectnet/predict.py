@@ -139,15 +139,33 @@ def host_signatures(networks, cfg: DictConfig, grid: EnergyGrid, names: list[str
     return matrix[None], ref["parent_id"]
 
 
-def interval_scale(cfg: DictConfig, paths: list[Path]) -> float:
+def model_card(paths: list[Path]) -> dict:
+    """The card beside the members (a shipped model's; {} for other checkpoints)."""
+    card = paths[0].parent / "card.json"
+    return json.loads(card.read_text()) if card.is_file() else {}
+
+
+def interval_scale(cfg: DictConfig, card: dict) -> float:
     """``interval_scale``, or when null the factor the shipped model's card records (measured
     on its validation split by defectnet-evaluate), else 1."""
     if cfg.get("interval_scale") is not None:
         return float(cfg.interval_scale)
-    card = paths[0].parent / "card.json"
-    if card.is_file():
-        return float(json.loads(card.read_text()).get("interval_scale", 1.0))
-    return 1.0
+    return float(card.get("interval_scale", 1.0))
+
+
+def presence_rule(cfg: DictConfig, card: dict, thresholds, open_set: bool) -> tuple[float, float]:
+    """(spread weight, threshold) that call presence: the card's ensemble rule (chosen on val
+    by defectnet-evaluate), else the members' own thresholds on their mean; ``threshold=``
+    overrides the threshold."""
+    rule = card.get("presence")
+    if rule:
+        weight = float(rule["spread_weight"])
+        threshold = float(rule["open_set_threshold" if open_set else "threshold"])
+    else:
+        weight, threshold = 0.0, thresholds.open_set if open_set else thresholds.guided
+    if cfg.get("threshold") is not None:
+        threshold = float(cfg.threshold)
+    return weight, threshold
 
 
 def predict(cfg: DictConfig) -> dict:
@@ -157,8 +175,8 @@ def predict(cfg: DictConfig) -> dict:
     networks, grid, thresholds, paths = load_ensemble(model_to_use(cfg))
     composition = formula_composition(str(cfg.host))
     names, open_set = candidate_list(str(cfg.host), cfg.get("candidates"))
-    threshold = thresholds.open_set if open_set else thresholds.guided
-    threshold = float(cfg.threshold) if cfg.get("threshold") is not None else threshold
+    card = model_card(paths)
+    spread_weight, threshold = presence_rule(cfg, card, thresholds, open_set)
     pristine = input_spectrum(cfg.pristine, cfg, grid)
     doped = input_spectrum(cfg.doped, cfg, grid)
     if composition.shape[0] != grid.n_points:
@@ -170,7 +188,8 @@ def predict(cfg: DictConfig) -> dict:
     mask = torch.tensor(candidate_vector(names))[None]
     references, reference_host = host_signatures(networks, cfg, grid, names)
     result = ensemble_predict(networks, x, mask, references)
-    low, high = result.interval(float(cfg.interval), interval_scale(cfg, paths))
+    low, high = result.interval(float(cfg.interval), interval_scale(cfg, card))
+    score = result.presence(spread_weight)
     rows = []
     for name in names:
         i = DOPANTS.index(name)
@@ -180,7 +199,8 @@ def predict(cfg: DictConfig) -> dict:
                 "concentration": float(result.mean[0, i]),
                 "low": float(low[0, i]) if len(networks) > 1 else None,
                 "high": float(high[0, i]) if len(networks) > 1 else None,
-                "present": bool(result.mean[0, i] > threshold),
+                "presence_score": float(score[0, i]),
+                "present": bool(score[0, i] > threshold),
             }
         )
     rows.sort(key=lambda r: -r["concentration"])
@@ -196,6 +216,7 @@ def predict(cfg: DictConfig) -> dict:
         title=f"{cfg.host}: {Path(cfg.doped).name}",
         interval=float(cfg.interval),
         threshold=threshold,
+        threshold_label=f"present: {presence_text(spread_weight, threshold)}",
     )
     summary = {
         "host": str(cfg.host),
@@ -206,6 +227,7 @@ def predict(cfg: DictConfig) -> dict:
         "references": reference_host,
         "interval": float(cfg.interval),
         "threshold": threshold,
+        "spread_weight": spread_weight,
         "dopants": rows,
         "report": str(report),
     }
@@ -214,12 +236,18 @@ def predict(cfg: DictConfig) -> dict:
     return summary
 
 
+def presence_text(spread_weight: float, threshold: float) -> str:
+    if spread_weight:
+        return f"mean − {spread_weight:g} × member spread above {threshold:.3g}"
+    return f"above {threshold:.3g}"
+
+
 def format_table(summary: dict) -> str:
     level = int(round(100 * summary["interval"]))
     lines = [
         f"host {summary['host']}; {len(summary['checkpoints'])} checkpoint(s); "
         f"{'open set' if summary['open_set'] else 'given candidates'}; "
-        f"present above {summary['threshold']:.3g}",
+        f"present: {presence_text(summary['spread_weight'], summary['threshold'])}",
         f"{'dopant':<7} {'concentration':>13} {f'{level} % interval':>20}  present",
     ]
     for r in summary["dopants"]:

@@ -1,10 +1,12 @@
 """Make a pretraining run's best checkpoints the pretrained model that ships with DefectNet:
 
-    python scripts/ship_model.py run=outputs/train/multiruns/<time>
+    python scripts/ship_model.py run=outputs/train/multiruns/<time> evaluation=<its eval run>
 
 Each member keeps only its network weights and the ``defectnet`` entry (a few MB in all); the
 model card (``card.json``) records the data set each member learned from (path, settings hash,
-samples, parents, held-out parents) and the test figures its run wrote to ``metrics.json``.
+samples, parents, held-out parents), the test figures its run wrote to ``metrics.json`` and,
+from a ``defectnet-evaluate`` run of the same members, the interval widening and the presence
+rule chosen on val, which ``defectnet-predict`` applies.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from defectnet.cli import CONF_DIR
+from defectnet.cli import CONF_DIR, reports_user_errors
 from defectnet.data.cache import load_cache
 from defectnet.ensemble import checkpoint_paths
+from defectnet.errors import UserError
 from defectnet.model.pretrained import ship
 
 KEPT_METRICS = ("rmse", "r2", "element_f1", "distractor_fpr", "baseline_mean_rmse", "n_samples")
@@ -60,7 +63,29 @@ def member_card(checkpoint: Path, entry: dict) -> dict:
     }
 
 
+def evaluation_card(folder: Path, members: list[Path]) -> dict:
+    """The interval widening and presence rule a defectnet-evaluate run of ``members`` chose
+    on val (its ``metrics.json``)."""
+    path = folder / "metrics.json"
+    if not path.is_file():
+        raise UserError(f"evaluation: no {path}; pass a defectnet-evaluate run folder.")
+    metrics = json.loads(path.read_text())
+    evaluated = sorted(Path(p).resolve() for p in metrics.get("checkpoints", []))
+    if evaluated != sorted(p.resolve() for p in members):
+        raise UserError(
+            f"evaluation: {path} evaluated other checkpoints than run= holds; evaluate these "
+            "members (defectnet-evaluate ckpt_path=<run>) and pass that folder."
+        )
+    if "presence" not in metrics:
+        raise UserError(f"evaluation: {path} records no presence rule; evaluate again.")
+    card = {"presence": metrics["presence"]}
+    if "interval_scale" in metrics:
+        card["interval_scale"] = metrics["interval_scale"]
+    return card
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="ship_model")
+@reports_user_errors("ship_model")
 def main(cfg: DictConfig) -> None:
     members = checkpoint_paths(cfg.run)
     entries = [torch.load(p, map_location="cpu", weights_only=True)["defectnet"] for p in members]
@@ -72,8 +97,8 @@ def main(cfg: DictConfig) -> None:
         "members": cards,
         "network": first["network"],
     }
-    if cfg.get("interval_scale") is not None:
-        card["interval_scale"] = float(cfg.interval_scale)
+    if cfg.get("evaluation"):
+        card |= evaluation_card(Path(cfg.evaluation), members)
     if data.get("path") and Path(data["path"]).is_file():
         ds = load_cache(data["path"])
         card["data_set"] = {

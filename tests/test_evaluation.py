@@ -162,6 +162,23 @@ def test_interval_scale_widens_an_overconfident_ensemble_to_its_level():
     assert abs(widened - level) < 0.01
 
 
+def test_presence_is_called_on_the_ensembles_lower_bound():
+    from defectnet.ensemble import EnsemblePrediction
+
+    # two candidates with one mean: members agree on the first, split on the second
+    members = np.array([[[0.02, 0.04]], [[0.02, 0.0]]])
+    answer = EnsemblePrediction.from_members(members)
+    assert np.allclose(answer.mean, [[0.02, 0.02]])
+    score = answer.presence(2.0)
+    assert score[0, 0] == pytest.approx(0.02) and score[0, 1] < 0
+    assert np.array_equal(answer.presence(0.0), answer.mean)
+    target, mask = np.array([[0.02, 0.0]]), np.ones((1, 2))
+    on_mean = split_metrics(answer.mean, target, mask, 0.01)
+    on_bound = split_metrics(answer.mean, target, mask, 0.01, score)
+    assert on_mean["distractor_fpr"] == 1.0 and on_bound["distractor_fpr"] == 0.0
+    assert on_bound["f1"] == 1.0 and on_bound["rmse"] == on_mean["rmse"]
+
+
 def test_evaluate_compares_the_methods_and_writes_figures(ensemble, mlp_checkpoint, tmp_path):
     cfg = compose_config(
         "eval",
@@ -189,6 +206,9 @@ def test_evaluate_compares_the_methods_and_writes_figures(ensemble, mlp_checkpoi
     for f in metrics["figures"]:
         assert (tmp_path / "eval" / f).stat().st_size > 10_000
     assert set(metrics["thresholds"]) == set(methods)
+    rule = metrics["presence"]  # what the model card takes (scripts/ship_model.py)
+    assert rule["spread_weight"] == cfg.presence.spread_weight
+    assert rule["threshold"] == metrics["thresholds"]["DefectNet (ensemble of 2)"]
     undoped = metrics["undoped_crystals"]  # every parent, its held-out ones marked
     assert {p for p, u in undoped.items() if u["held_out"]} == set(metrics["ood_parents"])
     assert len(undoped) == 8 and all(u["max_prediction"] >= 0 for u in undoped.values())
@@ -208,8 +228,8 @@ def test_undoped_crystals_offer_four_of_the_parents_candidates_and_compare_to_th
     dm = PDoSDataModule(str(DEMO_CACHE), ood_fraction=0.25)
     dm.setup()
     level = float(dm.dataset.pristine[dm.dataset.parent_index == 0][0, 10])
-    below = undoped_crystals([_Echo()], dm, threshold=level + 1e-3, n_candidates=4)
-    above = undoped_crystals([_Echo()], dm, threshold=level - 1e-3, n_candidates=4)
+    below = undoped_crystals([_Echo()], dm, level + 1e-3, n_candidates=4, spread_weight=2.0)
+    above = undoped_crystals([_Echo()], dm, level - 1e-3, n_candidates=4, spread_weight=2.0)
     first = dm.dataset.parents[0]
     assert below[first]["read_undoped"] and not above[first]["read_undoped"]
     assert below[first]["max_prediction"] == pytest.approx(level)

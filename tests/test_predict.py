@@ -12,9 +12,11 @@ from omegaconf import open_dict
 
 from defectnet.data.cache import load_cache
 from defectnet.elements import DOPANTS, PROPOSABLE, UnknownElementError
+from defectnet.ensemble import normal_quantile
 from defectnet.errors import UserError
 from defectnet.io import SpectrumFileError
 from defectnet.model.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_network
+from defectnet.model.pretrained import ship
 from defectnet.predict import predict
 
 from .conftest import DEMO_CACHE, DEMO_REFERENCES, compose_config
@@ -61,6 +63,38 @@ def test_ensemble_prediction_with_candidates_writes_table_json_and_report(
     assert saved["dopants"] == summary["dopants"]
     assert Path(summary["report"]).stat().st_size > 20_000
     assert "90 % interval" in capsys.readouterr().out
+
+
+def test_a_shipped_cards_presence_rule_calls_on_the_ensembles_lower_bound(
+    ensemble, gaas_files, tmp_path
+):
+    folder, present, offered = gaas_files
+    args = (
+        "host=GaAs",
+        f"doped={folder / 'doped.txt'}",
+        f"pristine={folder / 'pristine.txt'}",
+        f"candidates=[{','.join(offered)}]",
+    )
+    shipped = tmp_path / "shipped"
+    ship(ensemble, {"presence": {"spread_weight": 2.0, "threshold": 1e-3}}, shipped)
+    summary = run(tmp_path, shipped, *args)
+    assert summary["spread_weight"] == 2.0 and summary["threshold"] == 1e-3
+    z = normal_quantile(0.9)  # the card sets no widening: high = mean + z × spread
+    for r in summary["dopants"]:
+        spread = (r["high"] - r["concentration"]) / z
+        assert r["presence_score"] == pytest.approx(r["concentration"] - 2 * spread, abs=1e-6)
+        assert r["present"] == (r["presence_score"] > 1e-3)
+    # the same members without a card: their own thresholds, on the mean
+    plain = run(tmp_path, f"[{ensemble[0]},{ensemble[1]}]", *args)
+    assert plain["spread_weight"] == 0.0
+    assert all(r["presence_score"] == r["concentration"] for r in plain["dopants"])
+    # at one threshold, the lower bound calls a subset of what the mean calls
+    called = {r["dopant"] for r in summary["dopants"] if r["present"]}
+    on_mean = {r["dopant"] for r in plain["dopants"] if r["concentration"] > 1e-3}
+    assert called <= on_mean
+    assert plain["threshold"] == pytest.approx(
+        np.mean([load_network(p)[2].guided for p in ensemble])
+    )
 
 
 def test_a_reference_informed_model_finds_the_hosts_references_by_formula(
