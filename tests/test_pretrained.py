@@ -42,6 +42,28 @@ def test_shipping_keeps_only_weights_and_the_entry(ensemble, tmp_path):
     assert member_for_seed(tmp_path, 3) == written[1]  # seed mod M
 
 
+def test_the_card_takes_the_presence_rule_of_an_evaluation_of_the_same_members(ensemble, tmp_path):
+    import importlib.util
+    import json
+
+    from defectnet.errors import UserError
+
+    spec = importlib.util.spec_from_file_location(
+        "ship_model", ROOT_DIR / "scripts" / "ship_model.py"
+    )
+    ship_model = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship_model)
+    rule = {"spread_weight": 2.0, "threshold": 0.002, "open_set_threshold": 0.001}
+    metrics = {"checkpoints": [str(p) for p in ensemble], "presence": rule, "interval_scale": 4.0}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    card = ship_model.evaluation_card(tmp_path, list(reversed(ensemble)))
+    assert card == {"presence": rule, "interval_scale": 4.0}
+    with pytest.raises(UserError, match="evaluated other checkpoints"):
+        ship_model.evaluation_card(tmp_path, ensemble[:1])
+    with pytest.raises(UserError, match="no .*metrics.json"):
+        ship_model.evaluation_card(tmp_path / "elsewhere", ensemble)
+
+
 @pytest.mark.parametrize("reads_references", [False, True], ids=["spectrum", "references"])
 def test_the_shipped_model_loads_safely_and_reads_a_known_sample(reads_references):
     members = pretrained_members(reads_references)
