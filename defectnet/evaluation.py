@@ -193,20 +193,23 @@ def evaluate(cfg: DictConfig) -> dict:
         )
     _check_split(paths, dm)
     name = "DefectNet" if len(networks) == 1 else f"DefectNet (ensemble of {len(networks)})"
-    members = _cached(lambda s: network_members(networks, dm, s)[0])
+    # every member's answer, combined once per split (mean, spread, presence score, intervals)
+    answers = _cached(
+        lambda s: EnsemblePrediction.from_members(network_members(networks, dm, s)[0])
+    )
     has_val = len(dm.splits.val) > 0
     # the ensemble's presence rule is calibrated on val as a whole; without val the members'
     # own thresholds apply to their mean
     weight = float(cfg.presence.spread_weight) if len(networks) > 1 and has_val else 0.0
 
     def open_set_answer(split):
-        answers, mask = network_members(networks, dm, split, open_set=True)
-        answer = EnsemblePrediction.from_members(answers)
+        members, mask = network_members(networks, dm, split, open_set=True)
+        answer = EnsemblePrediction.from_members(members)
         return answer.mean, answer.presence(weight), mask
 
-    methods = {name: _cached(lambda s: members(s).mean(0))}
+    methods = {name: lambda s: answers(s).mean}
     # what each method's presence is called on (the others: their concentrations)
-    scores = {name: _cached(lambda s: EnsemblePrediction.from_members(members(s)).presence(weight))}
+    scores = {name: _cached(lambda s: answers(s).presence(weight))}
     if cfg.get("mlp_ckpt"):
         mlp, *_, mlp_paths = load_ensemble(cfg.mlp_ckpt)
         _check_split(mlp_paths, dm)
@@ -248,7 +251,7 @@ def evaluate(cfg: DictConfig) -> dict:
     level = float(cfg.interval)
     scale = 1.0
     if len(networks) > 1 and has_val:
-        scale = EnsemblePrediction.from_members(members("val")).interval_scale(*truth("val"), level)
+        scale = answers("val").interval_scale(*truth("val"), level)
         extra["interval_scale"] = scale
     figures = []
     for split in (s for s in TEST_SPLITS if len(getattr(dm.splits, s))):
@@ -260,7 +263,7 @@ def evaluate(cfg: DictConfig) -> dict:
         mean = methods[name](split)
         extra["predictions"][split] = per_sample_table(dm, split, mean)
         if len(networks) > 1:
-            ensemble = EnsemblePrediction.from_members(members(split))
+            ensemble = answers(split)
             raw = coverage(*ensemble.interval(level), target, mask)
             scaled = coverage(*ensemble.interval(level, scale), target, mask)
             extra["calibration"][split] = {
