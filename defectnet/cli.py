@@ -116,17 +116,19 @@ def _references(cfg: DictConfig) -> dict:
 
 
 def _consolidate(cfg: DictConfig) -> dict:
-    from defectnet.data.cache import consolidate, save_cache
-    from defectnet.datagen.settings import grid_from_config, settings_hash
+    from defectnet.data.cache import consolidate, load_cache, save_cache
+    from defectnet.datagen.settings import made_like
 
-    run = {
-        "settings_hash": settings_hash(cfg),
-        "grid": grid_from_config(cfg),
-        "fwhm_mev": float(cfg.spectra.fwhm_mev),
-        "weighting": cfg.spectra.get("weighting", "total"),
-    }
-    ds, report = consolidate(Path(cfg.out_dir) / "records", run)
-    save_cache(ds, Path(cfg.cache))
+    ds, report = consolidate(Path(cfg.out_dir) / "records", made_like(cfg))
+    cache = Path(cfg.cache)
+    if cache.is_file() and not cfg.get("force", False):
+        held = len(load_cache(cache))
+        if len(ds) < held:
+            raise UserError(
+                f"cache={cache}: holds {held} samples, the records {len(ds)}; the cache is left "
+                "as it is. Restore the missing records, or pass force=true to replace it."
+            )
+    save_cache(ds, cache)
     log.info("cache %s: %d samples from %d parents", cfg.cache, report["ok"], len(ds.parents))
     return {"consolidate": report}
 

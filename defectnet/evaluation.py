@@ -38,22 +38,14 @@ from defectnet.runtime import finish_wandb, instantiate_all, log_once
 log = logging.getLogger(__name__)
 
 
-def nnls_predict(dm: PDoSDataModule, split: str, references: dict[str, dict]) -> np.ndarray:
-    """Unmix each difference spectrum (doped − pristine) as a non-negative mix of the host's
-    single-dopant difference spectra scaled to unit concentration, dilute and high-concentration
-    (a dopant's concentration is its two shares together: a two-point model of its response);
-    candidates without a reference get 0."""
-    batch = dm.split_tensors(split)
-    mask, spectra = batch.candidates, batch.spectra
-    parents = [dm.dataset.parents[i] for i in batch.parent.tolist()]
+def nnls_unmix(spectra: torch.Tensor, mask: torch.Tensor, references: list[dict]) -> np.ndarray:
+    """Unmix each difference spectrum (doped − pristine, ``spectra`` [N, 2, L]) as a
+    non-negative mix of its host's single-dopant difference spectra scaled to unit
+    concentration, dilute and high-concentration (a dopant's concentration is its two shares
+    together: a two-point model of its response); ``references`` holds each row's host
+    references; candidates without a reference get 0."""
     pred = np.zeros(mask.shape, dtype=np.float64)
-    for row, parent in enumerate(parents):
-        ref = references.get(parent)
-        if ref is None:
-            raise ReferenceError(
-                f"no single-dopant references for parent '{parent}'; run stage=references "
-                "for the data set's preset."
-            )
+    for row, ref in enumerate(references):
         offered = np.flatnonzero(mask[row].numpy())
         pairs = [
             (s, c)
@@ -68,6 +60,19 @@ def nnls_predict(dm: PDoSDataModule, split: str, references: dict[str, dict]) ->
         # a dopant's shares of its dilute and high-concentration signatures add up
         np.add.at(pred[row], [s for s, _ in pairs], conc)
     return np.clip(pred, 0, 1)
+
+
+def nnls_predict(dm: PDoSDataModule, split: str, references: dict[str, dict]) -> np.ndarray:
+    """``nnls_unmix`` of a split, each sample against its parent's references."""
+    batch = dm.split_tensors(split)
+    parents = [dm.dataset.parents[i] for i in batch.parent.tolist()]
+    missing = sorted(set(parents) - set(references))
+    if missing:
+        raise ReferenceError(
+            f"no single-dopant references for parent '{missing[0]}'; run stage=references "
+            "for the data set's preset."
+        )
+    return nnls_unmix(batch.spectra, batch.candidates, [references[p] for p in parents])
 
 
 def per_sample_table(dm: PDoSDataModule, split: str, pred: np.ndarray) -> list[dict]:

@@ -12,6 +12,7 @@ memory (``PDoSDataset``) every tensor is per sample again.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -47,6 +48,9 @@ STORED = (
 
 # metadata lists with one entry per sample (the rest describes the whole data set)
 PER_SAMPLE_META = ("sample_ids", "n_atoms")
+
+
+log = logging.getLogger(__name__)
 
 
 class CacheError(UserError):
@@ -243,9 +247,13 @@ def consolidate(records_dir: Path, run: dict) -> tuple[PDoSDataset, dict]:
 
     ``run`` describes the config (see ``check_made_like``); records made otherwise are refused,
     so the cache's grid is the one its spectra were made on. Returns the data set and a report:
-    counts of ok and failed samples, failures by reason.
+    counts of ok and failed samples, failures by reason, and the torn tails of shards still
+    being written (or cut off by a stop), which are skipped and named.
     """
-    records = read_shards(records_dir)
+    skipped: list[str] = []
+    records = read_shards(records_dir, skipped)
+    for line in skipped:
+        log.warning("%s: skipped", line)
     if not records:
         raise CacheError(f"{records_dir}: no records to consolidate; run the generation first.")
     check_made_like(records, records_dir, run)
@@ -262,6 +270,7 @@ def consolidate(records_dir: Path, run: dict) -> tuple[PDoSDataset, dict]:
         "failed": len(failed),
         "failures": dict(reasons),
         "settings_hashes": [run["settings_hash"]],
+        "skipped_lines": skipped,
     }
     if not ok:
         raise CacheError(

@@ -112,10 +112,12 @@ class Context:
         return self._references[parent.id]
 
     def pristine_spectrum(self, parent: Parent, parent_state: dict, supercell: Atoms, reference):
-        """The spectrum a sample's doped one is read against. With a defect library it is the
-        library's own pristine supercell through the same route as every sample (so an undoped
-        sample's two spectra are equal); otherwise the parent's, from its pristine supercell."""
-        if self.phonons.relaxes_samples:
+        """The spectrum a sample's doped one is read against: the pristine supercell the
+        samples are cut from, through the same phonon route as every sample (so an undoped
+        sample's two spectra are equal and a difference spectrum holds the dopants alone). Data
+        sets made with ``pristine_spectrum: parent_cell`` keep the parent's own pristine
+        spectrum (its phonon supercell), as they were made."""
+        if self.phonons.relaxes_samples and self.cfg.get("pristine_spectrum") == "parent_cell":
             return parent_state["pristine"]
         if parent.id not in self._pristine:
             modes = self.phonons.doped_modes(supercell, reference, self.forcefield)

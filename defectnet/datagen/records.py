@@ -1,9 +1,11 @@
 """Append-only JSON-lines record shards and atomic JSON files.
 
 A record is appended with a single write and flushed to disk, so a killed run leaves at most one
-torn last line; opening the shard again cuts that line off and everything before it counts as
-done. A finished shard is compressed (``.jsonl.gz``, byte-reproducible) so that large data sets
-stay small enough to commit; records added to it later go to a fresh ``.jsonl`` beside it until
+torn last line (no newline); opening the shard again cuts that line off, says so, and everything
+before it counts as done. Any other line that is not a record stops the run with its file and
+line, and the file is left as it is: a record once written is never deleted. A finished shard
+is compressed (``.jsonl.gz``, byte-reproducible) so that large data sets stay small enough to
+commit; records added to it later go to a fresh ``.jsonl`` beside it until
 it is finished again. Other outputs go through ``defectnet.atomic``.
 """
 
@@ -11,12 +13,15 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from defectnet.atomic import atomic_path
 from defectnet.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -84,24 +89,31 @@ def compressed(path: Path) -> Path:
     return path.with_name(path.name + ".gz")
 
 
-def _json_lines(raw: bytes, path: Path, strict: bool) -> tuple[list[Record], int]:
-    """Records of a JSON-lines text and the length of its intact part (a torn tail stops the
-    reading; ``strict`` makes a bad line in the middle an error)."""
+def _json_lines(raw: bytes, path: Path) -> tuple[list[Record], int]:
+    """Records of a JSON-lines text and the length of its intact part. Only a torn tail (a last
+    line with no newline: a write cut off by a kill) falls outside it; any complete line that is
+    not a record is an error naming the file and the line, so a record is never dropped."""
     records, good_end = [], 0
-    lines = raw.splitlines(keepends=True)
-    for n, line in enumerate(lines, 1):
+    for n, line in enumerate(raw.splitlines(keepends=True), 1):
         if not line.endswith(b"\n"):
             break  # torn final write from a killed run
         try:
             records.append(Record.from_dict(json.loads(line), f"{path}, line {n}"))
         except json.JSONDecodeError as exc:
-            if strict and n < len(lines):
-                raise UserError(
-                    f"{path}, line {n}: not a JSON record ({exc}); rerun that shard to repair it."
-                ) from exc
-            break
+            raise UserError(
+                f"{path}, line {n}: not a JSON record ({exc}); the file is left as it is: "
+                "restore it from version control, or move the line out and rerun that shard."
+            ) from exc
         good_end += len(line)
     return records, good_end
+
+
+def torn_tail(raw: bytes, good_end: int, path: Path) -> str | None:
+    """What a torn tail holds, in words (None: the file ends with a whole record)."""
+    if good_end == len(raw):
+        return None
+    line = raw[:good_end].count(b"\n") + 1
+    return f"{path}, line {line}: {len(raw) - good_end} bytes of a record cut off by a stopped run"
 
 
 def _read_compressed(path: Path) -> list[Record]:
@@ -112,7 +124,7 @@ def _read_compressed(path: Path) -> list[Record]:
             f"{path}: not a readable gzip file ({exc}); restore it from version control or "
             "delete it to regenerate that shard."
         ) from exc
-    return _json_lines(raw, path, strict=True)[0]
+    return _json_lines(raw, path)[0]
 
 
 def read_json(path: Path):
@@ -137,10 +149,13 @@ class RecordShard:
             self._load_and_repair()
 
     def _load_and_repair(self) -> None:
+        """Read the plain shard; a torn tail (and only that) is cut off, with a warning."""
         raw = self.path.read_bytes()
-        records, good_end = _json_lines(raw, self.path, strict=False)
+        records, good_end = _json_lines(raw, self.path)
         self.records += records
-        if good_end != len(raw):
+        torn = torn_tail(raw, good_end, self.path)
+        if torn:
+            log.warning("%s: cut off; that sample is made again", torn)
             with open(self.path, "r+b") as fh:
                 fh.truncate(good_end)
 
@@ -173,12 +188,18 @@ def _line(record: Record) -> str:
     return json.dumps(record.to_dict(), separators=(",", ":")) + "\n"
 
 
-def read_shards(records_dir: Path) -> list[Record]:
-    """Every record of every shard in a folder, compressed or not (torn tails ignored, files
-    left untouched)."""
+def read_shards(records_dir: Path, skipped: list[str] | None = None) -> list[Record]:
+    """Every record of every shard in a folder, compressed or not; files left untouched. A torn
+    tail is not read, and is named in ``skipped`` when a list is given; any other line that is
+    not a record is an error."""
     out = []
     for path in sorted(Path(records_dir).glob("shard-*.jsonl.gz")):
         out += _read_compressed(path)
     for path in sorted(Path(records_dir).glob("shard-*.jsonl")):
-        out += _json_lines(path.read_bytes(), path, strict=True)[0]
+        raw = path.read_bytes()
+        records, good_end = _json_lines(raw, path)
+        out += records
+        torn = torn_tail(raw, good_end, path)
+        if torn and skipped is not None:
+            skipped.append(torn)
     return out

@@ -20,6 +20,7 @@ RUNTIME_KEYS = (
     "stage",
     "out_dir",
     "cache",
+    "force",
     "progress",
     "cost",
 )
@@ -33,6 +34,8 @@ IMPLIED = {
     ("sampling", "undoped_fraction"): 0.0,
     ("phonons", "pair_reach"): 0.0,
 }
+# ``pristine_spectrum``: data sets made before it had the parent's own pristine spectrum
+# (``parent_cell``) when every sample was relaxed; that value stays out of the hash (below).
 TOP_IMPLIED = {
     "balance_prototypes": False,
     "sample_stability": {"imaginary_tolerance_mev": 3.0, "max_imaginary_fraction": None},
@@ -68,6 +71,8 @@ def settings_hash(cfg: DictConfig) -> str:
     for key, value in TOP_IMPLIED.items():
         if data.get(key, value) == value:
             data.pop(key, None)
+    if data.get("pristine_spectrum", "parent_cell") == "parent_cell" or not relaxes_samples(data):
+        data.pop("pristine_spectrum", None)  # superposed samples always had the sample's cell
     source = data.get("parents", {})
     if source.get("_target_") in HASHED_AS:
         source["_target_"] = HASHED_AS[source["_target_"]]
@@ -77,6 +82,23 @@ def settings_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def relaxes_samples(data: dict) -> bool:
+    """Whether the configured phonon method relaxes and computes every sample (``full``,
+    ``embedded``) rather than assembling it from a defect library."""
+    return not data.get("phonons", {}).get("_target_", "").endswith("SuperposedForceConstants")
+
+
 def grid_from_config(cfg: DictConfig) -> EnergyGrid:
     s = cfg.spectra
     return EnergyGrid(float(s.e_min), float(s.e_max), int(s.n_points))
+
+
+def made_like(cfg: DictConfig) -> dict:
+    """How a generation config makes its records (settings hash, grid, resolution, weighting):
+    what ``data.cache.consolidate`` checks every record against."""
+    return {
+        "settings_hash": settings_hash(cfg),
+        "grid": grid_from_config(cfg),
+        "fwhm_mev": float(cfg.spectra.fwhm_mev),
+        "weighting": cfg.spectra.get("weighting", "total"),
+    }

@@ -69,7 +69,16 @@ def check_shard(cfg: DictConfig) -> tuple[int, int]:
     return shard, num_shards
 
 
+PRISTINE_SPECTRA = ("sample_cell", "parent_cell")
+
+
 def make_context(cfg: DictConfig, out_dir: Path, h: str) -> Context:
+    choice = cfg.get("pristine_spectrum", "sample_cell")
+    if choice not in PRISTINE_SPECTRA:
+        raise UserError(
+            f"pristine_spectrum={choice}: choose sample_cell (the samples' own supercell, the "
+            "default) or parent_cell (the parent's phonon supercell, for data sets made so)."
+        )
     ctx = Context(
         cfg,
         instantiate(cfg.calculator),
