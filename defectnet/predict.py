@@ -60,22 +60,31 @@ def is_structure_file(path: Path) -> bool:
     return any(path.match(pattern) for pattern in PARENT_FILE_PATTERNS)
 
 
-def input_spectrum(path: str, cfg: DictConfig, grid: EnergyGrid) -> np.ndarray:
-    """A spectrum file (read, cleaned, put on the grid) or a structure file (simulated)."""
+def spectrum_recipe(cfg: DictConfig, grid: EnergyGrid):
+    """What the model's training spectra were: its grid and the resolution of its recipe."""
+    from defectnet.spectrum_checks import Recipe
+
+    return Recipe(grid, float(cfg.simulate.fwhm_mev))
+
+
+def input_spectrum(path: str, cfg: DictConfig, grid: EnergyGrid) -> tuple[np.ndarray, dict]:
+    """A spectrum file (checked against the model's recipe, read, cleaned, put on the grid) or a
+    structure file (simulated), and what the checks found and did."""
     from defectnet.io import SpectrumFileError, prepare, read_spectrum
+    from defectnet.spectrum_checks import Report, check_file, check_range, match_resolution
 
     p = Path(path).expanduser()
     if is_structure_file(p):
-        return simulate_spectrum(p, cfg, grid)
+        return simulate_spectrum(p, cfg, grid), {"simulated": True}
+    if p.is_dir():
+        raise SpectrumFileError(f"{p}: a folder; pass a spectrum or structure file.")
+    recipe = spectrum_recipe(cfg, grid)
     energies, intensity = read_spectrum(p, cfg.unit)
-    if energies[-1] < grid.e_min + 0.25 * (grid.e_max - grid.e_min):
-        raise SpectrumFileError(
-            f"{p}: the spectrum ends at {energies[-1]:.1f} meV but the model's grid spans "
-            f"{grid.e_min:g}–{grid.e_max:g} meV; check unit= (now {cfg.unit}) or measure a "
-            "wider energy range."
-        )
+    report = Report(p)
+    top = check_file(p, energies, intensity, cfg.unit, recipe)
+    check_range(report, energies, intensity, recipe)
     try:
-        return prepare(
+        spectrum = prepare(
             energies,
             intensity,
             grid,
@@ -84,6 +93,23 @@ def input_spectrum(path: str, cfg: DictConfig, grid: EnergyGrid) -> np.ndarray:
         )
     except ValueError as exc:  # an all-zero or all-negative spectrum, a cut that removes all
         raise SpectrumFileError(f"{p}: {exc}") from None
+    spectrum = match_resolution(report, spectrum, cfg.get("resolution"), recipe)
+    checks = {"band_top_mev": top, "range_end_mev": float(energies[-1]), "done": report.notes}
+    return spectrum, checks
+
+
+def check_same_band(cfg: DictConfig, checks: dict[str, dict]) -> None:
+    """The doped file must span the host's band as its pristine one shows it."""
+    from defectnet.io import SpectrumFileError
+
+    doped, pristine = checks["doped"], checks["pristine"]
+    if "range_end_mev" in doped and "band_top_mev" in pristine:
+        if doped["range_end_mev"] < pristine["band_top_mev"] - float(cfg.simulate.fwhm_mev):
+            raise SpectrumFileError(
+                f"{cfg.doped}: ends at {doped['range_end_mev']:.1f} meV, short of the host's "
+                f"band, which reaches {pristine['band_top_mev']:.1f} meV in {cfg.pristine}; give "
+                "the doped spectrum over the same range."
+            )
 
 
 def candidate_list(host: str, candidates) -> tuple[list[str], bool]:
@@ -177,8 +203,10 @@ def predict(cfg: DictConfig) -> dict:
     names, open_set = candidate_list(str(cfg.host), cfg.get("candidates"))
     card = model_card(paths)
     spread_weight, threshold = presence_rule(cfg, card, thresholds, open_set)
-    pristine = input_spectrum(cfg.pristine, cfg, grid)
-    doped = input_spectrum(cfg.doped, cfg, grid)
+    pristine, pristine_checks = input_spectrum(cfg.pristine, cfg, grid)
+    doped, doped_checks = input_spectrum(cfg.doped, cfg, grid)
+    checks = {"pristine": pristine_checks, "doped": doped_checks}
+    check_same_band(cfg, checks)
     if composition.shape[0] != grid.n_points:
         raise CheckpointError(
             f"ckpt_path: the model's grid has {grid.n_points} points but the composition "
@@ -229,6 +257,7 @@ def predict(cfg: DictConfig) -> dict:
         "threshold": threshold,
         "spread_weight": spread_weight,
         "dopants": rows,
+        "input_checks": checks,
         "report": str(report),
     }
     write_json_atomic(out_dir / "prediction.json", summary, indent=2)
@@ -260,5 +289,15 @@ def format_table(summary: dict) -> str:
         )
     if summary["open_set"] and not any(r["present"] for r in summary["dopants"]):
         lines.append("(no element above the threshold)")
+    for name, checks in summary.get("input_checks", {}).items():
+        done = (
+            "simulated from its structure"
+            if checks.get("simulated")
+            else (
+                "checked against the model's recipe: "
+                + ("; ".join(checks["done"]) if checks["done"] else "passed as it is")
+            )
+        )
+        lines.append(f"{name}: {done}")
     lines.append(f"report: {summary['report']}")
     return "\n".join(lines)
