@@ -12,7 +12,11 @@ cd "$(dirname "$0")/.."
 preset="$1"
 stage="$2"
 shift 2
-num_shards=$(python -c "import yaml;print(yaml.safe_load(open('conf/generate/$preset.yaml'))['num_shards'])")
+num_shards=$(python -c "
+from hydra import compose, initialize_config_dir
+from defectnet.cli import CONF_DIR
+with initialize_config_dir(config_dir=CONF_DIR, version_base='1.3'):
+    print(compose('generate', overrides=['generate=$preset']).num_shards)")
 workers="${1:-1}"
 first="${2:-0}"
 last="${3:-$((num_shards - 1))}"

@@ -11,6 +11,7 @@ change. The second cell tells a model what the dilute one cannot."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,8 @@ from defectnet.datagen.samples import UnstableSample, check_stability
 from defectnet.datagen.settings import settings_hash
 from defectnet.datagen.shards import check_output_dir, check_shard, make_context, shard_parents
 from defectnet.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 def single_dopant_cell(supercell: Atoms, dopant: str, replaces: str) -> Atoms:
@@ -83,6 +86,17 @@ def high_reference(ctx: Context, supercell: Atoms, cand, fraction: float, refere
             count //= 2
 
 
+def expected_cost(cfg: DictConfig, n_hosts: int) -> str:
+    """What the hosts left to do will cost, from the preset's measured minutes per host."""
+    minutes = (cfg.get("cost") or {}).get("minutes_per_host")
+    if minutes is None:
+        return "no cost estimate (cost.minutes_per_host)"
+    return (
+        f"≈ {float(minutes):g} min each on one core ({cfg.cost.measured_on}): "
+        f"≈ {n_hosts * float(minutes):.0f} min"
+    )
+
+
 def make_references(cfg: DictConfig) -> dict:
     """Single-dopant spectra: for every ok parent of this shard and every candidate of its host,
     one site of the doped supercell substituted (and, under ``"high"``, the high-concentration
@@ -99,6 +113,13 @@ def make_references(cfg: DictConfig) -> dict:
     ctx = make_context(cfg, out_dir, h)
     stats = {"parents": 0, "dopants": 0, "failed": 0, "high": 0, "failed_high": 0}
     fraction = float(cfg.reference_cells.high_fraction)
+    todo = [p for p in mine if not (out_dir / "references" / f"{p.id}.json").exists()]
+    log.info(
+        "references: %d hosts in this shard, %d not started; %s",
+        len(mine),
+        len(todo),
+        expected_cost(cfg, len(todo)),
+    )
     for parent in tqdm(mine, desc="references", disable=not cfg.get("progress", True)):
         state = prepare_parent(ctx, parent)
         if state["status"] != "ok":
