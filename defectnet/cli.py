@@ -151,10 +151,25 @@ GENERATION_STAGES = {
 }
 
 
+def check_generation(cfg: DictConfig) -> None:
+    """Settings refused before any work: shards, the phonon method's settings, candidates."""
+    from defectnet.datagen.shards import check_shard
+    from defectnet.elements import dopant_index
+    from defectnet.runtime import instantiate_checked
+
+    check_shard(cfg)
+    instantiate_checked(cfg.phonons)
+    if cfg.get("candidates") is not None:
+        given = cfg.candidates
+        for dopant in [given] if isinstance(given, str) else list(given):
+            dopant_index(str(dopant), where="candidates")
+
+
 def run_generation(cfg: DictConfig) -> dict:
     """Run ``cfg.stage`` of the generation (see ``GENERATION_STAGES``)."""
     if cfg.stage not in GENERATION_STAGES:
         raise UserError(f"stage='{cfg.stage}': choose one of {', '.join(GENERATION_STAGES)}.")
+    check_generation(cfg)
     out = GENERATION_STAGES[cfg.stage](cfg)
     for stage, counts in out.items():
         log.info("%s (shard %s/%s): %s", stage, cfg.shard, cfg.num_shards, json.dumps(counts))

@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from defectnet.atomic import write_json_atomic
 from defectnet.elements import DOPANTS, PROPOSABLE, candidate_vector, formula_composition
 from defectnet.ensemble import ensemble_predict, load_ensemble
+from defectnet.errors import UserError
 from defectnet.io import PARENT_FILE_PATTERNS
 from defectnet.model.checkpoint import CheckpointError
 from defectnet.spectra import EnergyGrid
@@ -67,7 +68,9 @@ def spectrum_recipe(cfg: DictConfig, grid: EnergyGrid):
     return Recipe(grid, float(cfg.simulate.fwhm_mev))
 
 
-def input_spectrum(path: str, cfg: DictConfig, grid: EnergyGrid) -> tuple[np.ndarray, dict]:
+def input_spectrum(
+    path: str, cfg: DictConfig, grid: EnergyGrid, crystal: bool
+) -> tuple[np.ndarray, dict]:
     """A spectrum file (checked against the model's recipe, read, cleaned, put on the grid) or a
     structure file (simulated), and what the checks found and did."""
     from defectnet.io import SpectrumFileError, prepare, read_spectrum
@@ -93,16 +96,26 @@ def input_spectrum(path: str, cfg: DictConfig, grid: EnergyGrid) -> tuple[np.nda
         )
     except ValueError as exc:  # an all-zero or all-negative spectrum, a cut that removes all
         raise SpectrumFileError(f"{p}: {exc}") from None
-    spectrum = match_resolution(report, spectrum, cfg.get("resolution"), recipe)
-    checks = {"band_top_mev": top, "range_end_mev": float(energies[-1]), "done": report.notes}
+    spectrum = match_resolution(report, spectrum, cfg.get("resolution"), recipe, crystal)
+    checks = {
+        "band_top_mev": top,
+        "range_end_mev": float(energies[-1]),
+        "done": report.notes,
+        "report": report,
+    }
     return spectrum, checks
 
 
-def check_same_band(cfg: DictConfig, checks: dict[str, dict]) -> None:
-    """The doped file must span the host's band as its pristine one shows it."""
+def check_pair(cfg: DictConfig, grid: EnergyGrid, spectra: dict, checks: dict[str, dict]) -> None:
+    """The doped file must span the host's band as its pristine one shows it, and be about as
+    sharp (else a WARNING)."""
     from defectnet.io import SpectrumFileError
+    from defectnet.spectrum_checks import compare_sharpness
 
     doped, pristine = checks["doped"], checks["pristine"]
+    if "report" in doped and cfg.get("resolution") is None:
+        recipe = spectrum_recipe(cfg, grid)
+        compare_sharpness(doped["report"], spectra["doped"], spectra["pristine"], recipe)
     if "range_end_mev" in doped and "band_top_mev" in pristine:
         if doped["range_end_mev"] < pristine["band_top_mev"] - float(cfg.simulate.fwhm_mev):
             raise SpectrumFileError(
@@ -113,36 +126,55 @@ def check_same_band(cfg: DictConfig, checks: dict[str, dict]) -> None:
 
 
 def candidate_list(host: str, candidates) -> tuple[list[str], bool]:
-    """The given candidates, or (open set) every proposable element not in the host."""
+    """The given candidates (a list, or one bare symbol), or (open set) every proposable
+    element not in the host; an element of the host is no substitutional dopant."""
     from ase.formula import Formula
 
     host_elements = set(Formula(host).count())
     if candidates:
-        names = [str(c) for c in candidates]
+        names = [str(candidates)] if isinstance(candidates, str) else [str(c) for c in candidates]
         candidate_vector(names, where="candidates")  # names a bad element
+        clash = [n for n in names if n in host_elements]
+        if clash:
+            raise UserError(
+                f"candidates: {', '.join(clash)} {'is' if len(clash) == 1 else 'are'} in the "
+                f"host {host}; a substitutional dopant is another element: leave it out."
+            )
         return names, False
     return [e for e in PROPOSABLE if e not in host_elements], True
 
 
+def check_settings(cfg: DictConfig) -> None:
+    """Settings refused before any file is read or model loaded."""
+    level = float(cfg.interval)
+    if not 0 < level < 1:
+        raise UserError(
+            f"interval={cfg.interval}: a central interval's probability lies in (0, 1), "
+            "e.g. interval=0.9."
+        )
+    if cfg.get("resolution") is not None and not float(cfg.resolution) > 0:
+        raise UserError(f"resolution={cfg.resolution}: the FWHM in meV, above 0.")
+    formula_composition(str(cfg.host))  # names a malformed host formula
+
+
+def wants_references(cfg: DictConfig) -> bool:
+    """Whether the user asked for references (``references=none`` asks for none)."""
+    value = cfg.get("references")
+    return value is not None and str(value).lower() not in ("none", "null", "")
+
+
 def model_to_use(cfg: DictConfig):
-    """``ckpt_path``, or without one the shipped model: the reference-informed ensemble when
-    ``references`` holds the host's single-dopant spectra (it reads unseen hosts far better),
-    else the spectrum-only one."""
+    """``ckpt_path``, or without one the shipped model: the reference-informed ensemble, which
+    reads the host's references (it reads unseen hosts far better); with ``references=none``,
+    the spectrum-only one."""
     if cfg.get("ckpt_path") is not None:
         return cfg.ckpt_path
-    from defectnet.data.references import references_for_host
     from defectnet.model.pretrained import MEMBER_GLOB, REFERENCE_MODEL, pretrained_dir
 
     folder = pretrained_dir() / REFERENCE_MODEL
-    if any(folder.glob(MEMBER_GLOB)) and cfg.get("references"):
-        if references_for_host(cfg.references, str(cfg.host), required=False) is not None:
-            return str(folder)
-        log.info(
-            "no single-dopant references for %s in %s: the spectrum-only shipped model answers "
-            "(defectnet-generate stage=references makes them)",
-            cfg.host,
-            cfg.references,
-        )
+    if any(folder.glob(MEMBER_GLOB)) and wants_references(cfg):
+        return str(folder)
+    log.info("references=none: the spectrum-only shipped model answers")
     return None
 
 
@@ -151,7 +183,13 @@ def host_signatures(networks, cfg: DictConfig, grid: EnergyGrid, names: list[str
     them (``ReferenceDefectNet``); (None, None) for a spectrum-only model."""
     if not any(getattr(net, "reads_references", False) for net in networks):
         return None, None
-    from defectnet.data.references import reference_matrix, references_for_host
+    from defectnet.data.references import ReferenceError, reference_matrix, references_for_host
+
+    if not wants_references(cfg):
+        raise ReferenceError(
+            "references=none: this model reads the host's single-dopant references; pass "
+            "references=<folder or JSON> (defectnet-generate generate=references)."
+        )
 
     ref = references_for_host(cfg.references, str(cfg.host))
     matrix = reference_matrix(ref, grid.n_points, "references")
@@ -198,15 +236,18 @@ def predict(cfg: DictConfig) -> dict:
     """Run the command: load, predict, print the table, write JSON and the PNG report."""
     from defectnet.plots import prediction_report
 
+    check_settings(cfg)
     networks, grid, thresholds, paths = load_ensemble(model_to_use(cfg))
     composition = formula_composition(str(cfg.host))
     names, open_set = candidate_list(str(cfg.host), cfg.get("candidates"))
     card = model_card(paths)
     spread_weight, threshold = presence_rule(cfg, card, thresholds, open_set)
-    pristine, pristine_checks = input_spectrum(cfg.pristine, cfg, grid)
-    doped, doped_checks = input_spectrum(cfg.doped, cfg, grid)
+    pristine, pristine_checks = input_spectrum(cfg.pristine, cfg, grid, crystal=True)
+    doped, doped_checks = input_spectrum(cfg.doped, cfg, grid, crystal=False)
     checks = {"pristine": pristine_checks, "doped": doped_checks}
-    check_same_band(cfg, checks)
+    check_pair(cfg, grid, {"doped": doped, "pristine": pristine}, checks)
+    for c in checks.values():
+        c.pop("report", None)
     if composition.shape[0] != grid.n_points:
         raise CheckpointError(
             f"ckpt_path: the model's grid has {grid.n_points} points but the composition "

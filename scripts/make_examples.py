@@ -28,8 +28,10 @@ def main(argv: list[str]) -> None:
     wanted = args.get("sample", "zincblende-GaAs/61")
     records = {r.sample_id: r for r in read_shards(ROOT / "data/realism/records")}
     if wanted not in records or records[wanted].status != "ok":
-        raise SystemExit(f"sample={wanted}: not a finished realism cell; pick one of "
-                         f"{sorted(k for k, r in records.items() if r.status == 'ok')}")
+        raise SystemExit(
+            f"sample={wanted}: not a finished realism cell; pick one of "
+            f"{sorted(k for k, r in records.items() if r.status == 'ok')}"
+        )
     record = records[wanted]
     host = record.provenance.parent_id
     out = ROOT / "examples"
@@ -45,9 +47,8 @@ def main(argv: list[str]) -> None:
     write(out / "doped.extxyz", atoms_from_dict(record.structure))
     shutil.copy(ROOT / f"data/realism/structures/{host}.cif", out / "pristine.cif")
     (out / "references").mkdir(exist_ok=True)
-    shutil.copy(
-        ROOT / f"data/realism_references/references/{host}.json", out / "references" / f"{host}.json"
-    )
+    reference = ROOT / f"data/realism_references/references/{host}.json"
+    shutil.copy(reference, out / "references" / reference.name)
     truth = {
         "sample": wanted,
         "host": record.provenance.formula,

@@ -12,6 +12,7 @@ from defectnet.data.cache import load_cache
 from defectnet.data.references import host_references
 from defectnet.elements import DOPANTS
 from defectnet.ensemble import checkpoint_paths, ensemble_predict, load_ensemble
+from defectnet.errors import UserError
 from defectnet.model.checkpoint import load_network
 from defectnet.model.pretrained import (
     member_for_seed,
@@ -95,7 +96,8 @@ def test_the_shipped_model_loads_safely_and_reads_a_known_sample(reads_reference
 
 def test_predict_without_a_checkpoint_picks_the_shipped_model_for_the_host(tmp_path):
     """With the host's references found the reference-informed model answers (here a parent
-    it never trained on), without them the spectrum-only one."""
+    it never trained on); with references=none the spectrum-only one; a host the references
+    do not hold is refused, naming what they hold."""
     from defectnet.predict import predict
 
     card = pretrained_card(reads_references=True)
@@ -113,8 +115,12 @@ def test_predict_without_a_checkpoint_picks_the_shipped_model_for_the_host(tmp_p
         f"pristine={tmp_path / 'pristine.txt'}",
         f"candidates=[{','.join(offered)}]",
     ]
+    cfg = compose_config("predict", ["host=BaSnO3", *common])
+    with pytest.raises(UserError, match=r"no single-dopant references for host BaSnO3 among"):
+        predict(cfg)
     for host, reads in ((parent.rsplit("-", 1)[-1], True), ("BaSnO3", False)):
-        cfg = compose_config("predict", [f"host={host}", *common])
+        refs = [] if reads else ["references=none"]
+        cfg = compose_config("predict", [f"host={host}", *common, *refs])
         with open_dict(cfg):
             cfg.output_dir = str(tmp_path / host)
         summary = predict(cfg)

@@ -70,7 +70,12 @@ SPECTRUM_FILES = {
 def test_malformed_inputs_to_each_command(pretrained, tmp_path):
     good = tmp_path / "good.txt"
     energies = np.arange(0, 150, 1.0)
-    good.write_text("\n".join(f"{e} {np.exp(-(((e - 40) / 10) ** 2))}" for e in energies))
+    peaks = ((40, 1.5, 1.0), (25, 1.5, 0.6), (12, 2.0, 0.3))  # a crystal-like, sharp band
+    good.write_text(
+        "\n".join(
+            f"{e} {sum(h * np.exp(-(((e - c) / w) ** 2)) for c, w, h in peaks)}" for e in energies
+        )
+    )
     (tmp_path / "random.txt").write_bytes(np.random.default_rng(0).bytes(512))
     predict = [f"ckpt_path={pretrained}", "host=GaAs", "candidates=[Zn,Se]", f"pristine={good}"]
     for name, text in SPECTRUM_FILES.items():

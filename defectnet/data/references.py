@@ -75,34 +75,52 @@ def reference_matrix(ref: dict, n_points: int, where: str = "references") -> tor
     return out.flatten(0, 1)
 
 
-def references_for_host(spec: str | Path, host: str, required: bool = True) -> dict | None:
+def host_formula(ref: dict, folder: Path) -> np.ndarray | None:
+    """The composition of a reference file's host: its own ``formula``, else that of the
+    parent record beside the references (``../parents/<id>.json``), else the formula that ends
+    its parent id (``zincblende-GaAs``); None when none tells."""
+    from defectnet.elements import formula_composition
+
+    parent = folder.parent / "parents" / f"{ref['parent_id']}.json"
+    for formula in (
+        ref.get("formula"),
+        json.loads(parent.read_text()).get("formula") if parent.is_file() else None,
+        ref["parent_id"].rsplit("-", 1)[-1],
+    ):
+        if formula:
+            try:
+                return formula_composition(formula)
+            except UserError:  # an id that does not end with a formula
+                continue
+    return None
+
+
+def references_for_host(spec: str | Path, host: str) -> dict:
     """One host's references for prediction: ``spec`` is a ``stage=references`` JSON file
-    (used as given) or a folder of them, where the host is found by its formula (a parent id
-    ends with it: ``zincblende-GaAs``). Not found: an error, or None when not ``required``."""
+    (used as given) or a folder of them, where the host is found by its composition (the
+    references' own formula or their parent's, not the file name)."""
     from defectnet.elements import formula_composition
 
     path = Path(spec).expanduser()
     if path.is_file():
         return json.loads(path.read_text())
-    if not required and not any(path.glob("*.json")):
-        return None
+    if not path.is_dir():
+        raise ReferenceError(
+            f"references={path}: no such file or folder; pass the host's references "
+            "(defectnet-generate generate=references parents.folder=<its structure> "
+            "stage=references), or references=none for the spectrum-only model."
+        )
     references = load_references(path)
     want = formula_composition(host)
-    matches = []
-    for parent_id in references:
-        try:
-            composition = formula_composition(parent_id.rsplit("-", 1)[-1])
-        except UserError:  # an id that does not end with a formula
-            continue
-        if np.allclose(composition, want):
-            matches.append(parent_id)
-    if not matches and not required:
-        return None
+    held = {pid: host_formula(ref, path) for pid, ref in references.items()}
+    matches = [pid for pid, c in held.items() if c is not None and np.allclose(c, want)]
     if not matches:
+        listed = ", ".join(sorted(held)[:8]) + (" …" if len(held) > 8 else "")
         raise ReferenceError(
-            f"references: no single-dopant references for host {host} in {path} "
-            f"({len(references)} hosts); compute them with defectnet-generate stage=references "
-            "for a parent set holding it and pass references=<its folder or JSON file>."
+            f"references={path}: no single-dopant references for host {host} among its "
+            f"{len(references)} hosts ({listed}); make them with defectnet-generate "
+            "generate=references parents.folder=<a folder with its structure> "
+            "stage=references, or pass references=none for the spectrum-only model."
         )
     if len(matches) > 1:
         raise ReferenceError(

@@ -332,6 +332,10 @@ class SuperposedForceConstants(FiniteDisplacement):
                 f"phonons.pair_reach must be >= 0 (× the host's nearest-neighbour distance; "
                 f"0: no pair patches), got {pair_reach}."
             )
+        if sum_rule not in ("local", "phonopy"):
+            raise UserError(f"phonons.sum_rule='{sum_rule}': choose local or phonopy.")
+        if patch_extent not in ("cutoff", "touched"):
+            raise UserError(f"phonons.patch_extent='{patch_extent}': choose cutoff or touched.")
         self.pair_reach = float(pair_reach)
         self.samples_at_gamma = bool(samples_at_gamma)
         self.sum_rule = sum_rule

@@ -135,6 +135,7 @@ def make_references(cfg: DictConfig) -> dict:
         reference = ctx.host_reference(parent, host, candidates, supercell)
         ref = ref or {
             "parent_id": parent.id,
+            "formula": parent.formula,
             "settings_hash": h,
             "pristine": ctx.pristine_spectrum(parent, state, supercell, reference),
             "dopants": {},

@@ -15,6 +15,7 @@ from defectnet.datagen.context import Context
 from defectnet.datagen.parents.base import Parent
 from defectnet.datagen.settings import grid_from_config
 from defectnet.errors import UserError
+from defectnet.runtime import instantiate_checked
 
 
 def plan(cfg: DictConfig, parents: list[Parent]) -> list[tuple[int, Parent]]:
@@ -64,6 +65,8 @@ def check_output_dir(out_dir: Path) -> None:
 
 def check_shard(cfg: DictConfig) -> tuple[int, int]:
     shard, num_shards = int(cfg.shard), int(cfg.num_shards)
+    if num_shards < 1:
+        raise UserError(f"num_shards={num_shards}: split the work into 1 or more shards.")
     if not 0 <= shard < num_shards:
         raise UserError(f"shard={shard} must lie in [0, num_shards={num_shards}).")
     return shard, num_shards
@@ -82,7 +85,7 @@ def make_context(cfg: DictConfig, out_dir: Path, h: str) -> Context:
     ctx = Context(
         cfg,
         instantiate(cfg.calculator),
-        instantiate(cfg.phonons),
+        instantiate_checked(cfg.phonons),
         grid_from_config(cfg),
         out_dir,
         h,
