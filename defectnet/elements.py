@@ -98,6 +98,9 @@ def formula_composition(formula: str) -> np.ndarray:
     try:
         counts = Formula(formula).count()
     except ValueError as exc:
-        raise UnknownElementError(f"host formula '{formula}': {exc}") from exc
+        raise UnknownElementError(
+            f"host formula '{formula}': not a chemical formula ({exc or 'unreadable'}); write it "
+            "like GaAs or Cu2ZnSnS4."
+        ) from exc
     symbols = [s for s, n in counts.items() for _ in range(n)]
     return composition_vector(symbols, where=f"host formula '{formula}'")

@@ -109,6 +109,32 @@ def test_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def check_settings(cfg: DictConfig) -> None:
+    """Settings refused before the data is loaded or a step is taken: batch size, optimizer
+    numbers, and the checkpoint a run resumes from."""
+    from defectnet.model.checkpoint import read_checkpoint
+
+    size = cfg.data.get("batch_size")
+    if not isinstance(size, int) or size < 1:
+        raise UserError(f"data.batch_size={size}: a whole number of samples, 1 or more.")
+    optimizer = cfg.model.get("optimizer") or {}
+    for key in ("lr", "weight_decay"):
+        value = optimizer.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise UserError(f"model.optimizer.{key}={value}: a number ≥ 0 (e.g. 1e-4).")
+    if optimizer.get("lr") == 0:
+        raise UserError("model.optimizer.lr=0: the network would not learn; e.g. 1e-4.")
+    if cfg.get("ckpt_path"):
+        ckpt = read_checkpoint(cfg.ckpt_path)
+        if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "defectnet" not in ckpt:
+            raise UserError(
+                f"ckpt_path={cfg.ckpt_path}: not a DefectNet training checkpoint; resume from "
+                "a run's outputs/.../checkpoints/last.ckpt."
+            )
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit, test, compare with the baseline; returns every metric as a float."""
     log_once()
@@ -121,6 +147,7 @@ def train(cfg: DictConfig) -> dict:
             "Set either ckpt_path= (resume this run) or init_from= (fine-tune from "
             "pretrained weights), not both."
         )
+    check_settings(cfg)
     dm: PDoSDataModule = instantiate(cfg.data)
     if cfg.get("init_from"):
         build_from_checkpoint(cfg)

@@ -92,18 +92,34 @@ def build_network(config: dict, where: str | Path) -> nn.Module:
     return cls(**{k: v for k, v in config.items() if k != "_target_"})
 
 
+def read_checkpoint(path: str | Path, setting: str = "ckpt_path") -> dict:
+    """A checkpoint file's contents, loaded safely (tensors and plain data only); a missing,
+    truncated or unsafe file is one ``CheckpointError`` naming the setting and the fix."""
+    import pickle
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{setting}={path}: no such checkpoint file.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{setting}={path}: holds Python objects beyond tensors and plain data, so it is "
+            "refused unread (loading it could run code); pass a checkpoint DefectNet wrote."
+        ) from exc
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        reason = " ".join(str(exc).split())[:120]
+        raise CheckpointError(
+            f"{setting}={path}: not a loadable checkpoint, truncated or not one "
+            f"({type(exc).__name__}: {reason}); pass the .ckpt a training run wrote under "
+            "outputs/.../checkpoints/."
+        ) from exc
+
+
 def load_network(path: str | Path) -> tuple[nn.Module, EnergyGrid, Thresholds]:
     """The trained network (eval mode, CPU), its energy grid and its presence thresholds."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file.")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for non-checkpoint files
-        raise CheckpointError(
-            f"{path}: not a loadable checkpoint ({type(exc).__name__}: {exc}); pass the .ckpt "
-            "a training run wrote under outputs/.../checkpoints/."
-        ) from exc
+    ckpt = read_checkpoint(path)
     entry = ckpt.get("defectnet") if isinstance(ckpt, dict) else None
     if entry is None or "state_dict" not in ckpt:
         raise CheckpointError(
