@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from defectnet.atomic import write_json_atomic
 from defectnet.data.datamodule import TEST_SPLITS, PDoSDataModule
 from defectnet.errors import UserError
+from defectnet.evaluation import comparison_table
 from defectnet.metrics import masked_rmse
 from defectnet.model.checkpoint import entry_thresholds, network_from_checkpoint
 from defectnet.model.lit_module import DefectNetModule
@@ -94,6 +96,60 @@ def evaluate_splits(
                 if hasattr(lg, "log_image"):
                     lg.log_image(key=f"{split}/parity", images=[str(path)])
     return result
+
+
+@torch.no_grad()
+def compare_methods(module, dm: PDoSDataModule, threshold, max_fpr) -> dict:
+    """DefectNet at its val threshold, and beside it the training mean and, when the data set
+    has references, two-point NNLS, each at its own val threshold (best F1 at the distractor
+    FPR bound): ``split_metrics`` of each method on each test split."""
+    from defectnet.data.references import load_references
+    from defectnet.evaluation import nnls_unmix
+    from defectnet.metrics import best_threshold, split_metrics
+
+    refs = load_references(dm.references_dir) if dm.references_dir else None
+    parents = dm.dataset.parents
+
+    def answers(split: str) -> dict[str, np.ndarray]:
+        batch = dm.split_tensors(split)
+        out = {"DefectNet": predict_split(module, dm, split)["pred"].numpy()}
+        if refs is not None:
+            hosts = [refs[parents[i]] for i in batch.parent.tolist()]
+            out["NNLS, two-point"] = nnls_unmix(batch.spectra, batch.candidates, hosts)
+        out["training mean"] = (dm.train_mean()[None] * batch.candidates).numpy()
+        return out
+
+    def truth(split: str):
+        batch = dm.split_tensors(split)
+        return batch.targets.numpy(), batch.candidates.numpy()
+
+    val = answers("val")
+    thresholds = {m: best_threshold(p, *truth("val"), max_fpr) for m, p in val.items()}
+    if threshold is not None:
+        thresholds["DefectNet"] = float(threshold)
+    results: dict = {m: {} for m in val}
+    for split in TEST_SPLITS:
+        if len(getattr(dm.splits, split)):
+            for m, p in answers(split).items():
+                results[m][split] = split_metrics(p, *truth(split), thresholds[m])
+    return results
+
+
+def next_steps(cfg: DictConfig, out_dir: Path) -> str:
+    """What to do with the run: predict with its checkpoint on the shipped example."""
+    import json
+
+    from defectnet.cli import ROOT_DIR
+
+    example = ROOT_DIR / "examples"
+    truth = example / "truth.json"
+    host = json.loads(truth.read_text())["host"] if truth.is_file() else "<host formula>"
+    refs = f" references={example / 'references'}" if cfg.data.get("references") else ""
+    return (
+        f"predict with this run's model:\n  defectnet-predict ckpt_path={out_dir} "
+        f"doped={example / 'doped.txt'} pristine={example / 'pristine.txt'} host={host}{refs}"
+        f"\n  (the true dopants: {truth})"
+    )
 
 
 def test_table(metrics: dict) -> str:
@@ -179,16 +235,17 @@ def train(cfg: DictConfig) -> dict:
         if trainer.is_global_zero:
             dm.setup("test")
             metrics["ood_parents"] = dm.splits.ood_parents
-            for split, c in metrics.get("comparison", {}).items():
+            if cfg.get("test", True) and len(dm.splits.val):
+                threshold = metrics.get("thresholds", {}).get("guided")
+                fpr = cfg.get("presence", {}).get("max_distractor_fpr")
+                methods = compare_methods(module, dm, threshold, fpr)
+                metrics["methods"] = methods
                 log.info(
-                    "%-8s %3d samples  DefectNet RMSE %.4f  training-mean baseline %.4f",
-                    split,
-                    c["n_samples"],
-                    c["rmse"],
-                    c["baseline_mean_rmse"],
+                    "test splits, every method at its val threshold:\n%s", comparison_table(methods)
                 )
             write_json_atomic(out_dir / "metrics.json", metrics, indent=2)
             log.info("metrics written to %s", out_dir / "metrics.json")
+            log.info("%s", next_steps(cfg, out_dir))
     finally:
         finish_wandb()
     return metrics

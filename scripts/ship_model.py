@@ -1,6 +1,7 @@
 """Make a pretraining run's best checkpoints the pretrained model that ships with DefectNet:
 
     python scripts/ship_model.py run=outputs/train/multiruns/<time> evaluation=<its eval run>
+    python scripts/ship_model.py recalibrate=true folder=<shipped folder> evaluation=<eval run>
 
 Each member keeps only its network weights and the ``defectnet`` entry (a few MB in all); the
 model card (``card.json``) records the data set each member learned from (path, settings hash,
@@ -84,9 +85,27 @@ def evaluation_card(folder: Path, members: list[Path]) -> dict:
     return card
 
 
+def recalibrate(folder: Path, evaluation: Path) -> None:
+    """A shipped model's card takes the presence rule and interval widening of a new
+    defectnet-evaluate run of its own members (the members are not touched)."""
+    from defectnet.atomic import write_json_atomic
+    from defectnet.model.pretrained import MEMBER_GLOB
+
+    card_path = folder / "card.json"
+    if not card_path.is_file():
+        raise UserError(f"folder: no {card_path}; pass a shipped model's folder.")
+    card = json.loads(card_path.read_text())
+    card |= evaluation_card(evaluation, sorted(folder.glob(MEMBER_GLOB)))
+    card["recalibrated"] = datetime.date.today().isoformat()
+    write_json_atomic(card_path, card, indent=2)
+    print(f"{card_path}: presence {json.dumps(card['presence'])}")
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="ship_model")
 @reports_user_errors("ship_model")
 def main(cfg: DictConfig) -> None:
+    if cfg.get("recalibrate"):
+        return recalibrate(Path(cfg.folder), Path(cfg.evaluation))
     members = checkpoint_paths(cfg.run)
     entries = [torch.load(p, map_location="cpu", weights_only=True)["defectnet"] for p in members]
     cards = [member_card(p, e) for p, e in zip(members, entries)]

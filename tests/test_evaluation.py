@@ -270,3 +270,33 @@ def test_compare_methods_runs_from_nothing_to_the_table(tmp_path):
     for method in ("DefectNet (ensemble of 2)", "MLP", "NNLS", "training mean"):
         assert f"| {method} |" in table
     assert len(list((tmp_path / "ensemble").rglob("best*.ckpt"))) == 2
+
+
+class _DifferenceReader(torch.nn.Module):
+    """Answers each candidate with the largest positive difference (doped − pristine): exactly
+    0 on an undoped crystal's clean spectra, a little on noisy ones."""
+
+    def forward(self, x, mask, references=None):
+        signal = (x[:, 1] - x[:, 0]).clamp_min(0).amax(-1, keepdim=True)
+        return signal.expand_as(mask) * mask, None
+
+
+def test_open_set_threshold_is_chosen_with_noise_and_never_zero():
+    from defectnet.data.datamodule import counting_noise
+    from defectnet.evaluation import open_set_threshold, undoped_open_set
+
+    dm = PDoSDataModule(str(DEMO_CACHE), ood_fraction=0.25)
+    dm.setup()
+    spectra = dm.dataset.pristine[:4]
+    noisy = counting_noise(spectra, 0.03, dm.dataset.grid.step, torch.Generator().manual_seed(0))
+    assert torch.allclose(noisy.sum(-1) * dm.dataset.grid.step, torch.ones(4))
+    peak = spectra.amax(-1)
+    spread = (noisy - spectra).std(-1)
+    assert ((spread > 0.002 * peak) & (spread < 0.03 * peak)).all()  # ~level × peak at most
+    nets = [_DifferenceReader()]
+    clean = open_set_threshold(nets, dm, 0.0, [], max_fpr=0.15)
+    with_noise = open_set_threshold(nets, dm, 0.0, [0.03], max_fpr=0.15)
+    assert clean > 0 and with_noise > 0
+    reads = undoped_open_set(nets, dm, with_noise, 0.0, [0.03])["3%"]
+    assert set(reads) == set(dm.dataset.parents)
+    assert all(isinstance(r["read_undoped"], bool) for r in reads.values())

@@ -56,6 +56,19 @@ def open_set_mask(composition: torch.Tensor) -> torch.Tensor:
     return (PROPOSABLE_MASK.to(composition.device)[None] & ~host).to(composition.dtype)
 
 
+def counting_noise(
+    spectra: torch.Tensor, level: float, step: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Spectra [..., L] with noise as counting gives it: σ = ``level`` × sqrt(peak × value) at
+    each point (``level`` × peak at the peak), clipped at 0 and brought back to unit area."""
+    spec = spectra.clamp_min(0)
+    peak = spec.amax(-1, keepdim=True)
+    sigma = level * torch.sqrt(peak * spec)
+    draw = torch.randn(spec.shape, generator=generator, dtype=spec.dtype)
+    noisy = (spec + sigma * draw).clamp_min(0)
+    return noisy / (noisy.sum(-1, keepdim=True) * step).clamp_min(1e-12)
+
+
 def collate(samples) -> Batch:
     return Batch(*torch.utils.data.default_collate(samples))
 
