@@ -203,6 +203,36 @@ def host_signatures(networks, cfg: DictConfig, grid: EnergyGrid, names: list[str
     return matrix[None], ref["parent_id"]
 
 
+def adopt_recipe(cfg: DictConfig, paths: list[Path], card: dict) -> dict | None:
+    """The spectrum recipe of the model's training data (its checkpoint's, else its card's):
+    structure files are simulated with it, spectrum files checked against it, and a declared
+    weighting the model was not trained on is refused. Without one (older checkpoints) the
+    prediction config's ``simulate`` section stands in, and the log says so."""
+    from omegaconf import open_dict
+
+    from defectnet.model.checkpoint import read_recipe
+
+    recipe = read_recipe(paths[0]) or card.get("recipe")
+    if recipe is None:
+        log.info("%s records no spectrum recipe: simulate.* of the config is used", paths[0])
+        return None
+    declared = cfg.get("weighting")
+    if declared is not None and declared != recipe.get("weighting"):
+        raise UserError(
+            f"weighting={declared}: the model was trained on {recipe.get('weighting')}-weighted "
+            f"spectra; give spectra weighted so (weighting={recipe.get('weighting')}), or a "
+            "model trained on yours (defectnet-generate spectra.weighting=...)."
+        )
+    with open_dict(cfg):
+        for key in ("fwhm_mev", "weighting"):
+            if recipe.get(key) is not None:
+                cfg.simulate[key] = recipe[key]
+    calculator = (recipe.get("calculator") or {}).get("name")
+    if calculator and calculator != cfg.calculator.get("_target_", "").rsplit(".", 1)[-1]:
+        log.info("the model's spectra were made with %s", recipe["calculator"].get("version"))
+    return recipe
+
+
 def model_card(paths: list[Path]) -> dict:
     """The card beside the members (a shipped model's; {} for other checkpoints)."""
     card = paths[0].parent / "card.json"
@@ -241,6 +271,7 @@ def predict(cfg: DictConfig) -> dict:
     composition = formula_composition(str(cfg.host))
     names, open_set = candidate_list(str(cfg.host), cfg.get("candidates"))
     card = model_card(paths)
+    recipe = adopt_recipe(cfg, paths, card)
     spread_weight, threshold = presence_rule(cfg, card, thresholds, open_set)
     pristine, pristine_checks = input_spectrum(cfg.pristine, cfg, grid, crystal=True)
     doped, doped_checks = input_spectrum(cfg.doped, cfg, grid, crystal=False)
@@ -293,6 +324,9 @@ def predict(cfg: DictConfig) -> dict:
         "pristine": str(cfg.pristine),
         "open_set": open_set,
         "checkpoints": [str(p) for p in paths],
+        "model": describe_model(paths, card),
+        "recipe": recipe,
+        "output_dir": str(out_dir),
         "references": reference_host,
         "interval": float(cfg.interval),
         "threshold": threshold,
@@ -306,6 +340,23 @@ def predict(cfg: DictConfig) -> dict:
     return summary
 
 
+def describe_model(paths: list[Path], card: dict) -> str:
+    """Which model answered, and the figures its card gives."""
+    kind = {
+        "ReferenceDefectNet": "reference-informed",
+        "DefectNet": "spectrum-only",
+    }.get(card.get("network", {}).get("_target_", "").rsplit(".", 1)[-1], "")
+    where = paths[0].parent
+    text = f"{kind + ' ' if kind else ''}ensemble of {len(paths)} ({where})"
+    realism = card.get("realism", {}).get("full")
+    if realism:
+        text += (
+            f"; on full spectra of unseen real crystals RMSE {realism['rmse']:.4f}, "
+            f"R² {realism['r2']:.2f} (docs/benchmarks/realism.md)"
+        )
+    return text
+
+
 def presence_text(spread_weight: float, threshold: float) -> str:
     if spread_weight:
         return f"mean − {spread_weight:g} × member spread above {threshold:.3g}"
@@ -315,6 +366,7 @@ def presence_text(spread_weight: float, threshold: float) -> str:
 def format_table(summary: dict) -> str:
     level = int(round(100 * summary["interval"]))
     lines = [
+        f"model: {summary['model']}",
         f"host {summary['host']}; {len(summary['checkpoints'])} checkpoint(s); "
         f"{'open set' if summary['open_set'] else 'given candidates'}; "
         f"present: {presence_text(summary['spread_weight'], summary['threshold'])}",
@@ -340,5 +392,5 @@ def format_table(summary: dict) -> str:
             )
         )
         lines.append(f"{name}: {done}")
-    lines.append(f"report: {summary['report']}")
+    lines.append(f"report: {summary['report']} (and prediction.json beside it)")
     return "\n".join(lines)

@@ -24,6 +24,7 @@ from defectnet.cli import CONF_DIR, reports_user_errors
 from defectnet.data.cache import load_cache
 from defectnet.ensemble import checkpoint_paths
 from defectnet.errors import UserError
+from defectnet.model.checkpoint import spectrum_recipe
 from defectnet.model.pretrained import ship
 
 KEPT_METRICS = ("rmse", "r2", "element_f1", "distractor_fpr", "baseline_mean_rmse", "n_samples")
@@ -127,6 +128,7 @@ def main(cfg: DictConfig) -> None:
             "parent_ids": list(ds.parents),  # the set grows; these are the ones it learned from
             "settings_hashes": ds.meta.get("settings_hashes"),
         }
+        card["recipe"] = spectrum_recipe(ds.grid, ds.meta)
     written = ship(members, card, Path(cfg.folder))
     size = sum(p.stat().st_size for p in written) / 1e6
     print(f"shipped {len(written)} members ({size:.1f} MB) to {cfg.folder}")

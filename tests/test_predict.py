@@ -187,3 +187,24 @@ def test_foreign_and_old_checkpoints_are_refused(pretrained, tmp_path):
     torch.save(state, tmp_path / "hostile.ckpt")
     with pytest.raises(CheckpointError, match="'subprocess.Popen' is not one of DefectNet's"):
         load_network(tmp_path / "hostile.ckpt")
+
+
+def test_the_model_recipe_travels_with_it_and_a_foreign_weighting_is_refused(
+    pretrained, gaas_files, tmp_path
+):
+    from defectnet.model.checkpoint import read_recipe
+
+    recipe = read_recipe(pretrained)
+    assert recipe["fwhm_mev"] == 3.0 and recipe["weighting"] in ("total", "neutron")
+    assert recipe["grid"]["n_points"] == 100 and recipe["calculator"]["name"]
+    folder, _, offered = gaas_files
+    files = [f"doped={folder / 'doped.txt'}", f"pristine={folder / 'pristine.txt'}"]
+    other = "neutron" if recipe["weighting"] == "total" else "total"
+    with pytest.raises(UserError, match=f"weighting={other}: the model was trained on"):
+        run(tmp_path, pretrained, "host=GaAs", *files, f"weighting={other}", "candidates=[Zn]")
+    summary = run(
+        tmp_path, pretrained, "host=GaAs", *files, "simulate.fwhm_mev=9", "candidates=[Zn]"
+    )
+    assert summary["recipe"]["fwhm_mev"] == 3.0  # the model's, not the config's copy
+    assert summary["model"].startswith("spectrum-only") or "ensemble" in summary["model"]
+    assert summary["output_dir"] == str(tmp_path / "out")

@@ -310,6 +310,7 @@ def consolidate(records_dir: Path, run: dict) -> tuple[PDoSDataset, dict]:
             "n_atoms": [r.n_atoms for r in ok],
             "formulas": {r.provenance.parent_id: r.provenance.formula for r in ok},
             "calculator": ok[0].provenance.calculator,
+            "phonons": ok[0].provenance.phonons,
             "settings_hashes": report["settings_hashes"],
             "spectra": {"fwhm_mev": run["fwhm_mev"], "weighting": run["weighting"]},
         },

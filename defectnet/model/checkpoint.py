@@ -20,7 +20,10 @@ from torch import nn
 from defectnet.errors import UserError
 from defectnet.spectra import EnergyGrid
 
-CHECKPOINT_FORMAT = "2"
+CHECKPOINT_FORMAT = "3"
+# format 2 lacks the spectrum recipe (``recipe``); it is read, and the recipe taken from the
+# model's card or the prediction config
+READABLE_FORMATS = ("2", CHECKPOINT_FORMAT)
 # A checkpoint names the class to build; only DefectNet's own networks are built from a file.
 NETWORK_PACKAGE = "defectnet.model."
 
@@ -44,9 +47,11 @@ def checkpoint_entry(
     grid: EnergyGrid | None,
     thresholds: Thresholds,
     data: dict | None = None,
+    recipe: dict | None = None,
 ) -> dict:
     """The ``defectnet`` entry written into every checkpoint; ``data`` names the data set and
-    its held-out parents, so an evaluation can tell whether a checkpoint saw its test parents."""
+    its held-out parents, so an evaluation can tell whether a checkpoint saw its test parents;
+    ``recipe`` says how its training spectra were made (``spectrum_recipe``)."""
     return {
         "format_version": CHECKPOINT_FORMAT,
         "network": {
@@ -57,6 +62,21 @@ def checkpoint_entry(
         "threshold": float(thresholds.guided),
         "open_set_threshold": float(thresholds.open_set),
         "data": data or {},
+        "recipe": recipe,
+    }
+
+
+def spectrum_recipe(grid: EnergyGrid, meta: dict) -> dict:
+    """How a data set's spectra were made, from its cache's metadata: grid, resolution,
+    weighting, potential and phonon method (what prediction checks a spectrum against and
+    simulates a structure with)."""
+    spectra = meta.get("spectra", {})
+    return {
+        "grid": grid.as_dict(),
+        "fwhm_mev": spectra.get("fwhm_mev"),
+        "weighting": spectra.get("weighting"),
+        "calculator": meta.get("calculator"),
+        "phonons": meta.get("phonons"),
     }
 
 
@@ -103,6 +123,11 @@ def read_checkpoint(path: str | Path, setting: str = "ckpt_path") -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "unsupported global" not in str(exc).lower():  # not a pickle of code: garbage
+            raise CheckpointError(
+                f"{setting}={path}: not a loadable checkpoint ({' '.join(str(exc).split())[:80]}); "
+                "pass the .ckpt a training run wrote under outputs/.../checkpoints/."
+            ) from exc
         raise CheckpointError(
             f"{setting}={path}: holds Python objects beyond tensors and plain data, so it is "
             "refused unread (loading it could run code); pass a checkpoint DefectNet wrote."
@@ -116,6 +141,12 @@ def read_checkpoint(path: str | Path, setting: str = "ckpt_path") -> dict:
         ) from exc
 
 
+def read_recipe(path: str | Path) -> dict | None:
+    """The spectrum recipe a checkpoint records (None before format 3)."""
+    entry = read_checkpoint(path).get("defectnet", {})
+    return entry.get("recipe")
+
+
 def load_network(path: str | Path) -> tuple[nn.Module, EnergyGrid, Thresholds]:
     """The trained network (eval mode, CPU), its energy grid and its presence thresholds."""
     path = Path(path)
@@ -126,7 +157,7 @@ def load_network(path: str | Path) -> tuple[nn.Module, EnergyGrid, Thresholds]:
             f"{path}: no 'defectnet' entry; it was not written by this version's training "
             "(or not by DefectNet at all). Retrain with python train.py to get one."
         )
-    if entry.get("format_version") != CHECKPOINT_FORMAT:
+    if entry.get("format_version") not in READABLE_FORMATS:
         raise CheckpointError(
             f"{path}: checkpoint format {entry.get('format_version')!r}, this DefectNet reads "
             f"{CHECKPOINT_FORMAT!r}; retrain, or predict with the DefectNet version that wrote it."

@@ -11,7 +11,12 @@ from torch import nn
 from defectnet.data.datamodule import TEST_SPLITS, Batch
 from defectnet.errors import UserError
 from defectnet.metrics import LOSSES, SplitMetrics
-from defectnet.model.checkpoint import Thresholds, checkpoint_entry, entry_thresholds
+from defectnet.model.checkpoint import (
+    Thresholds,
+    checkpoint_entry,
+    entry_thresholds,
+    spectrum_recipe,
+)
 
 
 class DefectNetModule(L.LightningModule):
@@ -114,8 +119,9 @@ class DefectNetModule(L.LightningModule):
             "ood_parents": list(splits.ood_parents) if splits is not None else None,
             "references": getattr(dm, "references_dir", None),
         }
+        recipe = spectrum_recipe(dataset.grid, dataset.meta) if dataset is not None else None
         checkpoint["defectnet"] = checkpoint_entry(
-            self.model, dataset.grid if dataset is not None else None, self.thresholds, data
+            self.model, dataset.grid if dataset is not None else None, self.thresholds, data, recipe
         )
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
