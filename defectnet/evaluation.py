@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from scipy.optimize import nnls
 
 from defectnet.atomic import write_json_atomic, write_text_atomic
+from defectnet.data.cache import network_input
 from defectnet.data.datamodule import (
     TEST_SPLITS,
     Batch,
@@ -149,7 +150,7 @@ def undoped_crystals(
         mask[0, offered.argsort(descending=True)[:n_candidates]] = 1
         mask *= (offered > 0).to(mask.dtype)  # never a dopant the parent was not offered
         i = rows[0]
-        x = torch.stack([ds.pristine[i], ds.pristine[i], ds.composition[i]])[None]
+        x = network_input(ds.pristine[i], ds.pristine[i], ds.composition[i])
         refs = dm.references[k][None] if dm.references is not None else None
         answer = EnsemblePrediction.from_members(
             np.stack([net(x, mask, refs)[0].numpy() for net in networks])

@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig
 
 from defectnet.atomic import write_json_atomic
+from defectnet.data.cache import network_input
 from defectnet.elements import DOPANTS, PROPOSABLE, candidate_vector, formula_composition
 from defectnet.ensemble import ensemble_predict, load_ensemble
 from defectnet.errors import UserError
@@ -284,7 +285,7 @@ def predict(cfg: DictConfig) -> dict:
             f"ckpt_path: the model's grid has {grid.n_points} points but the composition "
             f"channel has {composition.shape[0]}; DefectNet's input needs a 100-point grid."
         )
-    x = torch.tensor(np.stack([pristine, doped, composition])[None])
+    x = network_input(pristine, doped, composition)
     mask = torch.tensor(candidate_vector(names))[None]
     references, reference_host = host_signatures(networks, cfg, grid, names)
     result = ensemble_predict(networks, x, mask, references)

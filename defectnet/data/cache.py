@@ -53,6 +53,16 @@ PER_SAMPLE_META = ("sample_ids", "n_atoms")
 log = logging.getLogger(__name__)
 
 
+def network_input(pristine, doped, composition) -> torch.Tensor:
+    """[B, 3, L]: what every network reads, its three channels (pristine PDoS, doped PDoS, host
+    composition over Z = 1…L); one sample's [L] arrays give a batch of one."""
+    channels = [
+        torch.as_tensor(np.asarray(c), dtype=torch.float32) for c in (pristine, doped, composition)
+    ]
+    x = torch.stack(channels, dim=-2)
+    return x if x.dim() == 3 else x[None]
+
+
 class CacheError(UserError):
     """A cache file that is missing, corrupt, or of another format version."""
 
@@ -79,8 +89,8 @@ class PDoSDataset:
         return [self.parents[i] for i in self.parent_index.tolist()]
 
     def inputs(self) -> torch.Tensor:
-        """[N, 3, 100]: pristine PDoS, doped PDoS, host composition."""
-        return torch.stack([self.pristine, self.doped, self.composition], dim=1)
+        """[N, 3, 100]: the network's input (``network_input``)."""
+        return network_input(self.pristine, self.doped, self.composition)
 
     def select(self, rows: list[int]) -> PDoSDataset:
         """The samples ``rows`` (in that order) as a data set of their own: its parents are

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from defectnet.data.cache import PDoSDataset, load_cache
+from defectnet.data.cache import PDoSDataset, load_cache, network_input
 from defectnet.data.references import host_references
 from defectnet.elements import DOPANTS, N_COMPOSITION, N_DOPANTS, NOBLE_GASES
 from defectnet.errors import UserError
@@ -45,8 +45,8 @@ class Batch(NamedTuple):
     references: torch.Tensor | None = None
 
     def inputs(self) -> torch.Tensor:
-        """[B, 3, P]: the network's three channels (pristine, doped, composition)."""
-        return torch.cat([self.spectra, self.composition[:, None]], dim=1)
+        """[B, 3, P]: the network's three channels (``data.cache.network_input``)."""
+        return network_input(self.spectra[:, 0], self.spectra[:, 1], self.composition)
 
 
 def open_set_mask(composition: torch.Tensor) -> torch.Tensor:
