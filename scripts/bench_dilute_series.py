@@ -18,6 +18,7 @@ from pathlib import Path
 
 import hydra
 import numpy as np
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -119,14 +120,19 @@ def main(cfg: DictConfig) -> None:
     grid = EnergyGrid(cfg.spectra.e_min, cfg.spectra.e_max, cfg.spectra.n_points)
     store = Path(cfg.store)
     variants = list(cfg.get("variants") or {})
-    print(
+    lines = []
+
+    def emit(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    emit(
         "| host:dopant | atoms | full calls | full s | full vs largest cell: cosine / norm "
         "ratio | superposed vs full: cosine / norm ratio | masses only vs full: cosine / norm "
         "ratio |"
         + "".join(f" {v} vs full |" for v in variants)
         + "\n|---|---|---|---|---|---|---|"
-        + "---|" * len(variants),
-        flush=True,
+        + "---|" * len(variants)
     )
     for host_cfg in cfg.hosts:
         prim = relax_with(ff, read_structure(Path(host_cfg.structure)), cfg.parent_relax).atoms
@@ -150,13 +156,37 @@ def main(cfg: DictConfig) -> None:
                     (v["superposed_doped"] - v["superposed_pristine"]) * n, unit["full"]
                 )
                 extra += f" {got['cosine']:.2f} / {got['norm_ratio']:.2f} |"
-            print(
+            emit(
                 f"| {Path(host_cfg.structure).stem}:{host_cfg.dopant} | {int(c['n_atoms'])} | "
                 f"{int(c['calls'])} | {float(c['seconds']):.0f} | {size['cosine']:.2f} / "
                 f"{size['norm_ratio']:.2f} | {sup['cosine']:.2f} / {sup['norm_ratio']:.2f} | "
-                f"{mass['cosine']:.2f} / {mass['norm_ratio']:.2f} |{extra}",
-                flush=True,
+                f"{mass['cosine']:.2f} / {mass['norm_ratio']:.2f} |{extra}"
             )
+    if cfg.get("docs"):
+        write_docs(cfg, lines)
+
+
+def write_docs(cfg: DictConfig, lines: list[str]) -> None:
+    """The table, dated, with the command and the machine, in docs/benchmarks."""
+    import datetime
+    import platform
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "dilute_series.md"
+    overrides = " ".join(HydraConfig.get().overrides.task)
+    text = (
+        "# One dopant's signal: the truth series and the superposed method\n\n"
+        f"`python scripts/bench_dilute_series.py {overrides}` — "
+        f"{datetime.date.today().isoformat()}, {platform.machine()} CPU, default potential "
+        f"({cfg.calculator._target_.rsplit('.', 1)[-1]}). Per unit concentration, "
+        "(doped − pristine) × N, of one substitution in cubic supercells of N atoms; `full`: "
+        "every displacement of the relaxed cell, residual forces subtracted, pristine of the "
+        "same cell; superposed: the host's library (5 Å patch from a 64–128-atom dilute "
+        "cell) in the same cell; masses only: the pristine force constants with the dopant's "
+        "mass.\n\n" + "\n".join(lines) + "\n"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
