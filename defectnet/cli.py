@@ -155,7 +155,7 @@ def check_generation(cfg: DictConfig) -> None:
     """Settings refused before any work: shards, the phonon method's settings, candidates."""
     from defectnet.datagen.shards import check_shard
     from defectnet.elements import dopant_index
-    from defectnet.runtime import instantiate_checked
+    from defectnet.errors import instantiate_checked
 
     check_shard(cfg)
     instantiate_checked(cfg.phonons)

@@ -9,21 +9,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 
-def instantiate_checked(node: DictConfig):
-    """``instantiate``, with a user's mistake raised by the object's constructor (a
-    ``UserError``) passed on as itself rather than wrapped in Hydra's exception."""
-    from hydra.errors import InstantiationException
-
-    from defectnet.errors import UserError
-
-    try:
-        return instantiate(node)
-    except InstantiationException as exc:
-        if isinstance(exc.__cause__, UserError):
-            raise exc.__cause__ from None
-        raise
-
-
 def instantiate_all(group: DictConfig | None) -> list:
     if not group:
         return []

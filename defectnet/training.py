@@ -20,11 +20,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from defectnet.atomic import write_json_atomic
 from defectnet.data.datamodule import TEST_SPLITS, PDoSDataModule
 from defectnet.errors import UserError
-from defectnet.evaluation import comparison_table
 from defectnet.metrics import masked_rmse
 from defectnet.model.checkpoint import entry_thresholds, network_from_checkpoint
 from defectnet.model.lit_module import DefectNetModule
 from defectnet.model.pretrained import member_for_seed
+from defectnet.report import comparison_table
 from defectnet.runtime import finish_wandb, instantiate_all, log_once
 
 log = logging.getLogger(__name__)
@@ -139,9 +139,7 @@ def next_steps(cfg: DictConfig, out_dir: Path) -> str:
     """What to do with the run: predict with its checkpoint on the shipped example."""
     import json
 
-    from defectnet.cli import ROOT_DIR
-
-    example = ROOT_DIR / "examples"
+    example = Path(cfg.paths.root_dir) / "examples"
     truth = example / "truth.json"
     host = json.loads(truth.read_text())["host"] if truth.is_file() else "<host formula>"
     refs = f" references={example / 'references'}" if cfg.data.get("references") else ""

@@ -13,9 +13,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from defectnet.calibration import undoped_open_set
 from defectnet.data.datamodule import PDoSDataModule
 from defectnet.ensemble import load_ensemble
-from defectnet.evaluation import undoped_open_set
 from defectnet.model.pretrained import pretrained_card, pretrained_dir
 
 ROOT = Path(__file__).resolve().parents[1]

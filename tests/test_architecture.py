@@ -10,11 +10,22 @@ PACKAGE = Path(__file__).resolve().parent.parent / "defectnet"
 
 # bottom → top; a module may import its own layer and the ones below it
 LAYERS = [
-    {"errors", "atomic", "elements", "spectra", "metrics", "io", "potentials"},
+    {
+        "errors",
+        "atomic",
+        "elements",
+        "spectra",
+        "metrics",
+        "io",
+        "potentials",
+        "difference",
+        "spectrum_checks",
+    },
     {"datagen"},
     {"data"},
     {"model"},
     {"ensemble", "plots", "runtime"},
+    {"report", "calibration"},
     {"training", "evaluation", "predict"},
     {"cli"},
 ]

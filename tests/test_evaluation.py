@@ -8,11 +8,12 @@ import pytest
 import torch
 from omegaconf import open_dict
 
+from defectnet.calibration import undoped_crystals
 from defectnet.data.cache import PDoSDataset, save_cache
 from defectnet.data.datamodule import Batch, PDoSDataModule, SpectrumAugmentation, open_set_mask
 from defectnet.data.references import load_references
 from defectnet.elements import DOPANTS, candidate_vector, composition_vector
-from defectnet.evaluation import evaluate, nnls_predict, undoped_crystals
+from defectnet.evaluation import evaluate, nnls_predict
 from defectnet.metrics import best_threshold, coverage, split_metrics
 from defectnet.spectra import EnergyGrid
 
@@ -282,8 +283,8 @@ class _DifferenceReader(torch.nn.Module):
 
 
 def test_open_set_threshold_is_chosen_with_noise_and_never_zero():
+    from defectnet.calibration import open_set_threshold, undoped_open_set
     from defectnet.data.datamodule import counting_noise
-    from defectnet.evaluation import open_set_threshold, undoped_open_set
 
     dm = PDoSDataModule(str(DEMO_CACHE), ood_fraction=0.25)
     dm.setup()

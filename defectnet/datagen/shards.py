@@ -14,8 +14,7 @@ from omegaconf import DictConfig
 from defectnet.datagen.context import Context
 from defectnet.datagen.parents.base import Parent
 from defectnet.datagen.settings import grid_from_config
-from defectnet.errors import UserError
-from defectnet.runtime import instantiate_checked
+from defectnet.errors import UserError, instantiate_checked
 
 
 def plan(cfg: DictConfig, parents: list[Parent]) -> list[tuple[int, Parent]]:
