@@ -228,9 +228,13 @@ def adopt_recipe(cfg: DictConfig, paths: list[Path], card: dict) -> dict | None:
         for key in ("fwhm_mev", "weighting"):
             if recipe.get(key) is not None:
                 cfg.simulate[key] = recipe[key]
-    calculator = (recipe.get("calculator") or {}).get("name")
-    if calculator and calculator != cfg.calculator.get("_target_", "").rsplit(".", 1)[-1]:
-        log.info("the model's spectra were made with %s", recipe["calculator"].get("version"))
+    log.info(
+        "the model's training spectra: %s, %s phonons, %s meV FWHM, %s weighting",
+        (recipe.get("calculator") or {}).get("version"),
+        (recipe.get("phonons") or {}).get("method"),
+        recipe.get("fwhm_mev"),
+        recipe.get("weighting"),
+    )
     return recipe
 
 

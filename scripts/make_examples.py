@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv: list[str]) -> None:
     args = dict(a.split("=", 1) for a in argv)
-    wanted = args.get("sample", "zincblende-GaAs/61")
+    wanted = args.get("sample", "kesterite-Cu2ZnSnS4/13")
     records = {r.sample_id: r for r in read_shards(ROOT / "data/realism/records")}
     if wanted not in records or records[wanted].status != "ok":
         raise SystemExit(
@@ -51,7 +51,7 @@ def main(argv: list[str]) -> None:
     shutil.copy(reference, out / "references" / reference.name)
     truth = {
         "sample": wanted,
-        "host": record.provenance.formula,
+        "host": host.rsplit("-", 1)[-1],
         "n_atoms": record.n_atoms,
         "concentrations": record.concentrations,
         "offered": [c["dopant"] for c in record.candidates],
