@@ -141,11 +141,14 @@ def next_steps(cfg: DictConfig, out_dir: Path) -> str:
 
     example = Path(cfg.paths.root_dir) / "examples"
     truth = example / "truth.json"
-    host = json.loads(truth.read_text())["host"] if truth.is_file() else "<host formula>"
+    known = json.loads(truth.read_text()) if truth.is_file() else {}
+    host = known.get("host", "<host formula>")
+    offered = f" 'candidates=[{','.join(known['offered'])}]'" if known.get("offered") else ""
     refs = f" references={example / 'references'}" if cfg.data.get("references") else ""
     return (
         f"predict with this run's model:\n  defectnet-predict ckpt_path={out_dir} "
-        f"doped={example / 'doped.txt'} pristine={example / 'pristine.txt'} host={host}{refs}"
+        f"doped={example / 'doped.txt'} pristine={example / 'pristine.txt'} host={host}"
+        f"{offered}{refs}"
         f"\n  (the true dopants: {truth})"
     )
 

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parent.parent / "defectnet"
 
 # bottom → top; a module may import its own layer and the ones below it
@@ -86,6 +88,7 @@ def test_layers_import_downward_only_and_nothing_imports_in_a_cycle():
             visit(m, [])
 
 
+@pytest.mark.slow
 def test_every_module_imports_alone():
     """Each module imported first, with no other DefectNet module loaded (one fresh
     interpreter; DefectNet's modules are dropped between imports, third-party ones are kept,

@@ -107,6 +107,7 @@ def test_matgl_model_is_a_folder_or_a_shipped_name_never_a_download(tmp_path):
         MatGLForceField(model=str(tmp_path / "missing-folder"))
 
 
+@pytest.mark.slow
 def test_sevenn_forces_match_its_ase_calculator():
     from defectnet.datagen.calculators import SevenNetForceField
 

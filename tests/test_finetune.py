@@ -24,6 +24,7 @@ def tiny_source(chgnet, quenches):
     return MeltQuenchParents("Si", 5.46, 1, 2, quenches, chgnet, seed=3)
 
 
+@pytest.mark.slow
 def test_melt_quench_disorders_the_crystal_reproducibly(chgnet):
     hot = [{"t_max": 4000, "hold_steps": 60, "quench_steps": 10}]
     source = tiny_source(chgnet, hot)
@@ -66,6 +67,7 @@ def test_mgb2_is_p6mmm_and_its_supercell_holds_18_mg_sites():
     assert sc.get_chemical_symbols().count("Mg") == 18
 
 
+@pytest.mark.slow
 def test_parents_and_references_stages(generate_cfg):
     # half the sites of the 8-atom cell in the high-concentration cell (the default 10 % would
     # be less than two sites here)

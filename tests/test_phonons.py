@@ -38,6 +38,7 @@ def test_without_dopant_embedded_equals_full_at_no_cost(si64, host, chgnet):
     assert np.abs(phonon.force_constants - full).max() < 1e-6
 
 
+@pytest.mark.slow
 def test_cutoff_spanning_the_cell_reproduces_full(si64_ge, host, chgnet):
     phonon, n_calls = EmbeddedForceConstants(cutoff=20.0).phonopy_doped(si64_ge, host, chgnet)
     full = FiniteDisplacement().phonopy(si64_ge, EYE, chgnet)
@@ -48,6 +49,7 @@ def test_cutoff_spanning_the_cell_reproduces_full(si64_ge, host, chgnet):
     assert np.abs(phonon.force_constants - full.force_constants).max() < 1e-3
 
 
+@pytest.mark.slow
 def test_only_atoms_near_the_dopant_are_displaced(si64_ge, host, chgnet):
     method = EmbeddedForceConstants(cutoff=3.0)
     near = method.near_dopants(si64_ge, host)
@@ -76,6 +78,7 @@ def test_embedding_needs_the_same_supercell(si64, host, chgnet):
         EmbeddedForceConstants().doped_modes(si64, None, chgnet)
 
 
+@pytest.mark.slow
 def test_one_sided_steps_with_the_residual_subtracted_match_plus_minus_pairs(matgl):
     """The default (one-sided) halves the calls of a P1 cell; with a potential whose force
     constants do not move with the step, the spectrum is that of ± pairs."""

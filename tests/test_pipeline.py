@@ -24,6 +24,7 @@ from defectnet.errors import UserError
 from .conftest import TINY_SI
 
 
+@pytest.mark.slow
 def test_generation_end_to_end_then_rerun_does_nothing(generate_cfg):
     cfg = generate_cfg(
         "samples_per_parent=3", "candidates=[Ge,C,Sn]", "sampling.n_distractors=[1,1]"
@@ -56,6 +57,7 @@ def test_generation_end_to_end_then_rerun_does_nothing(generate_cfg):
     assert run_shard(resharded) == {"planned": 1, "skipped": 1, "ok": 0, "failed": 0}
 
 
+@pytest.mark.slow
 def test_same_seed_same_data(generate_cfg):
     a = generate_cfg("samples_per_parent=2", out="a")
     b = generate_cfg("samples_per_parent=2", out="b")
@@ -66,6 +68,7 @@ def test_same_seed_same_data(generate_cfg):
     assert np.allclose([r.doped for r in ra], [r.doped for r in rb], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_without_losing_or_repeating(generate_cfg, tmp_path):
     overrides = ["samples_per_parent=6", "candidates=[Ge,C,Sn,Al,P]"]
     cfg = generate_cfg(*overrides)
@@ -169,6 +172,7 @@ def test_embedded_phonons_in_the_pipeline_record_their_cost(generate_cfg):
     assert 0 < r.phonons["n_displacements"] < 6 * r.n_atoms
 
 
+@pytest.mark.slow
 def test_neutron_weighted_spectra_need_and_get_eigenvectors(generate_cfg):
     from defectnet.datagen.settings import settings_hash
 
@@ -244,6 +248,7 @@ def test_records_of_the_older_format_still_consolidate_under_their_settings(gene
         )
 
 
+@pytest.mark.slow
 def test_superposed_phonons_in_the_pipeline_cost_no_call_per_sample(generate_cfg):
     cfg = generate_cfg(
         "phonons=superposed",

@@ -3,11 +3,14 @@
 
 from pathlib import Path
 
+import pytest
+
 from defectnet.cli import run_generation
 from defectnet.data.cache import load_cache
 from defectnet.datagen.records import read_shards
 
 
+@pytest.mark.slow
 def test_a_pretrain_shard_runs_on_a_tiny_slice(generate_cfg):
     tiny = [
         "generate=pretrain",

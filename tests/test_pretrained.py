@@ -65,6 +65,7 @@ def test_the_card_takes_the_presence_rule_of_an_evaluation_of_the_same_members(e
         ship_model.evaluation_card(tmp_path / "elsewhere", ensemble)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reads_references", [False, True], ids=["spectrum", "references"])
 def test_the_shipped_model_loads_safely_and_reads_a_known_sample(reads_references):
     members = pretrained_members(reads_references)

@@ -144,6 +144,7 @@ def wait_for(path: Path, proc: subprocess.Popen) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_a_kill_in_the_middle_of_a_record_write_loses_nothing(records):
     _, folder, h = records
     path, flag = folder / SHARD, folder.parent / "signal"
@@ -183,6 +184,7 @@ run_generation(cfg)
 """
 
 
+@pytest.mark.slow
 def test_a_kill_in_the_middle_of_a_cache_write_keeps_the_old_cache(records, generate_cfg):
     cfg, folder, h = records
     (folder / SHARD).write_bytes(b"".join(lines(3, h)))

@@ -127,6 +127,7 @@ def test_samples_carry_their_hosts_references_through_augmentation():
     assert error(out.references[0, slot]) < 0.05 and error(one.references[0, slot]) > 0.5
 
 
+@pytest.mark.slow
 def test_a_short_training_run_reads_references_and_evaluates(reference_checkpoint, tmp_path):
     from defectnet.evaluation import evaluate
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import yaml
 
 from defectnet.cli import ROOT_DIR
@@ -22,6 +23,7 @@ def _run(cmd: list[str], cwd) -> subprocess.CompletedProcess:
     return result
 
 
+@pytest.mark.slow
 def test_joblib_shards_in_parallel_equal_one_process(tmp_path):
     tiny = [*TINY_SI, "samples_per_parent=4"]
     parallel, single = tmp_path / "parallel", tmp_path / "single"
@@ -58,6 +60,7 @@ def test_joblib_shards_in_parallel_equal_one_process(tmp_path):
     assert "already done" in again.stderr + again.stdout
 
 
+@pytest.mark.slow
 def test_submitit_slurm_config_composes_and_local_executor_runs_a_shard(tmp_path):
     shown = _run(
         [
@@ -96,6 +99,7 @@ def test_submitit_slurm_config_composes_and_local_executor_runs_a_shard(tmp_path
     assert len(records) == 1 and records[0].status == "ok"
 
 
+@pytest.mark.slow
 def test_optuna_sweep_of_two_trials_on_the_demo_set(tmp_path):
     _run(
         [

@@ -86,6 +86,7 @@ def test_a_zero_patch_gives_the_masses_only_spectrum_and_no_dopant_the_pristine_
     assert agreement(got, expected, GRID)["cosine"] > 0.99999
 
 
+@pytest.mark.slow
 def test_one_dopant_in_the_patch_cell_reproduces_full_phonons(si, matgl, tmp_path):
     host, cell = si
     ff = Counting(matgl)
@@ -176,6 +177,7 @@ def test_a_stopped_library_build_resumes_without_recomputing_patches(si, matgl, 
     assert quiet.calls == 0 and quiet.relaxations == 0
 
 
+@pytest.mark.slow
 def test_a_patch_rotated_onto_an_equivalent_site_equals_one_computed_there(matgl):
     """Wurtzite's two Ga atoms of the primitive cell are related by the 6₃ screw only: the
     library computes Mg@Ga once and rotates it onto the other site."""
@@ -241,6 +243,7 @@ def nearest_neighbour(cell, site: int, direction) -> int:
     return int(bonded[np.argmax(vectors[bonded] @ np.asarray(direction, float))])
 
 
+@pytest.mark.slow
 def test_a_pair_patch_makes_two_bonded_dopants_exact_and_serves_every_equivalent_pair(
     si64, matgl, tmp_path
 ):

@@ -26,6 +26,7 @@ from .conftest import DEMO_CACHE, DEMO_REFERENCES, SMALL
         "finetune_mgb2_references",
     ],
 )
+@pytest.mark.slow
 def test_fast_dev_run_every_experiment(experiment, train_cfg, pretrained, reference_checkpoint):
     overrides = [f"experiment={experiment}", "debug=fdr", *SMALL]
     reads_references = experiment.endswith("references")
@@ -123,6 +124,7 @@ def test_resume_continues_the_epoch_count(train_cfg, tmp_path):
     assert state["epoch"] == 2 and state["global_step"] > torch.load(last)["global_step"]
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes(train_cfg):
     metrics = train(
         train_cfg(
@@ -132,6 +134,7 @@ def test_ddp_on_two_cpu_processes(train_cfg):
     assert "test_id/rmse" in metrics
 
 
+@pytest.mark.slow
 def test_multirun_sweeps_d_model(tmp_path):
     cmd = [
         sys.executable,
