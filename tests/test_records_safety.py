@@ -89,12 +89,18 @@ def test_a_torn_tail_is_the_only_thing_cut_and_the_cut_is_said(records, caplog):
     assert "line 4" in caplog.text and "cut off" in caplog.text
 
 
-def test_consolidate_names_a_malformed_last_line_and_keeps_the_old_cache(records):
+def cached(records, n: int) -> tuple[Path, bytes]:
+    """A shard of ``n`` records consolidated: the cache and its bytes."""
     cfg, folder, h = records
-    (folder / SHARD).write_bytes(b"".join(lines(4, h)))
+    (folder / SHARD).write_bytes(b"".join(lines(n, h)))
     consolidate(cfg)
     cache = Path(cfg.cache)
-    before = cache.read_bytes()
+    return cache, cache.read_bytes()
+
+
+def test_consolidate_names_a_malformed_last_line_and_keeps_the_old_cache(records):
+    cfg, folder, h = records
+    cache, before = cached(records, 4)
     (folder / SHARD).write_bytes(b"".join(lines(4, h)) + b"not a record\n")
     with pytest.raises(UserError, match=r"line 5: not a JSON record"):
         consolidate(cfg)
@@ -103,10 +109,7 @@ def test_consolidate_names_a_malformed_last_line_and_keeps_the_old_cache(records
 
 def test_consolidate_counts_torn_tails_and_refuses_a_smaller_cache_unless_forced(records):
     cfg, folder, h = records
-    (folder / SHARD).write_bytes(b"".join(lines(5, h)))
-    consolidate(cfg)
-    cache = Path(cfg.cache)
-    before = cache.read_bytes()
+    cache, before = cached(records, 5)
     (folder / SHARD).write_bytes(b"".join(lines(4, h)) + b'{"sample_id"')
     with pytest.raises(UserError, match="holds 5 samples, the records 4.*force=true"):
         consolidate(cfg)
