@@ -24,12 +24,13 @@ from .conftest import DEMO_CACHE, DEMO_REFERENCES, SMALL
         "finetune_mgb2",
         "finetune_sige_references",
         "finetune_mgb2_references",
+        "quickstart",
     ],
 )
 @pytest.mark.slow
 def test_fast_dev_run_every_experiment(experiment, train_cfg, pretrained, reference_checkpoint):
     overrides = [f"experiment={experiment}", "debug=fdr", *SMALL]
-    reads_references = experiment.endswith("references")
+    reads_references = experiment.endswith("references") or experiment == "quickstart"
     if experiment.startswith("finetune"):  # on the shipped SiGe and MgB2 sets (and references)
         overrides.append(f"init_from={reference_checkpoint if reads_references else pretrained}")
     else:  # tests stay on the small demo set
@@ -158,8 +159,8 @@ def test_multirun_sweeps_d_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_main_job_beats_the_mean_baseline_in_and_out_of_distribution(train_cfg):
-    """experiment=demo (8 hosts, two held out whole; 1.8 % below the mean on test-ID and 5.8 %
+def test_the_demo_job_beats_the_mean_baseline_in_and_out_of_distribution(train_cfg):
+    """experiment=demo, the pipeline check (8 hosts, two held out whole; 1.8 % below the mean on test-ID and 5.8 %
     on test-OOD with the default potential's data, so the margin is 1 %): a few minutes on CPU."""
     c = train(train_cfg("experiment=demo", "logger=none"))["comparison"]
     for split in ("test_id", "test_ood"):
