@@ -160,8 +160,9 @@ def test_multirun_sweeps_d_model(tmp_path):
 
 @pytest.mark.slow
 def test_the_demo_job_beats_the_mean_baseline_in_and_out_of_distribution(train_cfg):
-    """experiment=demo, the pipeline check (8 hosts, two held out whole; 1.8 % below the mean on test-ID and 5.8 %
-    on test-OOD with the default potential's data, so the margin is 1 %): a few minutes on CPU."""
+    """experiment=demo, the pipeline check (8 hosts, two held out whole; 1.8 % below the mean on
+    test-ID and 5.8 % on test-OOD with the default potential's data, so the margin is 1 %): a
+    few minutes on CPU."""
     c = train(train_cfg("experiment=demo", "logger=none"))["comparison"]
     for split in ("test_id", "test_ood"):
         assert c[split]["rmse"] < 0.99 * c[split]["baseline_mean_rmse"], (split, c[split])
