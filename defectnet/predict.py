@@ -353,11 +353,12 @@ def describe_model(paths: list[Path], card: dict) -> str:
     }.get(card.get("network", {}).get("_target_", "").rsplit(".", 1)[-1], "")
     where = paths[0].parent
     text = f"{kind + ' ' if kind else ''}ensemble of {len(paths)} ({where})"
-    realism = card.get("realism", {}).get("full")
-    if realism:
+    realism = card.get("realism", {})
+    if realism.get("full"):
         text += (
-            f"; on full spectra of unseen real crystals RMSE {realism['rmse']:.4f}, "
-            f"R² {realism['r2']:.2f} (docs/benchmarks/realism.md)"
+            f"; on full spectra of {realism['cells']} cells of unseen real crystals RMSE "
+            f"{realism['full']['rmse']:.4f}, R² {realism['full']['r2']:.2f} "
+            "(docs/benchmarks/realism.md)"
         )
     return text
 
