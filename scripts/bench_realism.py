@@ -269,6 +269,7 @@ def parity_figure(answers: dict[str, dict[str, Answer]], batches: dict[str, Batc
             p = answers[kind][name].mean[sel]
             hi = max(float(t.max(initial=0)), float(p.max(initial=0)), 1e-3) * 1.05
             _parity(axes[row, col], t, p, hi, f"{name}, {kind} spectra")
+            axes[row, col].title.set_fontsize(9)
             axes[row, col].set_ylabel("predicted concentration")
     axes[0, 0].legend(fontsize=7, loc="upper left")
     return _save(fig, path)
