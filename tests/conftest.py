@@ -72,7 +72,7 @@ def train_cfg(tmp_path: Path):
 
 @pytest.fixture(scope="session")
 def chgnet():
-    from defectnet.datagen.calculators import CHGNetForceField
+    from defectnet.datagen.calculators.chgnet import CHGNetForceField
 
     return CHGNetForceField()
 
@@ -80,7 +80,7 @@ def chgnet():
 @pytest.fixture(scope="session")
 def matgl():
     """The default potential (TensorNet-MatPES-r2SCAN, shipped with the package)."""
-    from defectnet.datagen.calculators import MatGLForceField
+    from defectnet.datagen.calculators.matgl import MatGLForceField
 
     return MatGLForceField()
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from defectnet.datagen.calculators import MACEForceField, MatGLForceField
+from defectnet.datagen.calculators.mace_mp import MACEForceField
+from defectnet.datagen.calculators.matgl import MatGLForceField
 
 
 def test_chgnet_forces_match_its_ase_calculator(chgnet):
@@ -93,7 +94,7 @@ def test_matgl_forces_match_its_ase_calculator_and_relax_the_cell(matgl):
 
 
 def test_matgl_model_is_a_folder_or_a_shipped_name_never_a_download(tmp_path):
-    from defectnet.datagen.calculators import MATGL_SHIPPED, matgl_model_folder
+    from defectnet.datagen.calculators.matgl import MATGL_SHIPPED, matgl_model_folder
 
     shipped = matgl_model_folder("TensorNet-MatPES-r2SCAN-v2025.1-PES")
     assert shipped.parent == MATGL_SHIPPED and (shipped / "model.json").is_file()
@@ -109,7 +110,7 @@ def test_matgl_model_is_a_folder_or_a_shipped_name_never_a_download(tmp_path):
 
 @pytest.mark.slow
 def test_sevenn_forces_match_its_ase_calculator():
-    from defectnet.datagen.calculators import SevenNetForceField
+    from defectnet.datagen.calculators.sevenn import SevenNetForceField
 
     ff = SevenNetForceField()
     atoms = bulk("GaAs", "zincblende", a=5.65, cubic=True)

@@ -8,7 +8,7 @@ import spglib
 from ase.build import bulk
 
 from defectnet.cli import run_generation
-from defectnet.datagen.calculators import CHGNetForceField
+from defectnet.datagen.calculators.chgnet import CHGNetForceField
 from defectnet.datagen.parents.melt_quench import MeltQuenchParents, coordination_defects
 from defectnet.datagen.parents.mgb2 import MgB2Parents
 from defectnet.datagen.supercell import choose_supercell

@@ -219,7 +219,9 @@ def load_cache(path: Path) -> PDoSDataset:
 def check_made_like(records: list[Record], records_dir: Path, run: dict) -> None:
     """Refuse records whose spectra or settings differ from the run's config.
 
-    ``run`` holds the config's ``settings_hash``, ``grid``, ``fwhm_mev`` and ``weighting``.
+    ``run`` holds the config's ``settings_hash`` (and the ``accepted_hashes`` of records it may
+    read: its own and the legacy one, ``datagen.settings``), ``grid``, ``fwhm_mev`` and
+    ``weighting``.
     Records say how their spectra were made; older records that do not are checked through the
     settings hash alone, which covers the ``spectra`` section.
     """
@@ -244,7 +246,7 @@ def check_made_like(records: list[Record], records_dir: Path, run: dict) -> None
                         f"spectra.{key}={made[key]} (the records' own generate= preset)."
                     )
         theirs_hash = r.provenance.settings_hash
-        if theirs_hash != run["settings_hash"]:
+        if theirs_hash not in run.get("accepted_hashes", (run["settings_hash"],)):
             raise CacheError(
                 f"{records_dir} record {r.sample_id}: made with settings {theirs_hash}, the "
                 f"config gives {run['settings_hash']}; consolidate with the config the records "
@@ -279,7 +281,7 @@ def consolidate(records_dir: Path, run: dict) -> tuple[PDoSDataset, dict]:
         "ok": len(ok),
         "failed": len(failed),
         "failures": dict(reasons),
-        "settings_hashes": [run["settings_hash"]],
+        "settings_hashes": sorted({r.provenance.settings_hash for r in ok}),
         "skipped_lines": skipped,
     }
     if not ok:

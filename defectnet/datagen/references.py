@@ -26,7 +26,7 @@ from defectnet.datagen.hosts import prepare_parent
 from defectnet.datagen.phonons import Modes
 from defectnet.datagen.records import read_json
 from defectnet.datagen.samples import UnstableSample, check_stability
-from defectnet.datagen.settings import settings_hash
+from defectnet.datagen.settings import accepted_hashes
 from defectnet.datagen.shards import check_output_dir, check_shard, make_context, shard_parents
 from defectnet.errors import UserError
 
@@ -108,7 +108,7 @@ def make_references(cfg: DictConfig) -> dict:
     shard, num_shards = check_shard(cfg)
     out_dir = Path(cfg.out_dir)
     check_output_dir(out_dir)
-    h = settings_hash(cfg)
+    h, *legacy = accepted_hashes(cfg)
     mine = shard_parents(cfg, shard, num_shards)
     ctx = make_context(cfg, out_dir, h)
     stats = {"parents": 0, "dopants": 0, "failed": 0, "high": 0, "failed_high": 0}
@@ -126,7 +126,7 @@ def make_references(cfg: DictConfig) -> dict:
             continue
         path = out_dir / "references" / f"{parent.id}.json"
         ref = read_json(path) if path.exists() else None
-        if ref is not None and ref["settings_hash"] != h:
+        if ref is not None and ref["settings_hash"] not in (h, *legacy):
             raise UserError(
                 f"{path}: made with settings {ref['settings_hash']}, the current config gives {h}; "
                 "restore that config, or delete the references folder to recompute it."

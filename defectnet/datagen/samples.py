@@ -18,7 +18,7 @@ from defectnet.datagen.context import Context, atoms_from_dict, compact
 from defectnet.datagen.hosts import prepare_parent
 from defectnet.datagen.parents.base import Parent
 from defectnet.datagen.records import Record, RecordShard, read_shards
-from defectnet.datagen.settings import grid_from_config, settings_hash
+from defectnet.datagen.settings import accepted_hashes, grid_from_config
 from defectnet.datagen.shards import (
     check_output_dir,
     check_shard,
@@ -150,10 +150,10 @@ def run_shard(cfg: DictConfig) -> dict:
             dopant_index(dopant, where="candidates")
     out_dir = Path(cfg.out_dir)
     check_output_dir(out_dir)
-    h = settings_hash(cfg)
+    h, *legacy = accepted_hashes(cfg)
     records = RecordShard(shard_path(out_dir, shard, num_shards))
     existing = read_shards(out_dir / "records")  # every shard file: resharding skips them too
-    other = {r.provenance.settings_hash for r in existing} - {h}
+    other = {r.provenance.settings_hash for r in existing} - {h, *legacy}
     if other:
         raise UserError(
             f"{out_dir / 'records'}: records were made with settings {sorted(other)}, the "

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+from functools import cache
+from importlib import resources
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -43,9 +46,25 @@ TOP_IMPLIED = {
 }
 
 
-# Parent sources that moved after data sets were made: hashed under the class path they had
-# then, so those data sets keep their hash.
+# The hash names each component (potential, phonon method, parent source) by its config file,
+# ``conf/<group>/<name>.yaml``, not by its class path, so a class can move without changing any
+# data set's hash. Data sets made before that were hashed under the class paths their
+# components had then: ``legacy_settings_hash`` still gives that hash, and every check accepts
+# both (``accepted_hashes``).
+COMPONENT_GROUPS = ("calculator", "phonons", "parents")
 HASHED_AS = {
+    "defectnet.datagen.calculators.chgnet.CHGNetForceField": (
+        "defectnet.datagen.calculators.CHGNetForceField"
+    ),
+    "defectnet.datagen.calculators.mace_mp.MACEForceField": (
+        "defectnet.datagen.calculators.MACEForceField"
+    ),
+    "defectnet.datagen.calculators.matgl.MatGLForceField": (
+        "defectnet.datagen.calculators.MatGLForceField"
+    ),
+    "defectnet.datagen.calculators.sevenn.SevenNetForceField": (
+        "defectnet.datagen.calculators.SevenNetForceField"
+    ),
     "defectnet.datagen.parents.builtin.BuiltinParents": "defectnet.datagen.parents.BuiltinParents",
     "defectnet.datagen.parents.files.FileParents": "defectnet.datagen.parents.FileParents",
     "defectnet.datagen.parents.materials_project.MaterialsProjectParents": (
@@ -61,8 +80,34 @@ HASHED_AS = {
 }
 
 
+@cache
+def registered_names(group: str) -> dict[str, str]:
+    """Class path → ``<group>/<name>`` for every component ``conf/<group>/`` offers."""
+    names: dict[str, str] = {}
+    for path in sorted((resources.files("defectnet.conf") / group).iterdir(), key=str):
+        if path.name.endswith(".yaml"):
+            target = OmegaConf.load(str(path)).get("_target_")
+            if target and target not in names:
+                names[target] = f"{group}/{path.name.removesuffix('.yaml')}"
+    return names
+
+
 def settings_hash(cfg: DictConfig) -> str:
-    """Hash of everything that defines the data set (not how it is run)."""
+    """Hash of everything that defines the data set (not how it is run); components by name."""
+    return _hash(cfg, lambda group, target: registered_names(group).get(target, target))
+
+
+def legacy_settings_hash(cfg: DictConfig) -> str:
+    """The hash data sets made before components were hashed by name carry."""
+    return _hash(cfg, lambda group, target: HASHED_AS.get(target, target))
+
+
+def accepted_hashes(cfg: DictConfig) -> tuple[str, ...]:
+    """The hashes of records this config may resume or consolidate: its own, then the legacy."""
+    return (settings_hash(cfg), legacy_settings_hash(cfg))
+
+
+def _hash(cfg: DictConfig, component: Callable[[str, str], str]) -> str:
     data = OmegaConf.to_container(cfg, resolve=True)
     data = {k: v for k, v in data.items() if k not in RUNTIME_KEYS and k != "hydra"}
     for (section, key), value in IMPLIED.items():
@@ -73,12 +118,17 @@ def settings_hash(cfg: DictConfig) -> str:
             data.pop(key, None)
     if data.get("pristine_spectrum", "parent_cell") == "parent_cell" or not relaxes_samples(data):
         data.pop("pristine_spectrum", None)  # superposed samples always had the sample's cell
-    source = data.get("parents", {})
-    if source.get("_target_") in HASHED_AS:
-        source["_target_"] = HASHED_AS[source["_target_"]]
+    for group in COMPONENT_GROUPS:
+        section = data.get(group)
+        if isinstance(section, dict) and "_target_" in section:
+            section["_target_"] = component(group, section["_target_"])
     for forcefield in (data.get("calculator", {}), data.get("parents", {}).get("forcefield", {})):
         forcefield.pop("device", None)  # where a potential runs does not change the data
         forcefield.pop("batch_size", None)
+    if isinstance(data.get("parents", {}).get("forcefield"), dict):
+        forcefield = data["parents"]["forcefield"]
+        if "_target_" in forcefield:
+            forcefield["_target_"] = component("calculator", forcefield["_target_"])
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -98,6 +148,7 @@ def made_like(cfg: DictConfig) -> dict:
     what ``data.cache.consolidate`` checks every record against."""
     return {
         "settings_hash": settings_hash(cfg),
+        "accepted_hashes": accepted_hashes(cfg),
         "grid": grid_from_config(cfg),
         "fwhm_mev": float(cfg.spectra.fwhm_mev),
         "weighting": cfg.spectra.get("weighting", "total"),
