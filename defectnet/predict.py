@@ -25,7 +25,6 @@ from defectnet.data.cache import network_input
 from defectnet.elements import DOPANTS, PROPOSABLE, candidate_vector, formula_composition
 from defectnet.ensemble import ensemble_predict, load_ensemble
 from defectnet.errors import UserError
-from defectnet.io import PARENT_FILE_PATTERNS
 from defectnet.model.checkpoint import CheckpointError
 from defectnet.spectra import EnergyGrid
 
@@ -58,10 +57,6 @@ def simulate_spectrum(path: Path, cfg: DictConfig, grid: EnergyGrid) -> np.ndarr
     return modes_spectrum(modes, grid, float(sim.fwhm_mev), sim.weighting)
 
 
-def is_structure_file(path: Path) -> bool:
-    return any(path.match(pattern) for pattern in PARENT_FILE_PATTERNS)
-
-
 def spectrum_recipe(cfg: DictConfig, grid: EnergyGrid):
     """What the model's training spectra were: its grid and the resolution of its recipe."""
     from defectnet.spectrum_checks import Recipe
@@ -74,14 +69,12 @@ def input_spectrum(
 ) -> tuple[np.ndarray, dict]:
     """A spectrum file (checked against the model's recipe, read, cleaned, put on the grid) or a
     structure file (simulated), and what the checks found and did."""
-    from defectnet.io import SpectrumFileError, prepare, read_spectrum
+    from defectnet.io import SpectrumFileError, input_kind, prepare, read_spectrum
     from defectnet.spectrum_checks import Report, check_file, check_range, match_resolution
 
     p = Path(path).expanduser()
-    if is_structure_file(p):
+    if input_kind(p) == "structure":
         return simulate_spectrum(p, cfg, grid), {"simulated": True}
-    if p.is_dir():
-        raise SpectrumFileError(f"{p}: a folder; pass a spectrum or structure file.")
     recipe = spectrum_recipe(cfg, grid)
     energies, intensity = read_spectrum(p, cfg.unit)
     report = Report(p)

@@ -5,7 +5,7 @@ import pytest
 from ase.build import bulk
 
 from defectnet.datagen.phonons import FiniteDisplacement, mesh_modes
-from defectnet.io import SpectrumFileError, load_measured, read_spectrum
+from defectnet.io import SpectrumFileError, input_kind, load_measured, read_spectrum
 from defectnet.spectra import (
     EnergyGrid,
     neutron_weight,
@@ -41,7 +41,7 @@ def test_csv_with_header_and_other_units(tmp_path, unit, scale):
 @pytest.mark.parametrize(
     "text,unit,match",
     [
-        ("", "meV", "fewer than two numeric data lines"),
+        ("", "meV", "fewer than two data points"),
         ("1\n2\n3\n", "meV", "line 1: 1 column"),
         ("1 2\n2 nan\n", "meV", "line 2: NaN"),
         ("-1 2\n2 3\n", "meV", "line 1: negative energy"),
@@ -56,6 +56,45 @@ def test_bad_files_name_file_and_line(tmp_path, text, unit, match):
     with pytest.raises(SpectrumFileError, match=match) as err:
         read_spectrum(f, unit)
     assert str(f) in str(err.value)
+
+
+def test_numpy_files_read_like_text_files(tmp_path):
+    e = np.arange(0.0, 120.0, 2.0)
+    y = np.exp(-(((e - 60) / 5) ** 2)) + 0.1
+    text = tmp_path / "s.dat"
+    text.write_text("".join(f"{a} {b}\n" for a, b in zip(e, y, strict=True)))
+    np.save(tmp_path / "s.npy", np.stack([e, y], axis=1))
+    np.savez(tmp_path / "s.npz", energy=e, intensity=y)
+    want = load_measured(text, "THz", GRID)
+    for name in ("s.npy", "s.npz"):
+        assert load_measured(tmp_path / name, "THz", GRID) == pytest.approx(want)
+
+
+@pytest.mark.parametrize(
+    "save,match",
+    [
+        (lambda f: np.savez(f, e=[1.0, 2.0], y=[1.0, 1.0]), r"needs 'energy' and 'intensity'"),
+        (lambda f: np.save(f, np.array([1.0, 2.0, 3.0])), r"shape \(3,\)"),
+        (lambda f: np.save(f, np.array([[1.0, 2.0], [0.5, 1.0]])), "row 1: energy 0.5"),
+        (lambda f: f.write_text("not numpy"), "not a NumPy array file"),
+        (lambda f: np.save(f, np.array([{"a": 1}]), allow_pickle=True), "not a NumPy array"),
+    ],
+)
+def test_bad_numpy_files_name_file_and_what_is_wrong(tmp_path, save, match):
+    f = tmp_path / ("bad.npz" if "savez" in str(save.__code__.co_names) else "bad.npy")
+    save(f)
+    with pytest.raises(SpectrumFileError, match=match) as err:
+        read_spectrum(f, "meV")
+    assert str(f) in str(err.value)
+
+
+def test_structure_files_are_told_from_spectra(tmp_path):
+    assert input_kind(tmp_path / "GaAs.cif") == "structure"
+    assert input_kind(tmp_path / "POSCAR") == "structure"
+    assert input_kind(tmp_path / "s.npz") == "spectrum"
+    assert input_kind(tmp_path / "s.dat") == "spectrum"
+    with pytest.raises(SpectrumFileError, match="a folder"):
+        read_spectrum(tmp_path, "meV")
 
 
 def test_neutron_weighting_leaves_a_one_element_crystal_unchanged(chgnet):

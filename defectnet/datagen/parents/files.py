@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from defectnet.datagen.parents.base import Parent, ParentSource
-from defectnet.io import PARENT_FILE_PATTERNS, read_structure
+from defectnet.io import STRUCTURE_FILE_PATTERNS, read_structure
 
 
 class FileParents(ParentSource):
@@ -20,10 +20,10 @@ class FileParents(ParentSource):
                 f"parents.folder: '{self.folder}' is not a folder; point it at a folder of "
                 "CIF / POSCAR / extxyz files."
             )
-        files = sorted({p for pat in PARENT_FILE_PATTERNS for p in self.folder.glob(pat)})
+        files = sorted({p for pat in STRUCTURE_FILE_PATTERNS for p in self.folder.glob(pat)})
         if not files:
             raise FileNotFoundError(
-                f"parents.folder: '{self.folder}' holds no file matching {PARENT_FILE_PATTERNS}."
+                f"parents.folder: '{self.folder}' holds no file matching {STRUCTURE_FILE_PATTERNS}."
             )
         out = []
         for path in files:
