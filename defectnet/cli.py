@@ -42,6 +42,10 @@ def data_dir() -> str:
 OmegaConf.register_new_resolver("defectnet_root", root_dir, replace=True)
 OmegaConf.register_new_resolver("defectnet_data", data_dir, replace=True)
 OmegaConf.register_new_resolver("defectnet_pretrained", lambda: str(pretrained_dir()), replace=True)
+# ${sibling:<file>,<name>}: <name> in the folder of <file> (a data set's references/ folder)
+OmegaConf.register_new_resolver(
+    "sibling", lambda path, name: str(Path(path).parent / name), replace=True
+)
 
 
 # A user's mistake: a bad file or config value (UserError), a file or folder that is missing or

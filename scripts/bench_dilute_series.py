@@ -114,7 +114,7 @@ def variant_spectra(cfg, ff, host_cfg, prim, n_atoms: int, grid, store: Path) ->
     return out
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench_dilute_series")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench/dilute_series")
 def main(cfg: DictConfig) -> None:
     ff = instantiate(cfg.calculator)
     grid = EnergyGrid(cfg.spectra.e_min, cfg.spectra.e_max, cfg.spectra.n_points)

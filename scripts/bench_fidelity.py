@@ -94,7 +94,7 @@ def crystal_table(names, parents, rows) -> list[str]:
     return lines
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench_fidelity")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench/fidelity")
 def main(cfg: DictConfig) -> None:
     grid = grid_from_config(cfg)
     fwhm, weighting = float(cfg.spectra.fwhm_mev), cfg.spectra.weighting

@@ -78,7 +78,7 @@ def doped_sample_time(ff, n_atoms: int, cfg: DictConfig) -> dict:
     }
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench_generation")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench/generation")
 def main(cfg: DictConfig) -> None:
     print("Si pristine PDoS, optical peak:")
     for name in cfg.calculators:

@@ -244,7 +244,7 @@ def bench_superposed(cfg: DictConfig, ff, full: FiniteDisplacement) -> None:
     )
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench_phonons")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench/phonons")
 def main(cfg: DictConfig) -> None:
     ff = instantiate(cfg.calculator)
     full: FiniteDisplacement = instantiate(cfg.full)

@@ -275,7 +275,7 @@ def parity_figure(answers: dict[str, dict[str, Answer]], batches: dict[str, Batc
     return _save(fig, path)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench_realism")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench/realism")
 def main(cfg: DictConfig) -> None:
     refs = load_references(cfg.references)
     full, twin = paired(load_set(cfg.full), load_set(cfg.superposed), set(refs))

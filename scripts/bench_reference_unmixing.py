@@ -84,7 +84,7 @@ def candidate_features(dm: PDoSDataModule, split: str, references: dict) -> tupl
     return np.asarray(features), np.asarray(rows), nnls_pred
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="bench_reference_unmixing")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="bench/reference_unmixing")
 def main(cfg: DictConfig) -> None:
     dm: PDoSDataModule = instantiate(cfg.data)
     dm.setup()

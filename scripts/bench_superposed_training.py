@@ -1,6 +1,6 @@
 """Benchmark: is a DefectNet trained on superposed spectra as good as one trained on ``full``?
 
-The two data sets of ``generate=phonon_check`` hold the same doped cells, one with ``full``
+The two data sets of ``generate=research/phonon_check`` hold the same doped cells, one with ``full``
 finite-displacement phonons of every relaxed sample, one from the hosts' defect libraries. The
 samples both hold become two caches in one order, so one split serves both; for each seed a
 DefectNet is trained on each cache (the same training config), and both are tested on the
@@ -158,7 +158,7 @@ def test_on(checkpoint: Path, batch) -> dict:
     return split_metrics(pred.numpy(), batch.targets.numpy(), batch.candidates.numpy(), threshold)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench_superposed_training")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench/superposed_training")
 def main(cfg: DictConfig) -> None:
     work = Path(cfg.work_dir)
     caches, n_common = common_caches(cfg, work)

@@ -14,7 +14,7 @@ from defectnet.data.cache import load_cache
 from defectnet.metrics import masked_mse
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench_train")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench/train")
 def main(cfg: DictConfig) -> None:
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))

@@ -134,10 +134,11 @@ def test_predict_without_a_checkpoint_picks_the_shipped_model_for_the_host(tmp_p
 
 
 def test_fine_tuning_presets_start_from_the_shipped_model():
-    for experiment in ("finetune_sige", "finetune_mgb2"):
-        cfg = compose_config("train", [f"experiment={experiment}"])
+    for data in ("sige", "mgb2"):
+        cfg = compose_config("train", ["experiment=finetune", f"data={data}"])
         assert cfg.init_from == str(pretrained_dir())
-        cfg = compose_config("train", [f"experiment={experiment}_references"])
+        cfg = compose_config("train", ["experiment=finetune_references", f"data={data}"])
         assert cfg.init_from == str(pretrained_dir() / "references")
+        assert Path(cfg.data.references) == Path(cfg.data.path).parent / "references"
         assert Path(cfg.data.references).is_dir()
     assert compose_config("predict", ["doped=a", "pristine=b", "host=Si"]).ckpt_path is None

@@ -20,16 +20,17 @@ from .conftest import DEMO_CACHE, DEMO_REFERENCES, SMALL
         "demo",
         "pretrain",
         "pretrain_references",
-        "finetune_sige",
-        "finetune_mgb2",
-        "finetune_sige_references",
-        "finetune_mgb2_references",
+        "finetune data=sige",
+        "finetune data=mgb2",
+        "finetune_references data=sige",
+        "finetune_references data=mgb2",
         "quickstart",
     ],
 )
 @pytest.mark.slow
 def test_fast_dev_run_every_experiment(experiment, train_cfg, pretrained, reference_checkpoint):
-    overrides = [f"experiment={experiment}", "debug=fdr", *SMALL]
+    experiment, *data = experiment.split()
+    overrides = [f"experiment={experiment}", *data, "debug=fdr", *SMALL]
     reads_references = experiment.endswith("references") or experiment == "quickstart"
     if experiment.startswith("finetune"):  # on the shipped SiGe and MgB2 sets (and references)
         overrides.append(f"init_from={reference_checkpoint if reads_references else pretrained}")
@@ -51,7 +52,7 @@ def test_fine_tuning_builds_the_network_from_the_checkpoint_and_can_freeze(train
 
     # the default model size is configured; the network's shape comes from the checkpoint
     cfg = train_cfg(
-        "experiment=finetune_sige", f"init_from={pretrained}", "model.freeze_encoder=true"
+        "experiment=finetune", f"init_from={pretrained}", "model.freeze_encoder=true"
     )
     assert cfg.model.model.d_model != 32
     build_from_checkpoint(cfg)
@@ -63,7 +64,7 @@ def test_fine_tuning_builds_the_network_from_the_checkpoint_and_can_freeze(train
     assert module.model.training  # built to go on training
     assert not any(p.requires_grad for p in module.model.encoder.parameters())
     with pytest.raises(FileNotFoundError, match="init_from: no checkpoint"):
-        build_from_checkpoint(train_cfg("experiment=finetune_sige", "init_from=/nonexistent.ckpt"))
+        build_from_checkpoint(train_cfg("experiment=finetune", "init_from=/nonexistent.ckpt"))
 
 
 def test_missing_data_set_is_a_clear_error(train_cfg):
