@@ -53,6 +53,54 @@ OmegaConf.register_new_resolver(
 USER_ERRORS = (UserError, FileNotFoundError, PermissionError, MissingMandatoryValue)
 
 
+def tracebacks_wanted() -> bool:
+    """``HYDRA_FULL_ERROR=1`` as the user set it (``console`` sets it for Hydra's own use)."""
+    return os.environ.get("DEFECTNET_FULL_ERROR", os.environ.get("HYDRA_FULL_ERROR")) == "1"
+
+
+def user_error_exit(command: str, message: str) -> None:
+    print(f"defectnet-{command}: error: {' '.join(message.split())}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+
+def console(command: str):
+    """A console command around a Hydra main: an override Hydra cannot apply (unknown key or
+    option, a list where the preset has a mapping, bad syntax) is one line and exit code 2 like
+    every other user mistake, instead of Hydra's own report."""
+    from hydra.errors import ConfigCompositionException, OverrideParseException
+
+    def wrap(main):
+        @functools.wraps(main)
+        def run():
+            wanted = tracebacks_wanted()
+            os.environ["DEFECTNET_FULL_ERROR"] = "1" if wanted else "0"
+            os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors; they are told here
+            try:
+                return main()
+            except (ConfigCompositionException, OverrideParseException) as exc:
+                if wanted:
+                    raise
+                what = str(exc).split("Config search path")[0].strip()
+                if getattr(exc, "override", None):  # a parse error names no override itself
+                    what = f"override '{exc.override}': {what}"
+                cause = " ".join(str(exc.__cause__ or "").split())
+                if "Cannot merge DictConfig with ListConfig" in cause:
+                    key = cause.split("full_key: ")[-1].split()[0]
+                    cause = (
+                        f"the preset gives {key} as a mapping; pass a mapping ({key}="
+                        f"{{A: B}}), or drop the preset's value first: '~{key}' '+{key}=[...]'"
+                    )
+                user_error_exit(
+                    command,
+                    f"{what}{f' ({cause})' if cause else ''}; defectnet-{command} --cfg job "
+                    "prints the config.",
+                )
+
+        return run
+
+    return wrap
+
+
 def reports_user_errors(command: str):
     """Run a console command so that a user's mistake is one line on stderr and exit code 2,
     with no traceback (``HYDRA_FULL_ERROR=1`` shows it); any other exception is a bug and
@@ -64,17 +112,16 @@ def reports_user_errors(command: str):
             try:
                 return task(cfg)
             except USER_ERRORS as exc:
-                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                if tracebacks_wanted():
                     raise
                 if isinstance(exc, MissingMandatoryValue):
                     key = exc.full_key
-                    message = (
-                        f"{key}: a required setting is missing; pass {key}=... on the command line."
+                    user_error_exit(
+                        command,
+                        f"{key}: a required setting is missing; pass {key}=... on the "
+                        "command line.",
                     )
-                else:
-                    message = " ".join(str(exc).split())
-                print(f"defectnet-{command}: error: {message}", file=sys.stderr)
-                raise SystemExit(2) from None
+                user_error_exit(command, str(exc))
 
         return run
 
@@ -180,12 +227,14 @@ def run_generation(cfg: DictConfig) -> dict:
     return out
 
 
+@console("generate")
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="generate")
 @reports_user_errors("generate")
 def generate(cfg: DictConfig) -> None:
     run_generation(cfg)
 
 
+@console("train")
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 @reports_user_errors("train")
 def train(cfg: DictConfig) -> float | None:
@@ -196,6 +245,7 @@ def train(cfg: DictConfig) -> float | None:
     return metrics.get(cfg.get("optimized_metric") or "", None)
 
 
+@console("evaluate")
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
 @reports_user_errors("evaluate")
 def evaluate(cfg: DictConfig) -> None:
@@ -205,6 +255,7 @@ def evaluate(cfg: DictConfig) -> None:
     print(json.dumps(metrics, indent=2))
 
 
+@console("predict")
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
 @reports_user_errors("predict")
 def predict(cfg: DictConfig) -> None:

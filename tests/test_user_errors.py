@@ -137,6 +137,13 @@ def test_malformed_inputs_to_each_command(pretrained, tmp_path):
     _refused(
         "generate", "candidates=[Xx]", f"out_dir={tmp_path / 'gen'}", cwd=tmp_path, expect="'Xx'"
     )
+    # overrides Hydra cannot apply: a list over the preset's mapping, an unknown key, bad syntax
+    for override, expect in (
+        ("candidates=[Xx]", "'~candidates' '+candidates=[...]'"),
+        ("phonons.cutof=6", "phonons.cutof"),
+        ("candidates=[Al", "candidates=[Al"),
+    ):
+        _refused("generate", "generate=mgb2", override, cwd=tmp_path, expect=expect)
     _refused(
         "generate", "spectra.e_max=-5", f"out_dir={tmp_path / 'gen'}", cwd=tmp_path, expect="e_max"
     )
