@@ -14,6 +14,12 @@ fraction draws a multi-dopant cell and compares the library's spectrum, and that
 pristine force constants with the dopant masses only, with ``full`` on the same cell relaxed by
 the force field; last, the per-sample wall time of both at the pretraining cell size (``full``
 projected from timed force calls). Prints figures, asserts nothing.
+
+The ``difference`` section needs no force call: it reads committed data sets that hold the same
+cells made two ways (``generate=research/phonon_check``: ``full`` and superposed, with and without
+pair patches) and scores what the networks read, the difference spectrum (doped − pristine), of
+each method against ``full``'s: cosine and norm ratio by band of total dopant fraction, into
+``docs/benchmarks/phonon_difference.md`` with ``difference.docs=true``.
 """
 
 from __future__ import annotations
@@ -244,10 +250,69 @@ def bench_superposed(cfg: DictConfig, ff, full: FiniteDisplacement) -> None:
     )
 
 
+def bench_difference(bench: DictConfig) -> None:
+    from pathlib import Path
+
+    from defectnet import difference
+    from defectnet.atomic import write_text_atomic
+    from defectnet.data.cache import load_cache
+
+    truth = load_cache(Path(bench.truth))
+    truth_ids = truth.meta["sample_ids"]
+    rows = {
+        i: {
+            "total": float(truth.targets[n].sum()),
+            "host": truth.parents[int(truth.parent_index[n])],
+        }
+        for n, i in enumerate(truth_ids)
+    }
+    for method, path in bench.methods.items():
+        ds = load_cache(Path(path))
+        for n, sample in enumerate(ds.meta["sample_ids"]):
+            if sample in rows:
+                k = truth_ids.index(sample)
+                rows[sample][method] = difference.agreement(
+                    (ds.doped[n] - ds.pristine[n]).numpy(),
+                    (truth.doped[k] - truth.pristine[k]).numpy(),
+                )
+    methods = list(bench.methods)
+    rows = {k: r for k, r in rows.items() if all(m in r for m in methods)}  # cells every set holds
+    overall = difference.markdown(difference.band_table(rows.values(), methods))
+    hosts = sorted({r["host"] for r in rows.values()})
+    per_host = "\n\n".join(
+        f"**{host}**\n\n"
+        + difference.markdown(
+            difference.band_table([r for r in rows.values() if r["host"] == host], methods)
+        )
+        for host in hosts
+    )
+    print(f"\ndifference spectra against full on {len(rows)} cells of {len(hosts)} hosts\n")
+    print(overall)
+    print(per_host)
+    if bench.docs:
+        text = (
+            f"# Difference spectra of the data engine against `full`\n\n"
+            f"`python scripts/bench_phonons.py sections=[difference] difference.docs=true` "
+            f"(no force call; {bench.measured_on}). The cells of "
+            "`generate=research/phonon_check` (64–100 atoms, 1–6 dopants, relaxed, default "
+            "potential), each made with `full` finite displacements and from the host's defect "
+            "library; the difference spectrum (doped − pristine, what the networks read) of each "
+            "method against `full`'s on the same cell (the cells every set holds): cosine and norm ratio (1: as much signal "
+            "as `full`), median and quartiles, by band of the cell's total dopant fraction. "
+            "`full`'s pristine spectrum is the parent's own phonon supercell, the superposed "
+            "sets' the sample's cell (both on the q-mesh).\n\n"
+            f"{overall}\n\n## Per host\n\n{per_host}\n"
+        )
+        write_text_atomic(Path(bench.docs_path), text)
+        print(f"\nwritten {bench.docs_path}")
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench/phonons")
 def main(cfg: DictConfig) -> None:
     ff = instantiate(cfg.calculator)
     full: FiniteDisplacement = instantiate(cfg.full)
+    if "difference" in cfg.sections:
+        bench_difference(cfg.difference)
     if "superposed" in cfg.sections:
         bench_superposed(cfg, ff, full)
     if "embedded" not in cfg.sections:
