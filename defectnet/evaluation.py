@@ -103,6 +103,22 @@ def train_mean_predict(dm: PDoSDataModule, split: str) -> np.ndarray:
     return (dm.train_mean()[None] * mask).numpy()
 
 
+def split_truth(dm: PDoSDataModule, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """A split's true concentrations and offered candidates."""
+    batch = dm.split_tensors(split)
+    return batch.targets.numpy(), batch.candidates.numpy()
+
+
+def baseline_methods(dm: PDoSDataModule, references: dict | None) -> dict[str, Callable]:
+    """What every model is compared with, as functions of a split: two-point NNLS on the hosts'
+    single-dopant references (when there are any) and the training mean."""
+    methods = {}
+    if references:
+        methods["NNLS"] = _cached(lambda s: nnls_predict(dm, s, references))
+    methods["training mean"] = lambda s: train_mean_predict(dm, s)
+    return methods
+
+
 def _check_split(paths, dm: PDoSDataModule) -> None:
     """Refuse checkpoints whose training held out other parents than this evaluation tests."""
     from defectnet.model.checkpoint import checkpoint_data
@@ -143,8 +159,7 @@ class Evaluation:
         return len(self.dm.splits.val) > 0
 
     def truth(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        batch = self.dm.split_tensors(split)
-        return batch.targets.numpy(), batch.candidates.numpy()
+        return split_truth(self.dm, split)
 
     def open_set_answer(self, split: str):
         members, mask = network_members(self.networks, self.dm, split, open_set=True)
@@ -181,10 +196,8 @@ def load_evaluation(cfg: DictConfig) -> Evaluation:
         mlp, *_, mlp_paths = load_ensemble(cfg.mlp_ckpt)
         _check_split(mlp_paths, dm)
         methods["MLP"] = _cached(lambda s: network_members(mlp, dm, s)[0].mean(0))
-    if cfg.get("references"):
-        references = load_references(cfg.references)
-        methods["NNLS"] = _cached(lambda s: nnls_predict(dm, s, references))
-    methods["training mean"] = lambda s: train_mean_predict(dm, s)
+    references = load_references(cfg.references) if cfg.get("references") else None
+    methods.update(baseline_methods(dm, references))
     scores = {m: scores.get(m, f) for m, f in methods.items()}
     return Evaluation(cfg, dm, networks, stored, paths, name, weight, answers, methods, scores)
 

@@ -9,6 +9,7 @@ fine-tune (``init_from``: a new run whose network is built from a checkpoint) ar
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -52,43 +53,55 @@ def build_from_checkpoint(cfg: DictConfig) -> None:
 
 
 @torch.no_grad()
-def predict_split(module: DefectNetModule, dm: PDoSDataModule, split: str) -> dict:
-    """Predictions, targets and masks of one split, on CPU, outside the trainer."""
-    module.eval()
-    batch = dm.split_tensors(split)
-    pred, _ = module.to("cpu")(batch.inputs(), batch.candidates, batch.references)
-    return {"pred": pred, "target": batch.targets, "mask": batch.candidates}
+def methods_of(module: DefectNetModule, dm: PDoSDataModule) -> dict[str, Callable]:
+    """The trained network and what it is compared with (``evaluation.baseline_methods``), as
+    functions of a split, answered on CPU outside the trainer."""
+    from defectnet.data.references import load_references
+    from defectnet.evaluation import baseline_methods
 
+    answered: dict[str, np.ndarray] = {}
 
-def baseline_rmse(dm: PDoSDataModule, split: str) -> float:
-    """The trivial baseline: each candidate gets its mean training concentration."""
-    batch = dm.split_tensors(split)
-    mask, target = batch.candidates, batch.targets
-    return masked_rmse(dm.train_mean()[None].expand_as(target) * mask, target, mask)
+    @torch.no_grad()
+    def defectnet(split: str) -> np.ndarray:
+        if split not in answered:
+            module.eval()
+            batch = dm.split_tensors(split)
+            pred, _ = module.to("cpu")(batch.inputs(), batch.candidates, batch.references)
+            answered[split] = pred.numpy()
+        return answered[split]
+
+    refs = load_references(dm.references_dir) if dm.references_dir else None
+    methods = {"DefectNet": defectnet}
+    for name, method in baseline_methods(dm, refs).items():
+        methods["NNLS, two-point" if name == "NNLS" else name] = method
+    return methods
 
 
 def evaluate_splits(
-    module: DefectNetModule, dm: PDoSDataModule, out_dir: Path | None, loggers=()
+    methods: dict[str, Callable], dm: PDoSDataModule, out_dir: Path | None, loggers=()
 ) -> dict:
-    """RMSE of DefectNet and of the baseline per test split; parity plots when ``out_dir``."""
+    """RMSE of DefectNet and of the training mean per test split; parity plots when
+    ``out_dir``."""
+    from defectnet.evaluation import split_truth
     from defectnet.plots import parity_plot
 
-    dm.setup("test")  # under ddp_spawn the main process has not set the data up itself
     result = {}
     for split in TEST_SPLITS:
         if len(getattr(dm.splits, split)) == 0:
             continue
-        p = predict_split(module, dm, split)
+        target, mask = (torch.from_numpy(a) for a in split_truth(dm, split))
+        pred = torch.from_numpy(methods["DefectNet"](split))
+        mean = torch.from_numpy(methods["training mean"](split))
         result[split] = {
-            "n_samples": int(p["mask"].shape[0]),
-            "rmse": masked_rmse(p["pred"], p["target"], p["mask"]),
-            "baseline_mean_rmse": baseline_rmse(dm, split),
+            "n_samples": int(mask.shape[0]),
+            "rmse": masked_rmse(pred, target, mask),
+            "baseline_mean_rmse": masked_rmse(mean, target, mask),
         }
         if out_dir is not None:
             path = parity_plot(
-                p["pred"],
-                p["target"],
-                p["mask"],
+                pred,
+                target,
+                mask,
                 out_dir / f"parity_{split}.png",
                 title=f"{split}: RMSE {result[split]['rmse']:.4f}",
             )
@@ -98,40 +111,22 @@ def evaluate_splits(
     return result
 
 
-@torch.no_grad()
-def compare_methods(module, dm: PDoSDataModule, threshold, max_fpr) -> dict:
-    """DefectNet at its val threshold, and beside it the training mean and, when the data set
-    has references, two-point NNLS, each at its own val threshold (best F1 at the distractor
-    FPR bound): ``split_metrics`` of each method on each test split."""
-    from defectnet.data.references import load_references
-    from defectnet.evaluation import nnls_unmix
+def compare_methods(methods: dict[str, Callable], dm: PDoSDataModule, threshold, max_fpr) -> dict:
+    """Every method at its own val threshold (best F1 at the distractor FPR bound; DefectNet
+    at ``threshold`` when given): ``split_metrics`` of each on each test split."""
+    from defectnet.evaluation import split_truth
     from defectnet.metrics import best_threshold, split_metrics
 
-    refs = load_references(dm.references_dir) if dm.references_dir else None
-    parents = dm.dataset.parents
-
-    def answers(split: str) -> dict[str, np.ndarray]:
-        batch = dm.split_tensors(split)
-        out = {"DefectNet": predict_split(module, dm, split)["pred"].numpy()}
-        if refs is not None:
-            hosts = [refs[parents[i]] for i in batch.parent.tolist()]
-            out["NNLS, two-point"] = nnls_unmix(batch.spectra, batch.candidates, hosts)
-        out["training mean"] = (dm.train_mean()[None] * batch.candidates).numpy()
-        return out
-
-    def truth(split: str):
-        batch = dm.split_tensors(split)
-        return batch.targets.numpy(), batch.candidates.numpy()
-
-    val = answers("val")
-    thresholds = {m: best_threshold(p, *truth("val"), max_fpr) for m, p in val.items()}
+    thresholds = {
+        m: best_threshold(f("val"), *split_truth(dm, "val"), max_fpr) for m, f in methods.items()
+    }
     if threshold is not None:
         thresholds["DefectNet"] = float(threshold)
-    results: dict = {m: {} for m in val}
+    results: dict = {m: {} for m in methods}
     for split in TEST_SPLITS:
         if len(getattr(dm.splits, split)):
-            for m, p in answers(split).items():
-                results[m][split] = split_metrics(p, *truth(split), thresholds[m])
+            for m, f in methods.items():
+                results[m][split] = split_metrics(f(split), *split_truth(dm, split), thresholds[m])
     return results
 
 
@@ -227,7 +222,9 @@ def train(cfg: DictConfig) -> dict:
             if trainer.is_global_zero:
                 if best:  # test and compare the best epoch's network
                     module.model = network_from_checkpoint(best)
-                metrics["comparison"] = evaluate_splits(module, dm, out_dir, loggers)
+                dm.setup("test")  # under ddp_spawn the main process has not set it up itself
+                methods = methods_of(module, dm)
+                metrics["comparison"] = evaluate_splits(methods, dm, out_dir, loggers)
                 if best and len(dm.splits.val):
                     entry = torch.load(best, map_location="cpu", weights_only=True)["defectnet"]
                     thresholds = entry_thresholds(entry)
@@ -239,10 +236,10 @@ def train(cfg: DictConfig) -> dict:
             if cfg.get("test", True) and len(dm.splits.val):
                 threshold = metrics.get("thresholds", {}).get("guided")
                 fpr = cfg.get("presence", {}).get("max_distractor_fpr")
-                methods = compare_methods(module, dm, threshold, fpr)
-                metrics["methods"] = methods
+                metrics["methods"] = compare_methods(methods, dm, threshold, fpr)
                 log.info(
-                    "test splits, every method at its val threshold:\n%s", comparison_table(methods)
+                    "test splits, every method at its val threshold:\n%s",
+                    comparison_table(metrics["methods"]),
                 )
             write_json_atomic(out_dir / "metrics.json", metrics, indent=2)
             log.info("metrics written to %s", out_dir / "metrics.json")

@@ -106,7 +106,8 @@ def test_split(cfg: DictConfig, cache: Path) -> tuple:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.utils import instantiate
 
-    from defectnet.training import baseline_rmse
+    from defectnet.evaluation import split_truth, train_mean_predict
+    from defectnet.metrics import split_metrics
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
@@ -116,7 +117,11 @@ def test_split(cfg: DictConfig, cache: Path) -> tuple:
     dm = instantiate(train_cfg.data)
     dm.setup("test")
     ids = [dm.dataset.meta["sample_ids"][i] for i in dm.splits.test_id]
-    return dm.split_tensors("test_id"), ids, baseline_rmse(dm, "test_id")
+    return (
+        dm.split_tensors("test_id"),
+        ids,
+        split_metrics(train_mean_predict(dm, "test_id"), *split_truth(dm, "test_id"), 0.0)["rmse"],
+    )
 
 
 def curve_caches(cfg: DictConfig, held_out: list[str], out: Path) -> dict[int, Path]:
