@@ -12,8 +12,9 @@ atoms near a dopant: the calls a typical sample costs with ``embedded`` against 
 The ``superposed`` section builds each host's defect library once, then for every total dopant
 fraction draws a multi-dopant cell and compares the library's spectrum, and that of the
 pristine force constants with the dopant masses only, with ``full`` on the same cell relaxed by
-the force field; last, the per-sample wall time of both at the pretraining cell size (``full``
-projected from timed force calls). Prints figures, asserts nothing.
+the force field. The ``sample_cost`` section times one sample of the configured superposed
+method at the pretraining cell size (``full`` projected from timed force calls). Prints
+figures, asserts nothing.
 
 The ``difference`` section needs no force call: it reads committed data sets that hold the same
 cells made two ways (``generate=research/phonon_check``: ``full`` and superposed, with and without
@@ -217,17 +218,47 @@ def bench_superposed(cfg: DictConfig, ff, full: FiniteDisplacement) -> None:
             f"L1 {med[8]:.3f}   ({sel.sum()} cells)"
         )
 
-    if bench.large_atoms is None:
-        return
-    # per-sample cost at the pretraining size: superposed timed, full projected
+
+def bench_sample_cost(cfg: DictConfig, ff, full: FiniteDisplacement) -> None:
+    """Per-sample wall time at the pretraining cell size (``superposed_bench.large_atoms``) of
+    the configured superposed method, on the q-mesh and at Γ, against ``full`` projected from
+    timed force calls; the first host of ``superposed_bench.hosts``, 5 % of dopants."""
+    from pathlib import Path
+
+    from defectnet.datagen.parents.builtin import BuiltinParents
+    from defectnet.datagen.phonons import SuperposedForceConstants
+    from defectnet.datagen.recommender import Candidate
+
+    bench = cfg.superposed_bench
+    method: SuperposedForceConstants = instantiate(cfg.superposed, pair_reach=bench.pair_reach)
+    rng = np.random.default_rng(cfg.seed)
+    builtin = {p.id: p for p in BuiltinParents().parents()}
+
+    def relaxed(atoms: Atoms) -> Atoms:
+        return relax(atoms, ff.calculator(), cfg.relax.fmax, cfg.relax.steps).atoms
+
     host_cfg = bench.hosts[0]
     prim = relax(builtin[host_cfg.parent].atoms, ff.calculator(), 0.002, 300, True).atoms
     _, large = choose_supercell(prim, *bench.large_atoms)
     dopants = dict(host_cfg.dopants)
     candidates = [Candidate(d, h, "n", "bench", 1.0) for d, h in dopants.items()]
-    store = Path(bench.store) / f"{host_cfg.parent}-{len(large)}.safetensors"
-    library = method.host_reference(
-        large, ff, host=prim, candidates=candidates, store=store, relax=relaxed
+    key = f"{host_cfg.parent}-{len(large)}-cutoff{method.cutoff:g}-{method.patch_extent}"
+    store = Path(bench.store) / f"{key}.safetensors"
+    library, t_lib = timed(
+        method.host_reference,
+        large,
+        ff,
+        host=prim,
+        candidates=candidates,
+        store=store,
+        relax=relaxed,
+    )
+    print(
+        f"library of {host_cfg.parent} at {len(large)} atoms (cutoff {method.cutoff:g} Å, "
+        f"dilute cells of {list(method.patch_atoms)} atoms, patch_extent {method.patch_extent}): "
+        f"{len(library.patches)} patches, {library.library_calls} force calls, {t_lib:.0f} s "
+        "(0 s when stored)",
+        flush=True,
     )
     doped = random_doped(large, dopants, 0.05, rng)
     method.doped_modes(doped, library, ff)  # any pair patch it lacks goes into the library
@@ -242,7 +273,7 @@ def bench_superposed(cfg: DictConfig, ff, full: FiniteDisplacement) -> None:
     n_calls = 3 * len(doped) * (2 if full.plusminus else 1) + (not full.plusminus)
     t_full = (n_calls + 100) * t_call  # + ~100 relaxation steps
     print(
-        f"\nper sample at {len(doped)} atoms ({host_cfg.parent}, 5 %): superposed "
+        f"per sample at {len(doped)} atoms ({host_cfg.parent}, 5 %): superposed "
         f"{t_sup:.2f} s on the q-mesh, {t_gamma:.2f} s at Γ (samples_at_gamma); full "
         f"≈ {t_full:,.0f} s projected ({n_calls} displaced cells + ~100 relaxation steps × "
         f"{t_call:.2f} s per call): {t_full / t_sup:,.0f}× / {t_full / t_gamma:,.0f}× less",
@@ -316,6 +347,8 @@ def main(cfg: DictConfig) -> None:
         bench_difference(cfg.difference)
     if "superposed" in cfg.sections:
         bench_superposed(cfg, ff, full)
+    if "sample_cost" in cfg.sections:
+        bench_sample_cost(cfg, ff, full)
     if "embedded" not in cfg.sections:
         return
     embedded: EmbeddedForceConstants = instantiate(cfg.embedded)
