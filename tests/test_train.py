@@ -51,9 +51,7 @@ def test_fine_tuning_builds_the_network_from_the_checkpoint_and_can_freeze(train
     from defectnet.training import build_from_checkpoint
 
     # the default model size is configured; the network's shape comes from the checkpoint
-    cfg = train_cfg(
-        "experiment=finetune", f"init_from={pretrained}", "model.freeze_encoder=true"
-    )
+    cfg = train_cfg("experiment=finetune", f"init_from={pretrained}", "model.freeze_encoder=true")
     assert cfg.model.model.d_model != 32
     build_from_checkpoint(cfg)
     assert cfg.model.model._target_.endswith("network_from_checkpoint")
