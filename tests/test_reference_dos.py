@@ -51,7 +51,7 @@ def test_default_potential_follows_the_reference_dos_of_silicon(tmp_path):
 
     from .conftest import compose_config
 
-    cfg = compose_config("bench_fidelity", ["parents.files=[Si_sg227]", f"out_dir={tmp_path}"])
+    cfg = compose_config("bench/fidelity", ["parents.files=[Si_sg227]", f"out_dir={tmp_path}"])
     (parent,) = instantiate(cfg.parents).parents()
     ctx = Context(
         cfg,
