@@ -118,20 +118,43 @@ def summed_modes(method, library, doped: Atoms) -> Modes:
     return modes_of(doped, fc, method.mesh)
 
 
+def host_library(cfg: DictConfig, ff, method, host_cfg, atoms, tag: str = ""):
+    """A built-in host relaxed, its supercell of ``atoms`` (min, max), and ``method``'s defect
+    library for the host's dopants, kept in ``superposed_bench.store`` (0 s when stored):
+    (supercell, library, seconds, the library's file)."""
+    from pathlib import Path
+
+    from defectnet.datagen.parents.builtin import BuiltinParents
+    from defectnet.datagen.recommender import Candidate
+
+    parent = next(p for p in BuiltinParents().parents() if p.id == host_cfg.parent)
+    prim = relax(parent.atoms, ff.calculator(), 0.002, 300, True).atoms
+    _, pristine = choose_supercell(prim, *atoms)
+    candidates = [Candidate(d, h, "n", "bench", 1.0) for d, h in host_cfg.dopants.items()]
+    store = Path(cfg.superposed_bench.store) / f"{host_cfg.parent}-{len(pristine)}{tag}.safetensors"
+    library, seconds = timed(
+        method.host_reference,
+        pristine,
+        ff,
+        host=prim,
+        candidates=candidates,
+        store=store,
+        relax=lambda a: relax(a, ff.calculator(), cfg.relax.fmax, cfg.relax.steps).atoms,
+    )
+    return pristine, library, seconds, store
+
+
 def bench_superposed(cfg: DictConfig, ff, full: FiniteDisplacement) -> None:
     from pathlib import Path
 
     from defectnet.atomic import atomic_path
-    from defectnet.datagen.parents.builtin import BuiltinParents
     from defectnet.datagen.phonons import SuperposedForceConstants
-    from defectnet.datagen.recommender import Candidate
 
     bench = cfg.superposed_bench
     method: SuperposedForceConstants = instantiate(
         cfg.superposed, pair_reach=cfg.superposed_bench.pair_reach
     )
     rng = np.random.default_rng(cfg.seed)
-    builtin = {p.id: p for p in BuiltinParents().parents()}
 
     def spectrum(modes: Modes) -> np.ndarray:
         return spectrum_from_modes(modes.energies_mev, GRID, cfg.spectra.fwhm_mev, modes.weights)
@@ -169,20 +192,8 @@ def bench_superposed(cfg: DictConfig, ff, full: FiniteDisplacement) -> None:
     )
     rows = []
     for host_cfg in bench.hosts:
-        prim = relax(builtin[host_cfg.parent].atoms, ff.calculator(), 0.002, 300, True).atoms
-        _, pristine = choose_supercell(prim, *bench.atoms)
+        pristine, library, t_lib, store = host_library(cfg, ff, method, host_cfg, bench.atoms)
         dopants = dict(host_cfg.dopants)
-        candidates = [Candidate(d, h, "n", "bench", 1.0) for d, h in dopants.items()]
-        store = Path(bench.store) / f"{host_cfg.parent}-{len(pristine)}.safetensors"
-        library, t_lib = timed(
-            method.host_reference,
-            pristine,
-            ff,
-            host=prim,
-            candidates=candidates,
-            store=store,
-            relax=relaxed,
-        )
         print(
             f"{host_cfg.parent:22s} library: {len(library.patches)} patches, "
             f"{library.library_calls} force calls, {t_lib:.0f} s (0 s when stored)",
@@ -223,36 +234,15 @@ def bench_sample_cost(cfg: DictConfig, ff, full: FiniteDisplacement) -> None:
     """Per-sample wall time at the pretraining cell size (``superposed_bench.large_atoms``) of
     the configured superposed method, on the q-mesh and at Γ, against ``full`` projected from
     timed force calls; the first host of ``superposed_bench.hosts``, 5 % of dopants."""
-    from pathlib import Path
-
-    from defectnet.datagen.parents.builtin import BuiltinParents
     from defectnet.datagen.phonons import SuperposedForceConstants
-    from defectnet.datagen.recommender import Candidate
 
     bench = cfg.superposed_bench
     method: SuperposedForceConstants = instantiate(cfg.superposed, pair_reach=bench.pair_reach)
     rng = np.random.default_rng(cfg.seed)
-    builtin = {p.id: p for p in BuiltinParents().parents()}
-
-    def relaxed(atoms: Atoms) -> Atoms:
-        return relax(atoms, ff.calculator(), cfg.relax.fmax, cfg.relax.steps).atoms
-
     host_cfg = bench.hosts[0]
-    prim = relax(builtin[host_cfg.parent].atoms, ff.calculator(), 0.002, 300, True).atoms
-    _, large = choose_supercell(prim, *bench.large_atoms)
+    tag = f"-cutoff{method.cutoff:g}-{method.patch_extent}"
+    large, library, t_lib, _ = host_library(cfg, ff, method, host_cfg, bench.large_atoms, tag)
     dopants = dict(host_cfg.dopants)
-    candidates = [Candidate(d, h, "n", "bench", 1.0) for d, h in dopants.items()]
-    key = f"{host_cfg.parent}-{len(large)}-cutoff{method.cutoff:g}-{method.patch_extent}"
-    store = Path(bench.store) / f"{key}.safetensors"
-    library, t_lib = timed(
-        method.host_reference,
-        large,
-        ff,
-        host=prim,
-        candidates=candidates,
-        store=store,
-        relax=relaxed,
-    )
     print(
         f"library of {host_cfg.parent} at {len(large)} atoms (cutoff {method.cutoff:g} Å, "
         f"dilute cells of {list(method.patch_atoms)} atoms, patch_extent {method.patch_extent}): "
