@@ -114,7 +114,7 @@ def baseline_methods(dm: PDoSDataModule, references: dict | None) -> dict[str, C
     single-dopant references (when there are any) and the training mean."""
     methods = {}
     if references:
-        methods["NNLS"] = _cached(lambda s: nnls_predict(dm, s, references))
+        methods["NNLS"] = cached_by_split(lambda s: nnls_predict(dm, s, references))
     methods["training mean"] = lambda s: train_mean_predict(dm, s)
     return methods
 
@@ -133,7 +133,8 @@ def _check_split(paths, dm: PDoSDataModule) -> None:
             )
 
 
-def _cached(fn: Callable[[str], np.ndarray]) -> Callable[[str], np.ndarray]:
+def cached_by_split(fn: Callable[[str], np.ndarray]) -> Callable[[str], np.ndarray]:
+    """``fn`` of a split, computed once per split."""
     memo: dict[str, np.ndarray] = {}
     return lambda split: memo[split] if split in memo else memo.setdefault(split, fn(split))
 
@@ -182,7 +183,7 @@ def load_evaluation(cfg: DictConfig) -> Evaluation:
     _check_split(paths, dm)
     name = "DefectNet" if len(networks) == 1 else f"DefectNet (ensemble of {len(networks)})"
     # every member's answer, combined once per split (mean, spread, presence score, intervals)
-    answers = _cached(
+    answers = cached_by_split(
         lambda s: EnsemblePrediction.from_members(network_members(networks, dm, s)[0])
     )
     # the ensemble's presence rule is calibrated on val as a whole; without val the members'
@@ -191,11 +192,11 @@ def load_evaluation(cfg: DictConfig) -> Evaluation:
     weight = float(cfg.presence.spread_weight) if len(networks) > 1 and has_val else 0.0
     methods = {name: lambda s: answers(s).mean}
     # what each method's presence is called on (the others: their concentrations)
-    scores = {name: _cached(lambda s: answers(s).presence(weight))}
+    scores = {name: cached_by_split(lambda s: answers(s).presence(weight))}
     if cfg.get("mlp_ckpt"):
         mlp, *_, mlp_paths = load_ensemble(cfg.mlp_ckpt)
         _check_split(mlp_paths, dm)
-        methods["MLP"] = _cached(lambda s: network_members(mlp, dm, s)[0].mean(0))
+        methods["MLP"] = cached_by_split(lambda s: network_members(mlp, dm, s)[0].mean(0))
     references = load_references(cfg.references) if cfg.get("references") else None
     methods.update(baseline_methods(dm, references))
     scores = {m: scores.get(m, f) for m, f in methods.items()}

@@ -52,26 +52,21 @@ def build_from_checkpoint(cfg: DictConfig) -> None:
     log.info("fine-tuning from %s", path)
 
 
-@torch.no_grad()
 def methods_of(module: DefectNetModule, dm: PDoSDataModule) -> dict[str, Callable]:
     """The trained network and what it is compared with (``evaluation.baseline_methods``), as
     functions of a split, answered on CPU outside the trainer."""
     from defectnet.data.references import load_references
-    from defectnet.evaluation import baseline_methods
-
-    answered: dict[str, np.ndarray] = {}
+    from defectnet.evaluation import baseline_methods, cached_by_split
 
     @torch.no_grad()
     def defectnet(split: str) -> np.ndarray:
-        if split not in answered:
-            module.eval()
-            batch = dm.split_tensors(split)
-            pred, _ = module.to("cpu")(batch.inputs(), batch.candidates, batch.references)
-            answered[split] = pred.numpy()
-        return answered[split]
+        module.eval()
+        batch = dm.split_tensors(split)
+        pred, _ = module.to("cpu")(batch.inputs(), batch.candidates, batch.references)
+        return pred.numpy()
 
     refs = load_references(dm.references_dir) if dm.references_dir else None
-    methods = {"DefectNet": defectnet}
+    methods = {"DefectNet": cached_by_split(defectnet)}
     for name, method in baseline_methods(dm, refs).items():
         methods["NNLS, two-point" if name == "NNLS" else name] = method
     return methods

@@ -118,17 +118,16 @@ def _hash(cfg: DictConfig, component: Callable[[str, str], str]) -> str:
             data.pop(key, None)
     if data.get("pristine_spectrum", "parent_cell") == "parent_cell" or not relaxes_samples(data):
         data.pop("pristine_spectrum", None)  # superposed samples always had the sample's cell
-    for group in COMPONENT_GROUPS:
-        section = data.get(group)
+    melt_quench = data.get("parents", {}).get("forcefield")  # a potential inside a source
+    for group, section in [
+        *((g, data.get(g)) for g in COMPONENT_GROUPS),
+        ("calculator", melt_quench),
+    ]:
         if isinstance(section, dict) and "_target_" in section:
             section["_target_"] = component(group, section["_target_"])
     for forcefield in (data.get("calculator", {}), data.get("parents", {}).get("forcefield", {})):
         forcefield.pop("device", None)  # where a potential runs does not change the data
         forcefield.pop("batch_size", None)
-    if isinstance(data.get("parents", {}).get("forcefield"), dict):
-        forcefield = data["parents"]["forcefield"]
-        if "_target_" in forcefield:
-            forcefield["_target_"] = component("calculator", forcefield["_target_"])
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
