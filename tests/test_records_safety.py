@@ -207,3 +207,16 @@ def test_a_kill_in_the_middle_of_a_cache_write_keeps_the_old_cache(records, gene
     assert cache.read_bytes() == before and len(load_cache(cache)) == 3
     consolidate(cfg)  # run again: the new cache, whole
     assert load_cache(cache).meta["sample_ids"] == [f"diamond-Si/{i}" for i in range(5)]
+
+
+def test_workers_starting_side_by_side_all_find_the_folder_writable(tmp_path):
+    """Shard workers start together on one out_dir: each one's write check must pass (a shared
+    probe file made one fail with "cannot write" when another removed it first)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from defectnet.datagen.shards import check_output_dir
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: check_output_dir(tmp_path), range(400)))
+    assert results == [None] * 400
+    assert list(tmp_path.iterdir()) == []  # no probe left behind

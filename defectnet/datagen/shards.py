@@ -6,6 +6,7 @@ rerun skips what its shard file already holds."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -50,11 +51,13 @@ def shard_path(out_dir: Path, shard: int, num_shards: int) -> Path:
 
 
 def check_output_dir(out_dir: Path) -> None:
+    """Refuse an unwritable ``out_dir`` before any work. The probe is a file of this process's
+    own (several workers start side by side on one folder; a shared probe name made one of them
+    fail when another removed it first)."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-"):
+            pass
     except OSError as exc:
         raise PermissionError(
             f"out_dir: cannot write to '{out_dir}' ({exc.strerror}); choose a writable folder "
