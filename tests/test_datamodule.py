@@ -59,7 +59,9 @@ def test_augmentation_adds_only_absent_non_host_distractors_and_keeps_area():
     mask[:, 31] = 1
     targets = mask * 0.1
     n, parent = torch.ones(16), torch.zeros(16)
-    aug = SpectrumAugmentation(extra_distractors=3, counts=1e5, max_extra_fwhm=4.0, energy_step=2.0)
+    aug = SpectrumAugmentation(
+        extra_distractors=3, noise_level=0.03, max_extra_fwhm=4.0, energy_step=2.0
+    )
     out = aug(Batch(spectra, composition, mask, targets, n, parent))
     m2, t2 = out.candidates, out.targets
     added = m2 - mask
@@ -69,6 +71,33 @@ def test_augmentation_adds_only_absent_non_host_distractors_and_keeps_area():
     assert (t2[added == 1] == 0).all()
     assert torch.allclose(out.spectra.sum(-1) * 2.0, torch.ones(16, 2), atol=1e-4)
     assert torch.equal(out.composition, composition) and torch.equal(out.targets, targets)
+
+
+def test_undoped_samples_carry_their_pristine_twice_with_independent_noise_and_no_targets():
+    torch.manual_seed(1)
+    energies = torch.linspace(0, 198, 100)
+    pristine = torch.exp(-0.5 * ((energies - 60.0) / 6.0) ** 2)
+    doped = torch.exp(-0.5 * ((energies - 50.0) / 6.0) ** 2)
+    spectra = torch.stack([pristine, doped])[None].repeat(512, 1, 1)
+    spectra /= spectra.sum(-1, keepdim=True) * 2.0
+    composition, mask = torch.zeros(512, 100), torch.zeros(512, 56)
+    mask[:, 31] = 1
+    targets = mask * 0.1
+    batch = Batch(spectra, composition, mask, targets, torch.ones(512), torch.zeros(512))
+    out = SpectrumAugmentation(undoped=0.25, noise_level=0.03, energy_step=2.0)(batch)
+    undoped = out.targets.sum(-1) == 0
+    assert 0.15 < undoped.float().mean() < 0.35
+    assert (out.n_dopants[undoped] == 0).all() and (out.n_dopants[~undoped] == 1).all()
+    assert torch.equal(out.candidates, mask)  # the dopant is offered and now absent
+    mean = (out.spectra * energies).sum(-1) / out.spectra.sum(-1)
+    assert (mean[undoped, 1] - 60).abs().max() < 1 and (mean[~undoped, 1] - 50).abs().max() < 1
+    noise = out.spectra - spectra
+    assert not torch.allclose(out.spectra[undoped, 0], out.spectra[undoped, 1])  # two draws
+    # the level is drawn per sample in [0, 0.03]: σ at the peak at most 3 % of the peak
+    peak = spectra[0, 0].max()
+    at_peak = noise[~undoped, 0, 30]
+    assert at_peak.std() < 0.03 * peak and at_peak.std() > 0.005 * peak
+    assert torch.allclose(out.spectra.sum(-1) * 2.0, torch.ones(512, 2), atol=1e-4)
 
 
 def test_energy_stretch_moves_both_spectra_together_and_keeps_area():

@@ -60,11 +60,12 @@ def counting_noise(
     spectra: torch.Tensor, level: float, step: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Spectra [..., L] with noise as counting gives it: σ = ``level`` × sqrt(peak × value) at
-    each point (``level`` × peak at the peak), clipped at 0 and brought back to unit area."""
+    each point (``level`` × peak at the peak), clipped at 0 and brought back to unit area.
+    ``level`` may be a tensor that broadcasts against ``spectra`` (a level per spectrum)."""
     spec = spectra.clamp_min(0)
     peak = spec.amax(-1, keepdim=True)
     sigma = level * torch.sqrt(peak * spec)
-    draw = torch.randn(spec.shape, generator=generator, dtype=spec.dtype)
+    draw = torch.randn(spec.shape, generator=generator, dtype=spec.dtype).to(spec.device)
     noisy = (spec + sigma * draw).clamp_min(0)
     return noisy / (noisy.sum(-1, keepdim=True) * step).clamp_min(1e-12)
 
@@ -167,7 +168,12 @@ class SpectrumAugmentation:
 
     * ``extra_distractors``: up to this many extra candidates per sample that are absent
       (target 0) and not host elements, so the model learns to send distractors to zero;
-    * ``counts``: total neutron counts per spectrum for Poisson-like counting noise (null: off);
+    * ``undoped``: the fraction of samples whose doped spectrum is replaced by their pristine one
+      and every target by 0: with noise on both, the difference is noise alone, and the model
+      learns that noise names no dopant;
+    * ``noise_level``: counting noise (``counting_noise``) on the pristine and the doped
+      spectrum, independent draws, at a level drawn per sample in [0, ``noise_level``]: the
+      noise a measurement has (the open-set calibration adds the same kind);
     * ``max_extra_fwhm``: extra Gaussian smoothing with an FWHM drawn in [0, max] meV;
     * ``open_set``: the fraction of samples whose candidates become every proposable element
       that is not in the host (``open_set_mask``), which teaches prediction without a guess;
@@ -179,7 +185,8 @@ class SpectrumAugmentation:
     def __init__(
         self,
         extra_distractors: int = 0,
-        counts: float | None = None,
+        undoped: float = 0.0,
+        noise_level: float = 0.0,
         max_extra_fwhm: float = 0.0,
         open_set: float = 0.0,
         max_energy_stretch: float = 0.0,
@@ -187,7 +194,8 @@ class SpectrumAugmentation:
         energy_min: float = 0.0,
     ):
         self.extra_distractors = extra_distractors
-        self.counts = counts
+        self.undoped = undoped
+        self.noise_level = noise_level
         self.max_extra_fwhm = max_extra_fwhm
         self.open_set = open_set
         self.max_energy_stretch = max_energy_stretch
@@ -195,6 +203,8 @@ class SpectrumAugmentation:
         self.energy_min = energy_min
 
     def __call__(self, batch: Batch) -> Batch:
+        if self.undoped > 0:
+            batch = self._undope(batch)
         spectra, mask = batch.spectra.clone(), batch.candidates
         n_spectra = spectra.shape[1]
         if batch.references is not None:  # stretched and smoothed with the sample's spectra
@@ -209,14 +219,22 @@ class SpectrumAugmentation:
         if self.max_extra_fwhm > 0:
             spectra = self._smooth(spectra)
         spectra, references = spectra[:, :n_spectra], spectra[:, n_spectra:]
-        if self.counts:
-            spec = spectra.clamp_min(0)
-            sigma = torch.sqrt(spec / (self.counts * self.energy_step))
-            noisy = (spec + sigma * torch.randn_like(spec)).clamp_min(0)
-            spectra = noisy / (noisy.sum(-1, keepdim=True) * self.energy_step).clamp_min(1e-12)
+        if self.noise_level > 0:
+            level = torch.rand(spectra.shape[0], 1, 1, device=spectra.device) * self.noise_level
+            spectra = counting_noise(spectra, level, self.energy_step)
         if batch.references is not None:
             batch = batch._replace(references=references)
         return batch._replace(spectra=spectra, candidates=mask)
+
+    def _undope(self, batch: Batch) -> Batch:
+        rows = torch.rand(batch.targets.shape[0], device=batch.targets.device) < self.undoped
+        spectra = batch.spectra.clone()
+        spectra[rows, 1] = spectra[rows, 0]
+        return batch._replace(
+            spectra=spectra,
+            targets=batch.targets.masked_fill(rows[:, None], 0.0),
+            n_dopants=batch.n_dopants.masked_fill(rows, 0),
+        )
 
     def _add_distractors(self, composition, mask):
         allowed = (open_set_mask(composition) > 0) & (mask == 0)
