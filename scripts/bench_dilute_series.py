@@ -1,7 +1,8 @@
 """Benchmark: the truth series of one dopant's signal, and how the superposed method carries it.
 
 One substitution in cubic supercells of growing size (64, 216, 512 atoms): the doped cell is
-relaxed and its phonons computed with ``full`` finite displacements (a single substitution keeps
+relaxed (``truth_cell``: free, positions and cell at zero pressure as a crystal is; clamped, in
+the pristine lattice) and its phonons computed with ``full`` finite displacements (a single substitution keeps
 the point group, so even 512 atoms cost tens of force calls), as is the pristine cell of the same
 size. The difference spectrum per unit concentration, (doped − pristine) × N, is the dopant's
 signal; it should not depend on N once the cell is large. In each cell the superposed method
@@ -44,9 +45,16 @@ def masses_only(doped, force_constants, mesh: float):
     return mesh_modes(phonon, mesh, n_displacements=0)
 
 
+def stored_name(cfg, host_cfg, n_atoms: int, variant: str = "") -> str:
+    """A cell's file in ``store``: clamped truths (the first made) carry no suffix."""
+    truth = "" if cfg.truth_cell == "clamped" else f"-{cfg.truth_cell}"
+    tail = f"-{variant}" if variant else ""
+    return f"{Path(host_cfg.structure).stem}-{host_cfg.dopant}-{n_atoms}{truth}{tail}.npz"
+
+
 def cell_spectra(cfg, ff, host_cfg, prim, n_atoms: int, grid: EnergyGrid, store: Path) -> dict:
     """The four spectra of one cell size (stored once computed) and what `full` cost."""
-    path = store / f"{Path(host_cfg.structure).stem}-{host_cfg.dopant}-{n_atoms}.npz"
+    path = store / stored_name(cfg, host_cfg, n_atoms)
     if path.exists():
         return dict(np.load(path))
     full, superposed = instantiate(cfg.full), instantiate(cfg.superposed)
@@ -57,7 +65,7 @@ def cell_spectra(cfg, ff, host_cfg, prim, n_atoms: int, grid: EnergyGrid, store:
     _, pristine = choose_supercell(prim, n_atoms, n_atoms, where="sizes")
     doped = single_dopant_cell(pristine, host_cfg.dopant, host_cfg.replaces)
     t0 = time.perf_counter()
-    relaxed = relax_with(ff, doped, cfg.relax).atoms
+    relaxed = relax_with(ff, doped, {**cfg.relax, "relax_cell": cfg.truth_cell == "free"}).atoms
     doped_modes = full.doped_modes(relaxed, None, ff)
     seconds = time.perf_counter() - t0
     pristine_modes = full.doped_modes(pristine, None, ff)
@@ -103,7 +111,7 @@ def variant_spectra(cfg, ff, host_cfg, prim, n_atoms: int, grid, store: Path) ->
         return spectrum_from_modes(modes.energies_mev, grid, cfg.spectra.fwhm_mev, modes.weights)
 
     for name, overrides in (cfg.get("variants") or {}).items():
-        path = store / f"{Path(host_cfg.structure).stem}-{host_cfg.dopant}-{n_atoms}-{name}.npz"
+        path = store / stored_name(cfg, host_cfg, n_atoms, name)
         if not path.exists():
             method = instantiate(cfg.superposed, **overrides)
             t0 = time.perf_counter()
@@ -116,6 +124,8 @@ def variant_spectra(cfg, ff, host_cfg, prim, n_atoms: int, grid, store: Path) ->
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench/dilute_series")
 def main(cfg: DictConfig) -> None:
+    if cfg.truth_cell not in ("free", "clamped"):
+        raise SystemExit(f"truth_cell='{cfg.truth_cell}': choose free or clamped.")
     ff = instantiate(cfg.calculator)
     grid = EnergyGrid(cfg.spectra.e_min, cfg.spectra.e_max, cfg.spectra.n_points)
     store = Path(cfg.store)
@@ -171,7 +181,8 @@ def write_docs(cfg: DictConfig, lines: list[str]) -> None:
     import datetime
     import platform
 
-    path = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "dilute_series.md"
+    suffix = "" if cfg.truth_cell == "free" else f"_{cfg.truth_cell}"
+    path = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / f"dilute_series{suffix}.md"
     overrides = " ".join(HydraConfig.get().overrides.task)
     text = (
         "# One dopant's signal: the truth series and the superposed method\n\n"

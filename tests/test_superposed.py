@@ -49,6 +49,9 @@ class Counting:
     def calculator(self):
         return self.inner.calculator()
 
+    def pressure(self, atoms):
+        return self.inner.pressure(atoms)
+
     def relax(self, atoms):
         self.relaxations += 1
         return relax(atoms, self.inner.calculator(), fmax=0.01).atoms
@@ -283,3 +286,43 @@ def test_a_pair_patch_makes_two_bonded_dopants_exact_and_serves_every_equivalent
     assert quiet.calls == 0 and quiet.relaxations == 0
     with pytest.raises(UserError, match="pair_reach"):
         SuperposedForceConstants(pair_reach=-1.0)
+
+
+def test_a_patch_without_its_clamped_cells_strain_gives_the_free_crystals_difference(
+    si, matgl, tmp_path
+):
+    """A dilute cell relaxed in the pristine lattice holds the whole host at a uniform strain
+    that a free crystal relaxes away. With uniform_strain=removed the patch drops it, and the
+    superposed difference spectrum matches `full` of the cell relaxed at zero pressure."""
+    from defectnet.difference import agreement as difference_agreement
+
+    host, cell = si
+    ff = Counting(matgl)
+    kept = SuperposedForceConstants(cutoff=20.0, patch_atoms=(16, 16))
+    removed = SuperposedForceConstants(cutoff=20.0, patch_atoms=(16, 16), uniform_strain="removed")
+    libraries = {
+        "kept": build(kept, si, ff, tmp_path / "kept.safetensors", "Ge"),
+        "removed": build(removed, si, ff, tmp_path / "removed.safetensors", "Ge"),
+    }
+    (patch,) = libraries["removed"].patches.values()
+    assert patch.strain < -1e-3  # Ge is larger than Si: the clamped cell squeezes the host
+    assert next(iter(libraries["kept"].patches.values())).strain == 0.0
+    doped = cell.copy()
+    doped[0].symbol = "Ge"
+    free = relax(doped, matgl.calculator(), fmax=0.005, relax_cell=True).atoms
+    assert free.get_volume() > cell.get_volume()
+    full = FiniteDisplacement()
+    pristine = spectrum(full.modes(cell, EYE, matgl))
+    truth = spectrum(full.modes(free, EYE, matgl)) - pristine
+    got = {
+        name: difference_agreement(
+            spectrum(method.doped_modes(doped, libraries[name], matgl)) - pristine, truth
+        )
+        for name, method in (("kept", kept), ("removed", removed))
+    }
+    assert got["removed"]["cosine"] > 0.95, got
+    assert 0.8 < got["removed"]["norm_ratio"] < 1.25, got
+    assert got["kept"]["cosine"] < got["removed"]["cosine"] - 0.2, got
+    # the library keeps what was removed
+    reloaded = load_library(tmp_path / "removed.safetensors", removed.settings())
+    assert next(iter(reloaded.patches.values())).strain == patch.strain

@@ -17,6 +17,15 @@ the one onto the other (vectors and relaxation by R, ΔΦ by R·ΔΦ·Rᵀ).
 The library of one parent is one safetensors file, rewritten atomically after every patch, so a
 killed build resumes without recomputing what it finished.
 
+A dilute cell is clamped: its lattice cannot grow or shrink around the dopant, so the whole host
+is held at a uniform strain, which in a free crystal (zero pressure) relaxes away; that strain
+changes every force constant of the cell by ε·dΦ/dε and is the largest part of a patch's
+spectral signal (one dopant in 216 atoms of GaAs, InAs, ZnSe: the clamped cell's difference
+spectrum has cosine −0.15 to −0.25 with the same cell at zero pressure, and the clamped one less
+ε·dΦ/dε has 0.997–1.000). With ``uniform_strain="removed"`` each patch is stored without it: ε is
+the strain that changes the pristine dilute cell's pressure as much as the dopant did
+(``StrainResponse``), dΦ/dε comes from the pristine dilute cell strained once.
+
 Two dopants closer than ``pair_cutoff`` (``phonons.pair_reach`` × the host's nearest-neighbour
 distance) are not independent: their patches overlap on the bonds between them and the sum
 counts those twice. A pair patch is the correction a dilute cell with both dopants gives to that
@@ -62,6 +71,7 @@ class Patch:
     relaxation: np.ndarray  # [K, 3] displacement of each atom on relaxation (Å)
     n_calls: int
     seconds: float
+    strain: float = 0.0  # the clamped dilute cell's uniform strain removed from ``delta``
 
     def rotated(self, rotation: np.ndarray) -> Patch:
         """The same patch on a symmetry-equivalent site (Cartesian ``rotation``)."""
@@ -72,7 +82,47 @@ class Patch:
             relaxation=self.relaxation @ rotation.T,
             n_calls=0,
             seconds=0.0,
+            strain=self.strain,
         )
+
+
+@dataclass
+class StrainResponse:
+    """How the pristine dilute cell answers a uniform strain ε (each length × (1 + ε)): what a
+    patch needs to drop the strain its clamped cell holds the host at."""
+
+    derivative: np.ndarray  # [N, N, 3, 3] dΦ/dε, eV/Å² per unit strain
+    pressure: float  # eV/Å³ of the pristine cell
+    stiffness: float  # dp/dε, eV/Å³ per unit strain (−3 × the bulk modulus)
+    n_calls: int
+
+    def strain_of(self, pressure: float) -> float:
+        """The uniform strain that moves the pristine cell's pressure to ``pressure``."""
+        return (pressure - self.pressure) / self.stiffness
+
+
+def strain_response(cell: Atoms, force_constants: np.ndarray, method, forcefield, step=0.005):
+    """``StrainResponse`` of the pristine ``cell`` (force constants ``force_constants``) from
+    the same cell strained by ``step``: its force constants by ``method`` (a symmetric cell:
+    few force calls) and both pressures."""
+    strained = cell.copy()
+    strained.set_cell(cell.cell[:] * (1 + step), scale_atoms=True)
+    phonon = method.phonopy(strained, np.eye(3, dtype=int), forcefield)
+    pressure = forcefield.pressure(cell)
+    return StrainResponse(
+        derivative=(np.asarray(phonon.force_constants) - force_constants) / step,
+        pressure=pressure,
+        stiffness=(forcefield.pressure(strained) - pressure) / step,
+        n_calls=len(phonon.displacements) + (method.plusminus is False) + 2,
+    )
+
+
+def remove_uniform_strain(delta, relaxed: Atoms, near, strain, forcefield) -> tuple:
+    """``delta`` (ΔΦ of a clamped dilute cell, computed on the pairs that touch a ``near``
+    atom) less the cell's uniform strain on those pairs, and that strain."""
+    eps = strain.strain_of(forcefield.pressure(relaxed))
+    pairs = (near[:, None] | near[None, :])[:, :, None, None]
+    return delta - eps * strain.derivative * pairs, eps
 
 
 @dataclass
@@ -180,6 +230,8 @@ class DefectLibrary:
     rotation: np.ndarray  # [n_classes, 3, 3] representative's surroundings → the class's
     patches: dict[tuple[str, int], Patch] = field(default_factory=dict)  # by representative
     pairs: dict[PairKey, list[PairPatch]] = field(default_factory=dict)
+    # of a dilute cell, with uniform_strain="removed": how its pristine force constants strain
+    strain: StrainResponse | None = field(default=None, repr=False)
     # set by the phonon method for this run: dopants closer than pair_cutoff (Å) get a pair
     # patch, computed and added by pair_builder(key, vector) the first time a sample needs it
     pair_cutoff: float = 0.0
@@ -314,9 +366,11 @@ def make_patch(
     relax: Callable[[Atoms], Atoms],
     embedded,
     threshold: float = 1e-4,
+    strain: StrainResponse | None = None,
 ) -> Patch:
     """One dopant on ``site`` of the pristine ``dilute`` cell: relax, recompute the rows of the
-    atoms within the cutoff, keep ΔΦ on the pairs they touch."""
+    atoms within the cutoff, keep ΔΦ on the pairs they touch (with ``strain``, less the clamped
+    cell's uniform strain)."""
     t0 = time.perf_counter()
     doped = dilute.copy()
     doped[site].symbol = dopant
@@ -324,6 +378,9 @@ def make_patch(
     phonon, n_calls = embedded.phonopy_doped(relaxed, pristine_fc, forcefield)
     delta = np.asarray(phonon.force_constants) - pristine_fc.force_constants
     near = dilute.get_distances(site, np.arange(len(dilute)), mic=True) <= embedded.cutoff
+    eps = 0.0
+    if strain is not None:
+        delta, eps = remove_uniform_strain(delta, relaxed, near, strain, forcefield)
     touched = near | (np.abs(delta[near]).max(axis=(0, 2, 3)) > threshold)
     pairs = near[touched][:, None] | near[touched][None, :]
     sub = delta[np.ix_(touched, touched)] * pairs[:, :, None, None]
@@ -338,6 +395,7 @@ def make_patch(
         relaxation=moved[touched],
         n_calls=n_calls,
         seconds=time.perf_counter() - t0,
+        strain=eps,
     )
 
 
@@ -353,7 +411,8 @@ def make_pair_patch(
     """Dopant ``key[0]`` on the first site of class ``key[1]`` of the dilute cell (``dilute``: its
     pristine force constants, ``pristine_fc`` as the embedding reads them, and the single
     patches) and ``key[2]`` at ``vector`` from it: relax, recompute the rows within the cutoff
-    of either, keep what the two single patches placed there do not give."""
+    of either, keep what the two single patches placed there do not give (with the dilute
+    cell's ``strain``, both the pair's and the singles' uniform strain removed)."""
     t0 = time.perf_counter()
     cell = dilute.pristine
     a = int(np.flatnonzero(dilute.site_class == key[1])[0])
@@ -369,16 +428,19 @@ def make_pair_patch(
     relaxed = relax(dilute.relaxed_estimate(doped))  # from the two patches' relaxation: fewer steps
     phonon, n_calls = embedded.phonopy_doped(relaxed, pristine_fc, forcefield)
     rest = np.asarray(phonon.force_constants) - dilute.force_constants
+    reach = np.arange(len(cell))
+    near = (cell.get_distances(a, reach, mic=True) <= embedded.cutoff) | (
+        cell.get_distances(b, reach, mic=True) <= embedded.cutoff
+    )
+    eps = 0.0
+    if dilute.strain is not None:
+        rest, eps = remove_uniform_strain(rest, relaxed, near, dilute.strain, forcefield)
     moved = relaxed.positions - cell.positions
     frac = moved @ np.linalg.inv(cell.cell[:])
     moved = (frac - np.round(frac)) @ cell.cell[:]
     for patch, keep, idx in dilute.placed(doped, within_cutoff=True, pairs=False):
         np.subtract.at(rest, (idx[:, None], idx[None, :]), patch.delta[np.ix_(keep, keep)])
         np.subtract.at(moved, idx, patch.relaxation[keep])
-    reach = np.arange(len(cell))
-    near = (cell.get_distances(a, reach, mic=True) <= embedded.cutoff) | (
-        cell.get_distances(b, reach, mic=True) <= embedded.cutoff
-    )
     atoms = np.flatnonzero(near)
     return Patch(
         vectors=np.asarray(cell.get_distances(a, atoms, mic=True, vector=True)),
@@ -387,6 +449,7 @@ def make_pair_patch(
         relaxation=moved[atoms],
         n_calls=n_calls,
         seconds=time.perf_counter() - t0,
+        strain=eps,
     )
 
 
@@ -410,7 +473,11 @@ def save_library(path: Path, library: DefectLibrary, settings: dict) -> None:
         tensors[f"{key}/near"] = patch.near.astype(np.int8)
         tensors[f"{key}/delta"] = patch.delta.astype(np.float64)
         tensors[f"{key}/relaxation"] = patch.relaxation.astype(np.float64)
-        patches[key] = {"n_calls": patch.n_calls, "seconds": round(patch.seconds, 3)}
+        patches[key] = {
+            "n_calls": patch.n_calls,
+            "seconds": round(patch.seconds, 3),
+            "strain": patch.strain,
+        }
     pairs = []
     for (dopant_a, site, dopant_b), kind in library.pairs.items():
         for pair in kind:
@@ -424,6 +491,7 @@ def save_library(path: Path, library: DefectLibrary, settings: dict) -> None:
                     "vector": pair.vector.tolist(),
                     "n_calls": pair.patch.n_calls,
                     "seconds": round(pair.patch.seconds, 3),
+                    "strain": pair.patch.strain,
                 }
             )
     meta = {
@@ -482,6 +550,7 @@ def load_library(path: Path, settings: dict) -> DefectLibrary | None:
             relaxation=t[f"{key}/relaxation"],
             n_calls=int(info["n_calls"]),
             seconds=float(info["seconds"]),
+            strain=float(info.get("strain", 0.0)),
         )
     for n, info in enumerate(json.loads(meta.get("pairs", "[]"))):
         vectors = t[f"pair{n}/vectors"]
@@ -492,6 +561,7 @@ def load_library(path: Path, settings: dict) -> DefectLibrary | None:
             relaxation=t[f"pair{n}/relaxation"],
             n_calls=int(info["n_calls"]),
             seconds=float(info["seconds"]),
+            strain=float(info.get("strain", 0.0)),
         )
         dopant_a, site, dopant_b = info["key"]
         pair = PairPatch(np.asarray(info["vector"]), patch)

@@ -29,6 +29,9 @@ from defectnet.errors import UserError
 from defectnet.spectra import THZ_TO_MEV
 
 log = logging.getLogger(__name__)
+# phonons.uniform_strain: a superposed patch as its clamped dilute cell gave it, or with the
+# cell's uniform strain removed (a free crystal's; datagen/defect_library.py)
+UNIFORM_STRAIN = ("kept", "removed")
 
 
 @dataclass
@@ -324,9 +327,16 @@ class SuperposedForceConstants(FiniteDisplacement):
         sum_rule: str = "local",
         patch_extent: str = "cutoff",
         pair_reach: float = 0.0,
+        uniform_strain: str = "kept",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if uniform_strain not in UNIFORM_STRAIN:
+            raise UserError(
+                f"phonons.uniform_strain='{uniform_strain}': choose one of "
+                f"{', '.join(UNIFORM_STRAIN)}."
+            )
+        self.uniform_strain = uniform_strain
         if pair_reach < 0:
             raise UserError(
                 f"phonons.pair_reach must be >= 0 (× the host's nearest-neighbour distance; "
@@ -355,6 +365,8 @@ class SuperposedForceConstants(FiniteDisplacement):
             out["patch_extent"] = self.patch_extent
         if self.pair_reach > 0:
             out["pair_reach"] = self.pair_reach
+        if self.uniform_strain != "kept":
+            out["uniform_strain"] = self.uniform_strain
         return out
 
     def host_reference(
@@ -381,6 +393,7 @@ class SuperposedForceConstants(FiniteDisplacement):
             nearest_neighbour_distance,
             save_library,
             site_classes,
+            strain_response,
         )
         from defectnet.datagen.supercell import choose_supercell
 
@@ -412,6 +425,10 @@ class SuperposedForceConstants(FiniteDisplacement):
                 _, cell = choose_supercell(host, *self.patch_atoms, where="phonons.patch_atoms")
                 phonon = self.phonopy(cell, np.eye(3, dtype=int), forcefield)
                 library.n_displacements += len(phonon.displacements) + (self.plusminus is False)
+                strain = None
+                if self.uniform_strain == "removed":
+                    strain = strain_response(cell, phonon.force_constants, self, forcefield)
+                    library.n_displacements += strain.n_calls
                 dilute_cell.append(
                     DefectLibrary(
                         cell,
@@ -421,6 +438,7 @@ class SuperposedForceConstants(FiniteDisplacement):
                         classes.representative,
                         classes.rotation,
                         patches=library.patches,
+                        strain=strain,
                     )
                 )
             return dilute_cell[0]
@@ -438,7 +456,14 @@ class SuperposedForceConstants(FiniteDisplacement):
             cell = dilute()
             site = int(np.flatnonzero(cell.site_class == kind)[0])
             library.patches[(dopant, kind)] = make_patch(
-                cell.pristine, site, dopant, as_reference(cell), forcefield, relax, embedded
+                cell.pristine,
+                site,
+                dopant,
+                as_reference(cell),
+                forcefield,
+                relax,
+                embedded,
+                strain=cell.strain,
             )
             if store:
                 save_library(store, library, settings)

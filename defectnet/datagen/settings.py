@@ -36,6 +36,7 @@ IMPLIED = {
     ("sampling", "site_counts"): "log_uniform",
     ("sampling", "undoped_fraction"): 0.0,
     ("phonons", "pair_reach"): 0.0,
+    ("phonons", "uniform_strain"): "kept",
 }
 # ``pristine_spectrum``: data sets made before it had the parent's own pristine spectrum
 # (``parent_cell``) when every sample was relaxed; that value stays out of the hash (below).

@@ -43,5 +43,11 @@ class ForceField(ABC):
             out.append(np.asarray(atoms.get_forces(), dtype=np.float64))
         return out
 
+    def pressure(self, atoms: Atoms) -> float:
+        """Pressure (eV/Å³, positive when the cell pushes outward) of ``atoms`` as they are."""
+        atoms = atoms.copy()
+        atoms.calc = self.calculator()
+        return float(-np.trace(atoms.get_stress(voigt=False)) / 3)
+
     def describe(self) -> dict:
         return {"name": self.name, "version": self.version}
