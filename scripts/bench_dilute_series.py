@@ -2,9 +2,9 @@
 
 One substitution in cubic supercells of growing size (64, 216, 512 atoms): the doped cell is
 relaxed (``truth_cell``: free, positions and cell at zero pressure as a crystal is; clamped, in
-the pristine lattice) and its phonons computed with ``full`` finite displacements (a single substitution keeps
-the point group, so even 512 atoms cost tens of force calls), as is the pristine cell of the same
-size. The difference spectrum per unit concentration, (doped − pristine) × N, is the dopant's
+the pristine lattice) and its phonons computed with ``full`` finite displacements (a single
+substitution keeps the point group, so even 512 atoms cost tens of force calls), as is the
+pristine cell of the same size. The difference spectrum per unit concentration, (doped − pristine) × N, is the dopant's
 signal; it should not depend on N once the cell is large. In each cell the superposed method
 (the host's defect library: the pristine force constants with the dopant's 5 Å patch) and the
 dopant's masses alone (pristine force constants) are scored against ``full``: cosine and norm
@@ -45,16 +45,16 @@ def masses_only(doped, force_constants, mesh: float):
     return mesh_modes(phonon, mesh, n_displacements=0)
 
 
-def stored_name(cfg, host_cfg, n_atoms: int, variant: str = "") -> str:
+def stored_name(truth_cell: str, host_cfg, n_atoms: int, variant: str = "") -> str:
     """A cell's file in ``store``: clamped truths (the first made) carry no suffix."""
-    truth = "" if cfg.truth_cell == "clamped" else f"-{cfg.truth_cell}"
+    truth = "" if truth_cell == "clamped" else f"-{truth_cell}"
     tail = f"-{variant}" if variant else ""
     return f"{Path(host_cfg.structure).stem}-{host_cfg.dopant}-{n_atoms}{truth}{tail}.npz"
 
 
 def cell_spectra(cfg, ff, host_cfg, prim, n_atoms: int, grid: EnergyGrid, store: Path) -> dict:
     """The four spectra of one cell size (stored once computed) and what `full` cost."""
-    path = store / stored_name(cfg, host_cfg, n_atoms)
+    path = store / stored_name(cfg.truth_cell, host_cfg, n_atoms)
     if path.exists():
         return dict(np.load(path))
     full, superposed = instantiate(cfg.full), instantiate(cfg.superposed)
@@ -111,7 +111,7 @@ def variant_spectra(cfg, ff, host_cfg, prim, n_atoms: int, grid, store: Path) ->
         return spectrum_from_modes(modes.energies_mev, grid, cfg.spectra.fwhm_mev, modes.weights)
 
     for name, overrides in (cfg.get("variants") or {}).items():
-        path = store / stored_name(cfg, host_cfg, n_atoms, name)
+        path = store / stored_name(cfg.truth_cell, host_cfg, n_atoms, name)
         if not path.exists():
             method = instantiate(cfg.superposed, **overrides)
             t0 = time.perf_counter()
@@ -130,6 +130,7 @@ def main(cfg: DictConfig) -> None:
     grid = EnergyGrid(cfg.spectra.e_min, cfg.spectra.e_max, cfg.spectra.n_points)
     store = Path(cfg.store)
     variants = list(cfg.get("variants") or {})
+    other = "clamped" if cfg.truth_cell == "free" else "free"
     lines = []
 
     def emit(line: str) -> None:
@@ -141,8 +142,9 @@ def main(cfg: DictConfig) -> None:
         "ratio | superposed vs full: cosine / norm ratio | masses only vs full: cosine / norm "
         "ratio |"
         + "".join(f" {v} vs full |" for v in variants)
+        + f" {other} truth vs {cfg.truth_cell} |"
         + "\n|---|---|---|---|---|---|---|"
-        + "---|" * len(variants)
+        + "---|" * (len(variants) + 1)
     )
     for host_cfg in cfg.hosts:
         prim = relax_with(ff, read_structure(Path(host_cfg.structure)), cfg.parent_relax).atoms
@@ -166,6 +168,13 @@ def main(cfg: DictConfig) -> None:
                     (v["superposed_doped"] - v["superposed_pristine"]) * n, unit["full"]
                 )
                 extra += f" {got['cosine']:.2f} / {got['norm_ratio']:.2f} |"
+            twin = store / stored_name(other, host_cfg, n)
+            if twin.exists():  # the same cell's truth made the other way, when stored
+                t = np.load(twin)
+                got = agreement((t["full_doped"] - t["full_pristine"]) * n, unit["full"])
+                extra += f" {got['cosine']:.2f} / {got['norm_ratio']:.2f} |"
+            else:
+                extra += " — |"
             emit(
                 f"| {Path(host_cfg.structure).stem}:{host_cfg.dopant} | {int(c['n_atoms'])} | "
                 f"{int(c['calls'])} | {float(c['seconds']):.0f} | {size['cosine']:.2f} / "
