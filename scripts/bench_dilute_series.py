@@ -4,11 +4,12 @@ One substitution in cubic supercells of growing size (64, 216, 512 atoms): the d
 relaxed (``truth_cell``: free, positions and cell at zero pressure as a crystal is; clamped, in
 the pristine lattice) and its phonons computed with ``full`` finite displacements (a single
 substitution keeps the point group, so even 512 atoms cost tens of force calls), as is the
-pristine cell of the same size. The difference spectrum per unit concentration, (doped − pristine) × N, is the dopant's
-signal; it should not depend on N once the cell is large. In each cell the superposed method
-(the host's defect library: the pristine force constants with the dopant's 5 Å patch) and the
-dopant's masses alone (pristine force constants) are scored against ``full``: cosine and norm
-ratio of their difference spectra. Spectra of finished cells are stored (``store``), so a rerun
+pristine cell of the same size. The difference spectrum per unit concentration,
+(doped − pristine) × N, is the dopant's signal; it should not depend on N once the cell is
+large. In each cell the superposed method (the host's defect library: the pristine force
+constants with the dopant's 5 Å patch), its ``variants`` and the dopant's masses alone (pristine
+force constants) are scored against ``full``: cosine and norm ratio of their difference
+spectra. Spectra of finished cells are stored (``store``), so a rerun
 only computes what is missing. Prints the table; asserts nothing.
 """
 
