@@ -103,7 +103,8 @@ def superposed_spectra(cfg, ff, method, host_cfg, prim, pristine, doped, spectru
 
 
 def variant_spectra(cfg, ff, host_cfg, prim, n_atoms: int, grid, store: Path) -> dict:
-    """Each ``variants`` entry (superposed settings) on the cell, stored like the cell."""
+    """Each ``variants`` entry (superposed settings) on the cell, stored like the cell; None
+    where its patch cells are larger than the cell."""
     out = {}
     _, pristine = choose_supercell(prim, n_atoms, n_atoms, where="sizes")
     doped = single_dopant_cell(pristine, host_cfg.dopant, host_cfg.replaces)
@@ -112,9 +113,12 @@ def variant_spectra(cfg, ff, host_cfg, prim, n_atoms: int, grid, store: Path) ->
         return spectrum_from_modes(modes.energies_mev, grid, cfg.spectra.fwhm_mev, modes.weights)
 
     for name, overrides in (cfg.get("variants") or {}).items():
+        method = instantiate(cfg.superposed, **overrides)
+        if method.patch_atoms[0] > n_atoms:  # its patch cells are larger than the sample
+            out[name] = None
+            continue
         path = store / stored_name(cfg.truth_cell, host_cfg, n_atoms, name)
         if not path.exists():
-            method = instantiate(cfg.superposed, **overrides)
             t0 = time.perf_counter()
             spectra = superposed_spectra(cfg, ff, method, host_cfg, prim, pristine, doped, spectrum)
             spectra["seconds"] = np.array(time.perf_counter() - t0)
@@ -165,6 +169,9 @@ def main(cfg: DictConfig) -> None:
             mass = agreement(unit["masses"], unit["full"])
             extra = ""
             for v in variant_spectra(cfg, ff, host_cfg, prim, n, grid, store).values():
+                if v is None:
+                    extra += " — |"
+                    continue
                 got = agreement(
                     (v["superposed_doped"] - v["superposed_pristine"]) * n, unit["full"]
                 )

@@ -338,22 +338,34 @@ def main(cfg: DictConfig) -> None:
                 "date": record["date"],
                 "cells": len(full),
                 "hosts": len(full.parents),
-                "benchmark": "docs/benchmarks/realism.md (python scripts/bench_realism.py)",
+                "benchmark": f"docs/benchmarks/{Path(cfg.full).name}.md "
+                "(python scripts/bench_realism.py)",
                 **{k: results[k][f"{name} ensemble"] for k in KINDS},
             }
             write_json_atomic(folder / "card.json", card, indent=2)
 
 
 def write_docs(cfg, summary: str, tables: dict, answers, batches) -> None:
+    """docs/benchmarks/<the truth preset's name>.md and its parity figure."""
     docs = ROOT / "docs" / "benchmarks"
-    figure = parity_figure(answers, batches, docs / "realism_parity.png")
-    text = f"""# Realism benchmark
+    name = Path(cfg.full).name
+    figure = parity_figure(answers, batches, docs / f"{name}_parity.png")
+    free = compose(config_name="generate", overrides=[f"generate={cfg.full}"]).relax.relax_cell
+    relaxed = (
+        "at zero pressure, positions and cell, as a free crystal is"
+        if free
+        else "in the pristine lattice, positions only (a clamped cell)"
+    )
+    command = "python scripts/bench_realism.py docs=true" + (
+        "" if cfg.full == "realism" else f" full={cfg.full}"
+    )
+    text = f"""# Realism benchmark{"" if cfg.full == "realism" else f": {name}"}
 
-`python scripts/bench_realism.py docs=true` — {datetime.date.today().isoformat()},
+`{command}` — {datetime.date.today().isoformat()},
 {platform.machine()} CPU, {summary}.
 
-The cells are `generate=realism` (full finite displacements of every relaxed doped cell,
-96–128 atoms, pristine spectrum from the same supercell); their superposed twins are
+The cells are `generate={cfg.full}` (full finite displacements of every doped cell, relaxed
+{relaxed}; 96–128 atoms, pristine spectrum from the same supercell); their superposed twins are
 `generate=realism_superposed`; references `generate=realism_references` (the pretraining
 recipe). Presence: each ensemble's card rule; one member its own threshold; NNLS and the mean
 at thresholds chosen on the pretraining val split (distractor FPR ≤
@@ -364,7 +376,7 @@ the doped one with every candidate its cells offer, has nothing called present.
 
 {tables["methods"]}
 
-![parity](realism_parity.png)
+![parity]({name}_parity.png)
 
 ## Per host, full spectra: RMSE (R²)
 
@@ -378,8 +390,8 @@ each dopant's concentration) against `full`'s, on the same cells.
 
 {tables["difference"]}
 """
-    write_text_atomic(docs / "realism.md", text)
-    log.info("wrote %s and %s", docs / "realism.md", figure)
+    write_text_atomic(docs / f"{name}.md", text)
+    log.info("wrote %s and %s", docs / f"{name}.md", figure)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,10 @@ spectral signal (one dopant in 216 atoms of GaAs, InAs, ZnSe: the clamped cell's
 spectrum has cosine −0.15 to −0.25 with the same cell at zero pressure, and the clamped one less
 ε·dΦ/dε has 0.997–1.000). With ``uniform_strain="removed"`` each patch is stored without it: ε is
 the strain that changes the pristine dilute cell's pressure as much as the dopant did
-(``StrainResponse``), dΦ/dε comes from the pristine dilute cell strained once.
+(``StrainResponse``), dΦ/dε comes from the pristine dilute cell strained once. With
+``"sample"`` the patches are stored so too, and each sample gets back the uniform strain its own
+clamped cell would hold: the sum of its dopants' (ε × dilute-cell atoms / sample atoms) times the
+sample cell's dΦ/dε (the library's ``strain``): what `full` of a clamped sample cell computes.
 
 Two dopants closer than ``pair_cutoff`` (``phonons.pair_reach`` × the host's nearest-neighbour
 distance) are not independent: their patches overlap on the bonds between them and the sum
@@ -72,6 +75,7 @@ class Patch:
     n_calls: int
     seconds: float
     strain: float = 0.0  # the clamped dilute cell's uniform strain removed from ``delta``
+    cell_atoms: int = 0  # atoms of that dilute cell (the strain is this dopant's over them)
 
     def rotated(self, rotation: np.ndarray) -> Patch:
         """The same patch on a symmetry-equivalent site (Cartesian ``rotation``)."""
@@ -83,6 +87,7 @@ class Patch:
             n_calls=0,
             seconds=0.0,
             strain=self.strain,
+            cell_atoms=self.cell_atoms,
         )
 
 
@@ -230,7 +235,8 @@ class DefectLibrary:
     rotation: np.ndarray  # [n_classes, 3, 3] representative's surroundings → the class's
     patches: dict[tuple[str, int], Patch] = field(default_factory=dict)  # by representative
     pairs: dict[PairKey, list[PairPatch]] = field(default_factory=dict)
-    # of a dilute cell, with uniform_strain="removed": how its pristine force constants strain
+    # how the pristine force constants strain: a dilute cell's (its patches drop their uniform
+    # strain), or, with uniform_strain="sample", the sample cell's (each sample gets its own)
     strain: StrainResponse | None = field(default=None, repr=False)
     # set by the phonon method for this run: dopants closer than pair_cutoff (Å) get a pair
     # patch, computed and added by pair_builder(key, vector) the first time a sample needs it
@@ -339,8 +345,12 @@ class DefectLibrary:
                 f"phonons.patch_extent='{extent}': choose one of {', '.join(PATCH_EXTENTS)}."
             )
         fc = np.array(self.force_constants, dtype=np.float64)
+        eps = 0.0
         for patch, keep, idx in self.placed(doped, extent == "cutoff", pairs):
             np.add.at(fc, (idx[:, None], idx[None, :]), patch.delta[np.ix_(keep, keep)])
+            eps += patch.strain * patch.cell_atoms / len(fc)
+        if self.strain is not None:  # uniform_strain="sample": the sample's clamped cell's
+            fc += eps * self.strain.derivative
         if sum_rule == "local":
             fc = 0.5 * (fc + fc.transpose(1, 0, 3, 2))
             diag = np.arange(len(fc))
@@ -396,6 +406,7 @@ def make_patch(
         n_calls=n_calls,
         seconds=time.perf_counter() - t0,
         strain=eps,
+        cell_atoms=len(dilute) if strain is not None else 0,
     )
 
 
@@ -441,6 +452,7 @@ def make_pair_patch(
     for patch, keep, idx in dilute.placed(doped, within_cutoff=True, pairs=False):
         np.subtract.at(rest, (idx[:, None], idx[None, :]), patch.delta[np.ix_(keep, keep)])
         np.subtract.at(moved, idx, patch.relaxation[keep])
+        eps -= patch.strain  # the pair's strain beyond its two dopants' own
     atoms = np.flatnonzero(near)
     return Patch(
         vectors=np.asarray(cell.get_distances(a, atoms, mic=True, vector=True)),
@@ -450,6 +462,7 @@ def make_pair_patch(
         n_calls=n_calls,
         seconds=time.perf_counter() - t0,
         strain=eps,
+        cell_atoms=len(cell) if dilute.strain is not None else 0,
     )
 
 
@@ -477,6 +490,7 @@ def save_library(path: Path, library: DefectLibrary, settings: dict) -> None:
             "n_calls": patch.n_calls,
             "seconds": round(patch.seconds, 3),
             "strain": patch.strain,
+            "cell_atoms": patch.cell_atoms,
         }
     pairs = []
     for (dopant_a, site, dopant_b), kind in library.pairs.items():
@@ -492,8 +506,11 @@ def save_library(path: Path, library: DefectLibrary, settings: dict) -> None:
                     "n_calls": pair.patch.n_calls,
                     "seconds": round(pair.patch.seconds, 3),
                     "strain": pair.patch.strain,
+                    "cell_atoms": pair.patch.cell_atoms,
                 }
             )
+    if library.strain is not None:
+        tensors["strain_derivative"] = library.strain.derivative.astype(np.float64)
     meta = {
         "format_version": LIBRARY_FORMAT,
         "settings": json.dumps(settings, sort_keys=True),
@@ -501,6 +518,14 @@ def save_library(path: Path, library: DefectLibrary, settings: dict) -> None:
         "patches": json.dumps(patches),
         "pairs": json.dumps(pairs),
     }
+    if library.strain is not None:
+        meta["strain"] = json.dumps(
+            {
+                "pressure": library.strain.pressure,
+                "stiffness": library.strain.stiffness,
+                "n_calls": library.strain.n_calls,
+            }
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
@@ -551,7 +576,10 @@ def load_library(path: Path, settings: dict) -> DefectLibrary | None:
             n_calls=int(info["n_calls"]),
             seconds=float(info["seconds"]),
             strain=float(info.get("strain", 0.0)),
+            cell_atoms=int(info.get("cell_atoms", 0)),
         )
+    if "strain" in meta:
+        library.strain = StrainResponse(t["strain_derivative"], **json.loads(meta["strain"]))
     for n, info in enumerate(json.loads(meta.get("pairs", "[]"))):
         vectors = t[f"pair{n}/vectors"]
         patch = Patch(
@@ -562,6 +590,7 @@ def load_library(path: Path, settings: dict) -> DefectLibrary | None:
             n_calls=int(info["n_calls"]),
             seconds=float(info["seconds"]),
             strain=float(info.get("strain", 0.0)),
+            cell_atoms=int(info.get("cell_atoms", 0)),
         )
         dopant_a, site, dopant_b = info["key"]
         pair = PairPatch(np.asarray(info["vector"]), patch)

@@ -29,9 +29,10 @@ from defectnet.errors import UserError
 from defectnet.spectra import THZ_TO_MEV
 
 log = logging.getLogger(__name__)
-# phonons.uniform_strain: a superposed patch as its clamped dilute cell gave it, or with the
-# cell's uniform strain removed (a free crystal's; datagen/defect_library.py)
-UNIFORM_STRAIN = ("kept", "removed")
+# phonons.uniform_strain: a superposed patch as its clamped dilute cell gave it; with the cell's
+# uniform strain removed (a free crystal's); or removed and each sample given its own clamped
+# cell's (datagen/defect_library.py)
+UNIFORM_STRAIN = ("kept", "removed", "sample")
 
 
 @dataclass
@@ -413,6 +414,11 @@ class SuperposedForceConstants(FiniteDisplacement):
                 classes.representative,
                 classes.rotation,
             )
+            if self.uniform_strain == "sample":
+                library.strain = strain_response(
+                    pristine, library.force_constants, self, forcefield
+                )
+                library.n_displacements += library.strain.n_calls
             if store:
                 save_library(store, library, settings)
         embedded = EmbeddedForceConstants(self.cutoff, **self.settings_kwargs())
@@ -426,7 +432,7 @@ class SuperposedForceConstants(FiniteDisplacement):
                 phonon = self.phonopy(cell, np.eye(3, dtype=int), forcefield)
                 library.n_displacements += len(phonon.displacements) + (self.plusminus is False)
                 strain = None
-                if self.uniform_strain == "removed":
+                if self.uniform_strain != "kept":
                     strain = strain_response(cell, phonon.force_constants, self, forcefield)
                     library.n_displacements += strain.n_calls
                 dilute_cell.append(
