@@ -66,7 +66,9 @@ def cell_spectra(cfg, ff, host_cfg, prim, n_atoms: int, grid: EnergyGrid, store:
     _, pristine = choose_supercell(prim, n_atoms, n_atoms, where="sizes")
     doped = single_dopant_cell(pristine, host_cfg.dopant, host_cfg.replaces)
     t0 = time.perf_counter()
-    relaxed = relax_with(ff, doped, {**cfg.relax, "relax_cell": cfg.truth_cell == "free"}).atoms
+    free = {"relax_cell": True, "stress_tolerance": cfg.stress_tolerance}
+    relaxed = relax_with(ff, doped, {**cfg.relax, **(free if cfg.truth_cell == "free" else {})})
+    relaxed = relaxed.atoms
     doped_modes = full.doped_modes(relaxed, None, ff)
     seconds = time.perf_counter() - t0
     pristine_modes = full.doped_modes(pristine, None, ff)

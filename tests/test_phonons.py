@@ -94,3 +94,23 @@ def test_one_sided_steps_with_the_residual_subtracted_match_plus_minus_pairs(mat
     grid = EnergyGrid()
     match = agreement(modes_spectrum(one_sided, grid, 3.0), modes_spectrum(pairs, grid, 3.0), grid)
     assert match["cosine"] > 0.9999 and match["l1"] < 0.01, match
+
+
+def test_a_small_stress_in_a_large_cell_is_relaxed_when_a_stress_tolerance_is_set():
+    """ASE scales the cell's generalised force by the volume per atom, so a stress that falls
+    as 1 / atoms (one dilute dopant) passes fmax without a cell step; stress_tolerance makes
+    the stress itself converge."""
+    from ase.calculators.emt import EMT
+
+    cell = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(4)  # 256 atoms
+    ref = relax(cell, EMT(), fmax=1e-4, relax_cell=True, stress_tolerance=1e-7).atoms
+    strained = ref.copy()
+    strained.set_cell(ref.cell[:] * 1.0002, scale_atoms=True)  # stress ≈ 5e-4 eV/Å³
+    loose = relax(strained, EMT(), fmax=0.01, relax_cell=True)
+    tight = relax(strained, EMT(), fmax=0.01, relax_cell=True, stress_tolerance=1e-5)
+    assert loose.steps == 0 and abs(loose.volume_change) < 1e-9  # passed as it was
+    assert tight.steps > 0
+    assert abs(tight.atoms.get_volume() / ref.get_volume() - 1) < 6e-5  # strain 10 × smaller
+    calc = EMT()
+    tight.atoms.calc = calc
+    assert np.abs(tight.atoms.get_stress()[:3]).max() < 1e-5

@@ -37,6 +37,7 @@ IMPLIED = {
     ("sampling", "undoped_fraction"): 0.0,
     ("phonons", "pair_reach"): 0.0,
     ("phonons", "uniform_strain"): "kept",
+    ("relax", "stress_tolerance"): None,
 }
 # ``pristine_spectrum``: data sets made before it had the parent's own pristine spectrum
 # (``parent_cell``) when every sample was relaxed; that value stays out of the hash (below).

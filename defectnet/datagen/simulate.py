@@ -25,6 +25,7 @@ def relax_with(forcefield: ForceField, atoms: Atoms, settings: Mapping) -> Relax
         steps=settings["steps"],
         relax_cell=settings["relax_cell"],
         optimizer=settings["optimizer"],
+        stress_tolerance=settings.get("stress_tolerance"),
     )
 
 
