@@ -3,7 +3,11 @@ its doped and pristine spectra from `full` phonons (two-column text, meV), the t
 the host's references and its structure files, so a newcomer predicts on a spectrum the model
 never saw and compares with the truth.
 
-    python scripts/make_examples.py [sample=<parent id>/<index>]
+    python scripts/make_examples.py [sample=<parent id>/<index>] [set=realism_clamped|realism]
+
+The shipped example is a cell of ``realism_clamped`` (the realism cells as first made,
+relaxed in the pristine lattice); ``set=realism`` takes one of the cells relaxed at zero
+pressure.
 """
 
 from __future__ import annotations
@@ -26,7 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def main(argv: list[str]) -> None:
     args = dict(a.split("=", 1) for a in argv)
     wanted = args.get("sample", "kesterite-Cu2ZnSnS4/13")
-    records = {r.sample_id: r for r in read_shards(ROOT / "data/realism/records")}
+    folder = args.get("set", "realism_clamped")
+    if folder not in ("realism_clamped", "realism"):
+        raise SystemExit(f"set={folder}: choose realism_clamped or realism.")
+    records = {r.sample_id: r for r in read_shards(ROOT / "data" / folder / "records")}
     if wanted not in records or records[wanted].status != "ok":
         raise SystemExit(
             f"sample={wanted}: not a finished realism cell; pick one of "
