@@ -62,7 +62,12 @@ def main(argv: list[str]) -> None:
         "n_atoms": record.n_atoms,
         "concentrations": record.concentrations,
         "offered": [c["dopant"] for c in record.candidates],
-        "made_with": "defectnet-generate generate=realism (full phonons, relaxed cell)",
+        "made_with": {
+            "realism_clamped": "defectnet-generate generate=research/realism_clamped (full "
+            "phonons, cell relaxed in the pristine lattice)",
+            "realism": "defectnet-generate generate=realism (full phonons, cell relaxed at zero "
+            "pressure)",
+        }[folder],
     }
     (out / "truth.json").write_text(json.dumps(truth, indent=2) + "\n")
     print(f"examples/ from {wanted}: {truth}")
