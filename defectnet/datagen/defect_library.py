@@ -23,8 +23,9 @@ changes every force constant of the cell by ε·dΦ/dε and is the largest part 
 spectral signal (one dopant in 216 atoms of GaAs, InAs, ZnSe: the clamped cell's difference
 spectrum has cosine −0.21 to −0.39 with the same cell at zero pressure, and the clamped one less
 ε·dΦ/dε has 0.988–0.999; scripts/bench_uniform_strain.py). With ``uniform_strain="removed"``
-each patch is stored without it: ε is the strain that changes the pristine dilute cell's pressure as much as the dopant did
-(``StrainResponse``), dΦ/dε comes from the pristine dilute cell strained once. With
+each patch is stored without it: ε is the strain that changes the pristine dilute cell's
+pressure as much as the dopant did (``StrainResponse``), dΦ/dε comes from the pristine dilute
+cell strained once. With
 ``"sample"`` the patches are stored so too, and each sample gets back the uniform strain its own
 clamped cell would hold: the sum of its dopants' (ε × dilute-cell atoms / sample atoms) times the
 sample cell's dΦ/dε (the library's ``strain``): what `full` of a clamped sample cell computes.
