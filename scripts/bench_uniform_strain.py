@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 
 from defectnet.atomic import write_text_atomic
 from defectnet.cli import CONF_DIR
+from defectnet.datagen.defect_library import StrainResponse, local_sum_rule
 from defectnet.datagen.phonons import mesh_modes, to_phonopy_atoms
 from defectnet.datagen.references import single_dopant_cell
 from defectnet.datagen.simulate import relax_with
@@ -82,11 +83,8 @@ def host_rows(cfg, fc: dict, grid: EnergyGrid) -> tuple[dict[str, dict], float, 
 
     def spectrum(atoms, constants, restore_sum_rule=False):
         constants = np.array(constants)
-        if restore_sum_rule:  # a cut ΔΦ breaks it (as a patch does; cf. sum_rule=local)
-            constants = 0.5 * (constants + constants.transpose(1, 0, 3, 2))
-            diag = np.arange(n)
-            off = constants.sum(axis=1) - constants[diag, diag]
-            constants[diag, diag] = -0.5 * (off + off.transpose(0, 2, 1))
+        if restore_sum_rule:  # a cut ΔΦ breaks it, as a patch does (sum_rule=local)
+            constants = local_sum_rule(constants)
             symmetrize_force_constants(constants, level=2)
         phonon = to_phonopy(atoms)
         phonon.force_constants = constants
@@ -105,7 +103,8 @@ def host_rows(cfg, fc: dict, grid: EnergyGrid) -> tuple[dict[str, dict], float, 
     truth = spectrum(free_atoms, fc["fc_free"]) - base
     step = float(cfg.strain_step)
     derivative = (fc["fc_strained"] - fc["fc_pristine"]) / step
-    eps = step * (fc["p_clamped"] - fc["p_pristine"]) / (fc["p_strained"] - fc["p_pristine"])
+    stiffness = (fc["p_strained"] - fc["p_pristine"]) / step
+    eps = StrainResponse(derivative, fc["p_pristine"], stiffness, 0).strain_of(fc["p_clamped"])
     local = fc["fc_clamped"] - fc["fc_pristine"] - eps * derivative
     site = int(np.flatnonzero(fc["numbers"] != fc["pristine_numbers"])[0])
     r = pristine.get_distances(site, np.arange(n), mic=True)

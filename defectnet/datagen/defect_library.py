@@ -353,10 +353,7 @@ class DefectLibrary:
         if self.strain is not None:  # uniform_strain="sample": the sample's clamped cell's
             fc += eps * self.strain.derivative
         if sum_rule == "local":
-            fc = 0.5 * (fc + fc.transpose(1, 0, 3, 2))
-            diag = np.arange(len(fc))
-            off = fc.sum(axis=1) - fc[diag, diag]
-            fc[diag, diag] = -0.5 * (off + off.transpose(0, 2, 1))
+            fc = local_sum_rule(fc)
         symmetrize_force_constants(fc, level=2)
         return fc
 
@@ -366,6 +363,16 @@ class DefectLibrary:
         for patch, keep, idx in self.placed(doped):
             np.add.at(out.positions, idx, patch.relaxation[keep])
         return out
+
+
+def local_sum_rule(fc: np.ndarray) -> np.ndarray:
+    """Force constants made index-symmetric, each row's sum-rule error given back to its own
+    self term (what a cut ΔΦ breaks)."""
+    fc = 0.5 * (fc + fc.transpose(1, 0, 3, 2))
+    diag = np.arange(len(fc))
+    off = fc.sum(axis=1) - fc[diag, diag]
+    fc[diag, diag] = -0.5 * (off + off.transpose(0, 2, 1))
+    return fc
 
 
 def make_patch(
