@@ -9,6 +9,7 @@ import torch
 
 from defectnet.data.cache import network_input
 from defectnet.data.datamodule import Batch, PDoSDataModule, counting_noise, open_set_mask
+from defectnet.detection import detection_limits
 from defectnet.elements import DOPANTS
 from defectnet.ensemble import EnsemblePrediction
 from defectnet.metrics import best_threshold
@@ -128,22 +129,45 @@ def undoped_scores(networks, dm, weight: float, levels, rows, draws: int = 5) ->
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def undoped_open_set(networks, dm: PDoSDataModule, threshold: float, weight: float, levels):
-    """Per noise level and parent: its noisy undoped spectra (``noisy_undoped``) in the open
-    set, read as undoped when nothing is called present."""
+def undoped_open_set(
+    networks,
+    dm: PDoSDataModule,
+    threshold: float,
+    weight: float,
+    levels,
+    parents=None,
+    draws: int = 128,
+):
+    """Per noise level and parent (``parents``; None: the held-out, test-OOD ones): its noisy
+    undoped spectra (``noisy_undoped``) in the open set, read as undoped when no candidate
+    scores above both the threshold and its limit of detection at that level
+    (``detection.detection_limits``)."""
     ds = dm.dataset
     generator = torch.Generator().manual_seed(1)
-    rows = [int(torch.nonzero(ds.parent_index == k)[0]) for k in range(len(ds.parents))]
+    wanted = set(dm.splits.ood_parents if parents is None else parents)
+    held = [k for k, parent in enumerate(ds.parents) if parent in wanted]
+    rows = [int(torch.nonzero(ds.parent_index == k)[0]) for k in held]
     out = {}
     for level in levels:
-        score, mask = open_set_scores(networks, noisy_undoped(dm, rows, level, generator), weight)
-        called = (score > threshold) & (mask > 0)
+        batch = noisy_undoped(dm, rows, level, generator)
+        score, mask = open_set_scores(networks, batch, weight)
+        limits = detection_limits(
+            networks,
+            ds.pristine[rows],
+            batch.composition,
+            torch.as_tensor(mask),
+            batch.references,
+            weight,
+            level,
+            ds.grid.step,
+            draws,
+        )
+        called = (score > np.maximum(threshold, limits)) & (mask > 0)
         out[f"{level:.0%}"] = {
-            parent: {
-                "held_out": parent in dm.splits.ood_parents,
-                "read_undoped": not bool(called[k].any()),
-                "called": [DOPANTS[i] for i in np.flatnonzero(called[k])],
+            ds.parents[k]: {
+                "read_undoped": not bool(called[i].any()),
+                "called": [DOPANTS[j] for j in np.flatnonzero(called[i])],
             }
-            for k, parent in enumerate(ds.parents)
+            for i, k in enumerate(held)
         }
     return out

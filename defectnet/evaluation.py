@@ -313,7 +313,12 @@ def evaluate(cfg: DictConfig) -> dict:
     )
     if cfg.get("open_set", True) and cal["levels"]:
         extra["undoped_open_set"] = undoped_open_set(
-            ev.networks, ev.dm, open_threshold, ev.weight, cal["levels"]
+            ev.networks,
+            ev.dm,
+            open_threshold,
+            ev.weight,
+            cal["levels"],
+            draws=int(cfg.presence.detection_draws),
         )
     table = comparison_table(results)
     metrics = {

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from defectnet.atomic import write_json_atomic
 from defectnet.data.cache import network_input
+from defectnet.detection import detection_limits
 from defectnet.elements import DOPANTS, PROPOSABLE, candidate_vector, formula_composition
 from defectnet.ensemble import ensemble_predict, load_ensemble
 from defectnet.errors import UserError
@@ -32,7 +33,8 @@ log = logging.getLogger(__name__)
 
 
 def simulate_spectrum(path: Path, cfg: DictConfig, grid: EnergyGrid) -> np.ndarray:
-    """Relax a structure file's positions and compute its phonon spectrum on ``grid``."""
+    """Relax a structure file (``simulate.relax``: at zero pressure by default) and compute its
+    phonon spectrum on ``grid``."""
     from hydra.utils import instantiate
 
     from defectnet.datagen.simulate import Simulator
@@ -148,6 +150,16 @@ def check_settings(cfg: DictConfig) -> None:
         )
     if cfg.get("resolution") is not None and not float(cfg.resolution) > 0:
         raise UserError(f"resolution={cfg.resolution}: the FWHM in meV, above 0.")
+    try:
+        noise = float(cfg.noise_level)
+    except (TypeError, ValueError):
+        noise = -1.0
+    if not 0 <= noise < 1:
+        raise UserError(
+            f"noise_level={cfg.noise_level}: the spectrum's counting noise at its peak as a "
+            "fraction of the peak, in [0, 1): e.g. noise_level=0.03 for a measurement, "
+            "noise_level=0 for a simulated spectrum."
+        )
     formula_composition(str(cfg.host))  # names a malformed host formula
 
 
@@ -288,6 +300,17 @@ def predict(cfg: DictConfig) -> dict:
     result = ensemble_predict(networks, x, mask, references)
     low, high = result.interval(float(cfg.interval), interval_scale(cfg, card))
     score = result.presence(spread_weight)
+    limits = detection_limits(
+        networks,
+        x[:, 0],
+        x[:, 2],
+        mask,
+        references,
+        spread_weight,
+        float(cfg.noise_level),
+        grid.step,
+        int(cfg.presence.detection_draws),
+    )
     rows = []
     for name in names:
         i = DOPANTS.index(name)
@@ -298,7 +321,8 @@ def predict(cfg: DictConfig) -> dict:
                 "low": float(low[0, i]) if len(networks) > 1 else None,
                 "high": float(high[0, i]) if len(networks) > 1 else None,
                 "presence_score": float(score[0, i]),
-                "present": bool(score[0, i] > threshold),
+                "detection_limit": float(limits[0, i]),
+                "present": bool(score[0, i] > max(threshold, limits[0, i])),
             }
         )
     rows.sort(key=lambda r: -r["concentration"])
@@ -329,6 +353,7 @@ def predict(cfg: DictConfig) -> dict:
         "interval": float(cfg.interval),
         "threshold": threshold,
         "spread_weight": spread_weight,
+        "noise_level": float(cfg.noise_level),
         "dopants": rows,
         "input_checks": checks,
         "report": str(report),
@@ -351,7 +376,7 @@ def describe_model(paths: list[Path], card: dict) -> str:
         text += (
             f"; on full spectra of {realism['cells']} cells of unseen real crystals RMSE "
             f"{realism['full']['rmse']:.4f}, R² {realism['full']['r2']:.2f} "
-            "(docs/benchmarks/realism.md)"
+            f"({realism['benchmark'].split(' ')[0]})"
         )
     return text
 
@@ -369,18 +394,19 @@ def format_table(summary: dict) -> str:
         f"host {summary['host']}; {len(summary['checkpoints'])} checkpoint(s); "
         f"{'open set' if summary['open_set'] else 'given candidates'}; "
         f"present: {presence_text(summary['spread_weight'], summary['threshold'])}",
-        f"{'dopant':<7} {'concentration':>13} {f'{level} % interval':>20}  present",
+        f"and above each candidate's limit of detection at {summary['noise_level']:.0%} noise",
+        f"{'dopant':<7} {'concentration':>13} {f'{level} % interval':>20} {'limit':>7}  present",
     ]
     for r in summary["dopants"]:
         if summary["open_set"] and not r["present"]:
             continue
         interval = f"{r['low']:.4f} – {r['high']:.4f}" if r["low"] is not None else "—"
         lines.append(
-            f"{r['dopant']:<7} {r['concentration']:>13.4f} {interval:>20}  "
-            f"{'yes' if r['present'] else 'no'}"
+            f"{r['dopant']:<7} {r['concentration']:>13.4f} {interval:>20} "
+            f"{r['detection_limit']:>7.4f}  {'yes' if r['present'] else 'no'}"
         )
     if summary["open_set"] and not any(r["present"] for r in summary["dopants"]):
-        lines.append("(no element above the threshold)")
+        lines.append("(no element above the threshold and its limit of detection)")
     for name, checks in summary.get("input_checks", {}).items():
         done = (
             "simulated from its structure"

@@ -115,11 +115,10 @@ def log_undoped(cfg, metrics: dict, threshold: float) -> None:
             )
     for level, reads in metrics.get("undoped_open_set", {}).items():
         log.info(
-            "undoped crystals in open set with %s noise: %d of %d read as undoped "
-            "(held out: %d of %d)",
+            "held-out undoped crystals in open set with %s noise: %d of %d read as undoped "
+            "(called above threshold and limit of detection: %s)",
             level,
             sum(r["read_undoped"] for r in reads.values()),
             len(reads),
-            sum(r["read_undoped"] for r in reads.values() if r["held_out"]),
-            sum(r["held_out"] for r in reads.values()),
+            {p: r["called"] for p, r in reads.items() if r["called"]} or "none",
         )

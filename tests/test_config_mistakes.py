@@ -66,6 +66,8 @@ def spectra(tmp_path_factory):
         (["candidates=[Zn]", "references=/no/such/folder"], "references=/no/such/folder: no such"),
         (["candidates=[Zn]", "host=Ga2As-x"], "host formula 'Ga2As-x': not a chemical formula"),
         (["candidates=[Zn]", "resolution=-3"], "resolution=-3"),
+        (["candidates=[Zn]", "noise_level=3"], "noise_level=3: the spectrum's counting noise"),
+        (["candidates=[Zn]", "noise_level=abc"], "noise_level=abc"),
     ],
 )
 def test_prediction_settings_are_refused_before_any_file_is_read(

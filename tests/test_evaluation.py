@@ -299,5 +299,5 @@ def test_open_set_threshold_is_chosen_with_noise_and_never_zero():
     with_noise = open_set_threshold(nets, dm, 0.0, [0.03], max_fpr=0.15)
     assert clean > 0 and with_noise > 0
     reads = undoped_open_set(nets, dm, with_noise, 0.0, [0.03])["3%"]
-    assert set(reads) == set(dm.dataset.parents)
+    assert set(reads) == set(dm.splits.ood_parents)
     assert all(isinstance(r["read_undoped"], bool) for r in reads.values())
