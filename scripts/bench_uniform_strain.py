@@ -66,6 +66,8 @@ def force_constants(cfg, ff, host_cfg, store: Path) -> dict:
         "positions": pristine.positions,
         "cell": pristine.cell[:],
         "free_cell": free.cell[:],
+        "clamped_positions": clamped.positions,
+        "free_positions": free.positions,
     }
     store.mkdir(parents=True, exist_ok=True)
     np.savez(path, **out)

@@ -54,8 +54,16 @@ def test_a_noisy_undoped_crystal_stays_below_its_limits():
     score, mask = open_set_scores(nets, batch, 0.0)
     assert ((score > 1e-3) & (mask > 0)).any(1).all()  # a fixed threshold names noise
     limits = detection_limits(
-        nets, ds.pristine[rows], batch.composition, torch.as_tensor(mask), None, 0.0, 0.03,
-        ds.grid.step, draws=64, seed=3,
+        nets,
+        ds.pristine[rows],
+        batch.composition,
+        torch.as_tensor(mask),
+        None,
+        0.0,
+        0.03,
+        ds.grid.step,
+        draws=64,
+        seed=3,
     )
     called = (score > np.maximum(1e-3, limits)) & (mask > 0)
     assert called.any(1).mean() <= 0.25  # each draw beats 64 others' maximum rarely

@@ -29,6 +29,14 @@ cell strained once. With
 ``"sample"`` the patches are stored so too, and each sample gets back the uniform strain its own
 clamped cell would hold: the sum of its dopants' (ε × dilute-cell atoms / sample atoms) times the
 sample cell's dΦ/dε (the library's ``strain``): what `full` of a clamped sample cell computes.
+With ``"free"`` the missing far field is carried: in a crystal at zero pressure the host beyond
+the cutoff is not unstrained but expanded (Vegard), and that uniform strain, spread over every
+atom, is much of a dilute dopant's signal (GaAs:Sb in 216 atoms: a 5 Å cut of the free cell's ΔΦ
+has 0.48 of `full`'s norm, the cut plus the outside bonds' mean strain times dΦ/dε 0.90). Each
+patch drops the strain its host holds outside the cutoff (σ, the mean change of the bonds
+between atoms beyond it, ``outside_strain``) and carries σ − ε, the strain that host holds once
+the cell is free; a sample gets the sum of its dopants' carried strains (× dilute-cell atoms /
+sample atoms) times its own dΦ/dε.
 
 Two dopants closer than ``pair_cutoff`` (``phonons.pair_reach`` × the host's nearest-neighbour
 distance) are not independent: their patches overlap on the bonds between them and the sum
@@ -63,6 +71,8 @@ SAMPLE_SETTINGS = ("samples_at_gamma", "sum_rule", "patch_extent", "pair_reach")
 # changed (its far tail)
 PATCH_EXTENTS = ("cutoff", "touched")
 PAIR_TOLERANCE = 0.05  # Å: two pair vectors closer than this are the same pair
+# bonds: atoms closer than this × the host's nearest-neighbour distance (outside_strain)
+BOND_REACH = 1.25
 
 
 @dataclass
@@ -75,7 +85,7 @@ class Patch:
     relaxation: np.ndarray  # [K, 3] displacement of each atom on relaxation (Å)
     n_calls: int
     seconds: float
-    strain: float = 0.0  # the clamped dilute cell's uniform strain removed from ``delta``
+    strain: float = 0.0  # the uniform strain carried on (remove_uniform_strain)
     cell_atoms: int = 0  # atoms of that dilute cell (the strain is this dopant's over them)
 
     def rotated(self, rotation: np.ndarray) -> Patch:
@@ -123,12 +133,40 @@ def strain_response(cell: Atoms, force_constants: np.ndarray, method, forcefield
     )
 
 
-def remove_uniform_strain(delta, relaxed: Atoms, near, strain, forcefield) -> tuple:
+def remove_uniform_strain(
+    delta, relaxed: Atoms, pristine: Atoms, near, strain, forcefield, free: bool = False
+) -> tuple:
     """``delta`` (ΔΦ of a clamped dilute cell, computed on the pairs that touch a ``near``
-    atom) less the cell's uniform strain on those pairs, and that strain."""
+    atom) less a uniform strain on those pairs, and the strain the patch carries on.
+
+    Without ``free``: the cell's uniform strain ε (from its pressure), removed and carried on.
+    With ``free``: the strain the host holds away from the dopant, σ (``outside_strain``), is
+    removed, and σ − ε carried on: in the same cell at zero pressure the lattice grows by −ε
+    and the host beyond the cutoff is strained by σ − ε, this dopant's share of the uniform
+    strain a free sample's host holds (over the dilute cell's atoms)."""
     eps = strain.strain_of(forcefield.pressure(relaxed))
+    removed, carried = eps, eps
+    if free:
+        sigma = outside_strain(relaxed, pristine, near)
+        removed, carried = sigma, sigma - eps
     pairs = (near[:, None] | near[None, :])[:, :, None, None]
-    return delta - eps * strain.derivative * pairs, eps
+    return delta - removed * strain.derivative * pairs, carried
+
+
+def outside_strain(relaxed: Atoms, pristine: Atoms, near: np.ndarray) -> float:
+    """Mean relative change of the nearest-neighbour bonds between atoms outside ``near``
+    (``relaxed`` against ``pristine``, the same cell): the uniform part of the strain the host
+    holds away from the dopant (the dopant's shear field averages out over the bonds)."""
+    outside = np.flatnonzero(~near)
+    before = pristine.get_all_distances(mic=True)[np.ix_(outside, outside)]
+    after = relaxed.get_all_distances(mic=True)[np.ix_(outside, outside)]
+    bonds = (before > 0) & (before < BOND_REACH * nearest_neighbour_distance(pristine))
+    if not bonds.any():
+        raise UserError(
+            f"phonons.uniform_strain=free: no bond of the {len(pristine)}-atom dilute cell lies "
+            "beyond the cutoff; raise phonons.patch_atoms or lower phonons.cutoff."
+        )
+    return float(np.mean(after[bonds] / before[bonds] - 1))
 
 
 @dataclass
@@ -237,7 +275,8 @@ class DefectLibrary:
     patches: dict[tuple[str, int], Patch] = field(default_factory=dict)  # by representative
     pairs: dict[PairKey, list[PairPatch]] = field(default_factory=dict)
     # how the pristine force constants strain: a dilute cell's (its patches drop their uniform
-    # strain), or, with uniform_strain="sample", the sample cell's (each sample gets its own)
+    # strain), or, with uniform_strain="sample" or "free", the sample cell's (each sample gets
+    # its own)
     strain: StrainResponse | None = field(default=None, repr=False)
     # set by the phonon method for this run: dopants closer than pair_cutoff (Å) get a pair
     # patch, computed and added by pair_builder(key, vector) the first time a sample needs it
@@ -350,7 +389,7 @@ class DefectLibrary:
         for patch, keep, idx in self.placed(doped, extent == "cutoff", pairs):
             np.add.at(fc, (idx[:, None], idx[None, :]), patch.delta[np.ix_(keep, keep)])
             eps += patch.strain * patch.cell_atoms / len(fc)
-        if self.strain is not None:  # uniform_strain="sample": the sample's clamped cell's
+        if self.strain is not None:  # uniform_strain="sample" or "free": the sample's own
             fc += eps * self.strain.derivative
         if sum_rule == "local":
             fc = local_sum_rule(fc)
@@ -385,10 +424,11 @@ def make_patch(
     embedded,
     threshold: float = 1e-4,
     strain: StrainResponse | None = None,
+    free: bool = False,
 ) -> Patch:
     """One dopant on ``site`` of the pristine ``dilute`` cell: relax, recompute the rows of the
-    atoms within the cutoff, keep ΔΦ on the pairs they touch (with ``strain``, less the clamped
-    cell's uniform strain)."""
+    atoms within the cutoff, keep ΔΦ on the pairs they touch (with ``strain``, less a uniform
+    strain: ``remove_uniform_strain``)."""
     t0 = time.perf_counter()
     doped = dilute.copy()
     doped[site].symbol = dopant
@@ -398,7 +438,7 @@ def make_patch(
     near = dilute.get_distances(site, np.arange(len(dilute)), mic=True) <= embedded.cutoff
     eps = 0.0
     if strain is not None:
-        delta, eps = remove_uniform_strain(delta, relaxed, near, strain, forcefield)
+        delta, eps = remove_uniform_strain(delta, relaxed, dilute, near, strain, forcefield, free)
     touched = near | (np.abs(delta[near]).max(axis=(0, 2, 3)) > threshold)
     pairs = near[touched][:, None] | near[touched][None, :]
     sub = delta[np.ix_(touched, touched)] * pairs[:, :, None, None]
@@ -426,6 +466,7 @@ def make_pair_patch(
     forcefield: ForceField,
     relax: Callable[[Atoms], Atoms],
     embedded,
+    free: bool = False,
 ) -> Patch:
     """Dopant ``key[0]`` on the first site of class ``key[1]`` of the dilute cell (``dilute``: its
     pristine force constants, ``pristine_fc`` as the embedding reads them, and the single
@@ -453,7 +494,9 @@ def make_pair_patch(
     )
     eps = 0.0
     if dilute.strain is not None:
-        rest, eps = remove_uniform_strain(rest, relaxed, near, dilute.strain, forcefield)
+        rest, eps = remove_uniform_strain(
+            rest, relaxed, cell, near, dilute.strain, forcefield, free
+        )
     moved = relaxed.positions - cell.positions
     frac = moved @ np.linalg.inv(cell.cell[:])
     moved = (frac - np.round(frac)) @ cell.cell[:]

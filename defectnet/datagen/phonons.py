@@ -30,9 +30,10 @@ from defectnet.spectra import THZ_TO_MEV
 
 log = logging.getLogger(__name__)
 # phonons.uniform_strain: a superposed patch as its clamped dilute cell gave it; with the cell's
-# uniform strain removed (a free crystal's); or removed and each sample given its own clamped
-# cell's (datagen/defect_library.py)
-UNIFORM_STRAIN = ("kept", "removed", "sample")
+# uniform strain removed; removed and each sample given its own clamped cell's; or each patch
+# without the strain its host holds beyond the cutoff and each sample given the uniform strain
+# of its host at zero pressure (a free crystal's; datagen/defect_library.py)
+UNIFORM_STRAIN = ("kept", "removed", "sample", "free")
 
 
 @dataclass
@@ -414,7 +415,7 @@ class SuperposedForceConstants(FiniteDisplacement):
                 classes.representative,
                 classes.rotation,
             )
-            if self.uniform_strain == "sample":
+            if self.uniform_strain in ("sample", "free"):
                 library.strain = strain_response(
                     pristine, library.force_constants, self, forcefield
                 )
@@ -470,6 +471,7 @@ class SuperposedForceConstants(FiniteDisplacement):
                 relax,
                 embedded,
                 strain=cell.strain,
+                free=self.uniform_strain == "free",
             )
             if store:
                 save_library(store, library, settings)
@@ -477,7 +479,14 @@ class SuperposedForceConstants(FiniteDisplacement):
         def pair_builder(key, vector) -> Patch:
             cell = dilute()
             patch = make_pair_patch(
-                cell, as_reference(cell), key, vector, forcefield, relax, embedded
+                cell,
+                as_reference(cell),
+                key,
+                vector,
+                forcefield,
+                relax,
+                embedded,
+                free=self.uniform_strain == "free",
             )
             library.pairs.setdefault(key, []).append(PairPatch(vector, patch))
             log.info(
