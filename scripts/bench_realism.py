@@ -205,18 +205,23 @@ def undoped(methods: Methods, ds: PDoSDataset, batch: Batch) -> dict[str, int]:
     }
 
 
-def difference_rows(full: PDoSDataset, twin: PDoSDataset, refs: dict[str, dict]) -> list[dict]:
-    """Per cell: its total dopant fraction and how the superposed twin's difference spectrum,
-    and the linear sum of the host's dilute references, agree with ``full``'s."""
+def difference_rows(
+    full: PDoSDataset, twins: dict[str, PDoSDataset], refs: dict[str, dict]
+) -> list[dict]:
+    """Per cell: its total dopant fraction and how each twin's difference spectrum (the twins
+    that hold the cell), and the linear sum of the host's dilute references, agree with
+    ``full``'s."""
+    index = {name: twin.meta["sample_ids"] for name, twin in twins.items()}
     rows = []
-    for i in range(len(full)):
+    for i, sample_id in enumerate(full.meta["sample_ids"]):
         truth = (full.doped[i] - full.pristine[i]).numpy()
         target = full.targets[i].numpy()
         present = np.flatnonzero(target > 0)
         row = {"total": float(target.sum())}
-        row["superposed twin"] = difference.agreement(
-            (twin.doped[i] - twin.pristine[i]).numpy(), truth
-        )
+        for name, twin in twins.items():
+            if sample_id in index[name]:
+                j = index[name].index(sample_id)
+                row[name] = difference.agreement((twin.doped[j] - twin.pristine[j]).numpy(), truth)
         columns = reference_columns(refs[full.parents[int(full.parent_index[i])]], present)
         if present.size and all(c is not None for c in columns):
             linear = sum(target[s] * c for s, c in zip(present, columns))
@@ -291,8 +296,15 @@ def main(cfg: DictConfig) -> None:
     for k, host in enumerate(full.parents):
         rows = np.flatnonzero(full.parent_index.numpy() == k)
         per_host[host] = (len(rows), scores(answers["full"], batches["full"], rows))
+    twins = {"superposed twin": twin}
+    for name, preset in (cfg.get("twin_variants") or {}).items():
+        gen = compose(config_name="generate", overrides=[f"generate={preset}"])
+        if any((Path(gen.out_dir) / "records").glob("shard-*")):
+            twins[f"superposed twin, {name}"] = load_set(preset)
+        else:
+            log.info("%s: no records yet, left out of the difference table", preset)
     diff = difference.band_table(
-        difference_rows(full, twin, refs), ("superposed twin", "dilute references, linear")
+        difference_rows(full, twins, refs), (*twins, "dilute references, linear")
     )
     n_dopants = int((full.targets > 0).sum())
     n_absent = int(((full.mask > 0) & (full.targets == 0)).sum())
@@ -385,8 +397,10 @@ the doped one with every candidate its cells offer, has nothing called present.
 ## Difference spectra (doped − pristine) against `full`, by total dopant fraction
 
 Cosine and norm ratio (1: as much signal as `full`) of the superposed twin's difference
-spectrum and of the linear sum of the host's dilute references (unit-concentration signature ×
-each dopant's concentration) against `full`'s, on the same cells.
+spectrum (the pretraining set's settings; and, where named, the same cells made with other
+superposed settings: `twin_variants` of conf/bench/realism.yaml) and of the linear sum of the
+host's dilute references (unit-concentration signature × each dopant's concentration) against
+`full`'s, on the same cells.
 
 {tables["difference"]}
 """

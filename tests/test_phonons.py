@@ -96,6 +96,19 @@ def test_one_sided_steps_with_the_residual_subtracted_match_plus_minus_pairs(mat
     assert match["cosine"] > 0.9999 and match["l1"] < 0.01, match
 
 
+def test_a_stress_tolerance_does_not_throw_a_small_cell_apart():
+    """The stress tolerance shrinks the cell filter's scale with the volume; in a 1-atom cell
+    that scale would let one optimiser step strain the cell many times over (MIN_CELL_FACTOR)."""
+    from ase.calculators.emt import EMT
+
+    ref = relax(bulk("Cu", "fcc", a=3.6), EMT(), fmax=1e-4, relax_cell=True).atoms
+    strained = ref.copy()
+    strained.set_cell(ref.cell[:] * 1.02, scale_atoms=True)
+    got = relax(strained, EMT(), fmax=0.01, relax_cell=True, stress_tolerance=1e-5)
+    assert got.converged
+    assert abs(got.atoms.get_volume() / ref.get_volume() - 1) < 0.01
+
+
 def test_a_small_stress_in_a_large_cell_is_relaxed_when_a_stress_tolerance_is_set():
     """ASE scales the cell's generalised force by the volume per atom, so a stress that falls
     as 1 / atoms (one dilute dopant) passes fmax without a cell step; stress_tolerance makes

@@ -11,6 +11,10 @@ from ase.calculators.calculator import Calculator
 from defectnet.errors import UserError
 
 OPTIMISERS = ("BFGS", "FIRE", "LBFGS")
+# the cell filter's coordinates are factor × log(deformation), so an optimiser step of 0.2 (BFGS's
+# largest) strains the cell by up to 0.2 / factor: below this a first step on a small cell
+# strains it by more than 5 % and can collapse it (a 2-atom Si cell with stress_tolerance=1e-5)
+MIN_CELL_FACTOR = 4.0
 
 
 @dataclass
@@ -47,8 +51,9 @@ def relax(
     so a dilute dopant's stress, which falls as 1 / atoms, passes ``fmax`` untouched in a large
     cell (one Sb in 512 atoms of GaAs: 0.0097 eV/Å against fmax 0.01, no cell step at all).
     ``stress_tolerance`` (eV/Å³) rescales the cell's share so that the stress itself must fall
-    below it. The input is left untouched. Not converging is not an error: the caller records
-    it.
+    below it (in cells under ~4 × fmax / tolerance Å³, below what ``MIN_CELL_FACTOR`` allows,
+    and never laxer than ASE's default). The input is left untouched. Not converging is not an
+    error: the caller records it.
     """
     import ase.optimize
     from ase.filters import FrechetCellFilter
@@ -61,7 +66,8 @@ def relax(
     if relax_cell:
         factor = None  # ASE's default: the number of atoms
         if stress_tolerance:
-            factor = stress_tolerance * atoms.get_volume() / fmax
+            wanted = stress_tolerance * atoms.get_volume() / fmax
+            factor = min(len(atoms), max(wanted, MIN_CELL_FACTOR))
         target = FrechetCellFilter(work, exp_cell_factor=factor)
     opt = getattr(ase.optimize, optimizer)(target, logfile=None)
     converged = bool(opt.run(fmax=fmax, steps=steps))
