@@ -27,7 +27,7 @@ LAYERS = [
     {"data"},
     {"model"},
     {"ensemble", "plots", "runtime"},
-    {"report", "calibration"},
+    {"report", "calibration", "detection"},
     {"training", "evaluation", "predict"},
     {"cli"},
 ]
