@@ -303,9 +303,11 @@ def main(cfg: DictConfig) -> None:
             twins[f"superposed twin, {name}"] = load_set(preset)
         else:
             log.info("%s: no records yet, left out of the difference table", preset)
-    diff = difference.band_table(
-        difference_rows(full, twins, refs), (*twins, "dilute references, linear")
-    )
+    rows = difference_rows(full, twins, refs)
+    diff = difference.band_table(rows, (*twins, "dilute references, linear"))
+    # the twins side by side on the cells every one of them holds
+    shared = [r for r in rows if all(name in r for name in twins)]
+    diff_shared = difference.band_table(shared, twins) if len(twins) > 1 else []
     n_dopants = int((full.targets > 0).sum())
     n_absent = int(((full.mask > 0) & (full.targets == 0)).sum())
     summary = (
@@ -318,14 +320,16 @@ def main(cfg: DictConfig) -> None:
         "methods": method_table(results, reads, len(full.parents)),
         "hosts": host_table(per_host, list(results["full"])),
         "difference": difference.markdown(diff),
+        "twins": difference.markdown(diff_shared) if diff_shared else "",
     }
     log.info(
         "%s\n\n%s\n\nper host, full spectra, RMSE (R²):\n%s\n\ndifference spectra "
-        "against full:\n%s",
+        "against full:\n%s\n\nthe twins on the cells every one holds:\n%s",
         summary,
         tables["methods"],
         tables["hosts"],
         tables["difference"],
+        tables["twins"] or "(one twin)",
     )
     out_dir = Path(cfg.paths.output_dir)
     record = {
@@ -336,6 +340,7 @@ def main(cfg: DictConfig) -> None:
         "undoped_read": reads,
         "per_host": {h: {"cells": n, **r} for h, (n, r) in per_host.items()},
         "difference": diff,
+        "difference_shared_cells": diff_shared,
         "thresholds": methods.thresholds,
     }
     write_json_atomic(out_dir / "metrics.json", record, indent=2)
@@ -403,6 +408,10 @@ host's dilute references (unit-concentration signature × each dopant's concentr
 `full`'s, on the same cells.
 
 {tables["difference"]}
+
+The twins side by side on the cells every one of them holds:
+
+{tables["twins"] or "(one twin)"}
 """
     write_text_atomic(docs / f"{name}.md", text)
     log.info("wrote %s and %s", docs / f"{name}.md", figure)
