@@ -38,6 +38,7 @@ from defectnet.cli import CONF_DIR
 from defectnet.data.cache import PDoSDataset, consolidate
 from defectnet.data.datamodule import Batch
 from defectnet.data.references import host_references, load_references, reference_columns
+from defectnet.datagen.records import read_shards
 from defectnet.datagen.settings import made_like
 from defectnet.ensemble import EnsemblePrediction
 from defectnet.evaluation import nnls_unmix
@@ -75,10 +76,24 @@ def load_set(preset: str) -> PDoSDataset:
     return ds
 
 
-def paired(full: PDoSDataset, twin: PDoSDataset, hosts: set[str]):
-    """The two sets cut to the cells both hold, of hosts with references, in one order."""
+def unrelaxed(preset: str) -> set[str]:
+    """The cells of a preset whose relaxation stopped at its step limit, short of its force or
+    stress tolerance: their phonons are of a structure away from equilibrium."""
+    gen = compose(config_name="generate", overrides=[f"generate={preset}"])
+    return {
+        r.sample_id
+        for r in read_shards(Path(gen.out_dir) / "records")
+        if r.status == "ok" and not (r.relax or {}).get("converged", True)
+    }
+
+
+def paired(full: PDoSDataset, twin: PDoSDataset, hosts: set[str], left_out: set[str]):
+    """The two sets cut to the cells both hold, of hosts with references and not left out, in
+    one order."""
     ids_f, ids_t = full.meta["sample_ids"], twin.meta["sample_ids"]
-    common = [i for i in ids_f if i in set(ids_t) and i.split("/")[0] in hosts]
+    common = [
+        i for i in ids_f if i in set(ids_t) and i.split("/")[0] in hosts and i not in left_out
+    ]
     return (
         full.select([ids_f.index(i) for i in common]),
         twin.select([ids_t.index(i) for i in common]),
@@ -283,7 +298,8 @@ def parity_figure(answers: dict[str, dict[str, Answer]], batches: dict[str, Batc
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench/realism")
 def main(cfg: DictConfig) -> None:
     refs = load_references(cfg.references)
-    full, twin = paired(load_set(cfg.full), load_set(cfg.superposed), set(refs))
+    left_out = unrelaxed(cfg.full) if cfg.truth_relaxed_only else set()
+    full, twin = paired(load_set(cfg.full), load_set(cfg.superposed), set(refs), left_out)
     if not len(full):
         raise SystemExit("bench_realism: no cell is in both sets with its host's references yet")
     methods = Methods(cfg, refs, full.parents)
@@ -316,6 +332,11 @@ def main(cfg: DictConfig) -> None:
         f"val split: {methods.thresholds['NNLS']:.4g} / "
         f"{methods.thresholds['pretraining mean']:.4g}"
     )
+    if left_out:
+        summary += (
+            f"; {len(left_out)} cells left out, their relaxation stopped short of the tolerance "
+            f"(truth_relaxed_only): {', '.join(sorted(left_out))}"
+        )
     tables = {
         "methods": method_table(results, reads, len(full.parents)),
         "hosts": host_table(per_host, list(results["full"])),
@@ -335,6 +356,7 @@ def main(cfg: DictConfig) -> None:
     record = {
         "date": datetime.date.today().isoformat(),
         "cells": len(full),
+        "left_out_unrelaxed": sorted(left_out),
         "hosts": full.parents,
         "methods": results,
         "undoped_read": reads,
