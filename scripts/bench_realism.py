@@ -11,15 +11,18 @@ pretraining mean and "predict zero". NNLS's and the mean's presence thresholds a
 the pretraining val split, where the shipped models' were. Then, per cell, the difference
 spectrum (doped − pristine) of the superposed twin and of the linear sum of the host's dilute
 references against ``full``'s: cosine and norm ratio by total dopant fraction. Prints the
-tables; ``docs=true`` writes them with a parity figure to ``docs/benchmarks/realism.md``,
-``cards=true`` into the shipped models' cards.
+tables and writes them (metrics.json) with every cell's answers (cells.csv) to its run folder;
+``docs=true`` writes them with a parity figure to ``docs/benchmarks/realism.md``, ``cards=true``
+into the shipped models' cards.
 
     python scripts/bench_realism.py [docs=true] [cards=true]
 """
 
 from __future__ import annotations
 
+import csv
 import datetime
+import io
 import logging
 import platform
 from dataclasses import dataclass
@@ -40,6 +43,7 @@ from defectnet.data.datamodule import Batch
 from defectnet.data.references import host_references, load_references, reference_columns
 from defectnet.datagen.records import read_shards
 from defectnet.datagen.settings import made_like
+from defectnet.elements import DOPANTS
 from defectnet.ensemble import EnsemblePrediction
 from defectnet.evaluation import nnls_unmix
 from defectnet.metrics import best_threshold, coverage, split_metrics
@@ -257,6 +261,25 @@ COLUMNS = (
 )
 
 
+def cell_answers(answers: dict[str, dict[str, Answer]], batches: dict[str, Batch], ids) -> str:
+    """CSV, one row per offered candidate of every cell: the truth and each method's answer on
+    each kind of spectrum, for reading a host's failures cell by cell."""
+    names = list(answers["full"])
+    mask, target = batches["full"].candidates.numpy(), batches["full"].targets.numpy()
+    out = io.StringIO()
+    table = csv.writer(out, lineterminator="\n")
+    table.writerow(
+        ["sample_id", "candidate", "truth"] + [f"{k}: {n}" for k in KINDS for n in names]
+    )
+    for i, sample_id in enumerate(ids):
+        for s in np.flatnonzero(mask[i]):
+            values = [answers[k][n].mean[i, s] for k in KINDS for n in names]
+            table.writerow(
+                [sample_id, DOPANTS[s], f"{target[i, s]:.4f}"] + [f"{v:.4f}" for v in values]
+            )
+    return out.getvalue()
+
+
 def method_table(by_kind: dict[str, dict], undoped_reads: dict[str, dict], n_hosts: int) -> str:
     head = "| spectra | method | " + " | ".join(c for c, *_ in COLUMNS) + " | undoped read |"
     lines = [head, "|---" * (len(COLUMNS) + 3) + "|"]
@@ -366,6 +389,9 @@ def main(cfg: DictConfig) -> None:
         "thresholds": methods.thresholds,
     }
     write_json_atomic(out_dir / "metrics.json", record, indent=2)
+    write_text_atomic(
+        out_dir / "cells.csv", cell_answers(answers, batches, full.meta["sample_ids"])
+    )
     parity_figure(answers, batches, out_dir / "realism_parity.png")
     if cfg.docs:
         write_docs(cfg, summary, tables, answers, batches)
