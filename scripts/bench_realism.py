@@ -40,7 +40,12 @@ from defectnet.atomic import write_json_atomic, write_text_atomic
 from defectnet.cli import CONF_DIR
 from defectnet.data.cache import PDoSDataset, consolidate
 from defectnet.data.datamodule import Batch
-from defectnet.data.references import host_references, load_references, reference_columns
+from defectnet.data.references import (
+    host_references,
+    load_references,
+    reference_columns,
+    reference_matrix,
+)
 from defectnet.datagen.records import read_shards
 from defectnet.datagen.settings import made_like
 from defectnet.elements import DOPANTS
@@ -261,6 +266,52 @@ COLUMNS = (
 )
 
 
+def reference_variants(cfg, methods: Methods, sets: dict, batches: dict, answers: dict) -> list:
+    """The methods that read references (NNLS and the reference-informed ensemble) given each of
+    ``cfg.reference_variants`` in place of the benchmark's references, beside the same methods
+    with the benchmark's, on the cells of the hosts each variant covers so far."""
+    out = []
+    for name, folder in (cfg.get("reference_variants") or {}).items():
+        if not Path(folder).is_dir():
+            log.info("%s: no references yet, left out", folder)
+            continue
+        variant = load_references(folder)
+        parents = sets["full"].parents
+        hosts = [parents[k] for k in sets["full"].parent_index.tolist()]
+        rows = np.flatnonzero([h in variant for h in hosts])
+        if not rows.size:
+            continue
+        own, methods.references = methods.references, {**methods.references, **variant}
+        n_points = sets["full"].grid.n_points
+        matrices = torch.stack(
+            [reference_matrix(variant[hosts[i]], n_points, folder) for i in rows]
+        )
+        for kind in KINDS:
+            batch = Batch(*(t[rows] for t in batches[kind]))
+            with_variant = methods(batch._replace(references=matrices))
+            for method in ("reference-informed ensemble", "NNLS, two-point"):
+                ours = scores({method: answers[kind][method]}, batches[kind], rows)[method]
+                theirs = scores({method: with_variant[method]}, batch)[method]
+                out.append(
+                    (kind, method, name, len(rows), len({hosts[i] for i in rows}), ours, theirs)
+                )
+        methods.references = own
+    return out
+
+
+def variant_table(rows: list) -> str:
+    lines = [
+        "| spectra | method | references | cells (hosts) | RMSE | R² | element F1 "
+        "| distractor FPR |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for kind, method, name, n, hosts, ours, theirs in rows:
+        for label, m in (("the benchmark's", ours), (name, theirs)):
+            cells = " | ".join(f.format(m[k]) for _, k, f in COLUMNS[:4])
+            lines.append(f"| {kind} | {method} | {label} | {n} ({hosts}) | {cells} |")
+    return "\n".join(lines)
+
+
 def cell_answers(answers: dict[str, dict[str, Answer]], batches: dict[str, Batch], ids) -> str:
     """CSV, one row per offered candidate of every cell: the truth and each method's answer on
     each kind of spectrum, for reading a host's failures cell by cell."""
@@ -366,14 +417,18 @@ def main(cfg: DictConfig) -> None:
         "difference": difference.markdown(diff),
         "twins": difference.markdown(diff_shared) if diff_shared else "",
     }
+    variants = reference_variants(cfg, methods, sets, batches, answers)
+    tables["references"] = variant_table(variants) if variants else ""
     log.info(
         "%s\n\n%s\n\nper host, full spectra, RMSE (R²):\n%s\n\ndifference spectra "
-        "against full:\n%s\n\nthe twins on the cells every one holds:\n%s",
+        "against full:\n%s\n\nthe twins on the cells every one holds:\n%s\n\n"
+        "other references:\n%s",
         summary,
         tables["methods"],
         tables["hosts"],
         tables["difference"],
         tables["twins"] or "(one twin)",
+        tables["references"] or "(none)",
     )
     out_dir = Path(cfg.paths.output_dir)
     record = {
@@ -386,6 +441,18 @@ def main(cfg: DictConfig) -> None:
         "per_host": {h: {"cells": n, **r} for h, (n, r) in per_host.items()},
         "difference": diff,
         "difference_shared_cells": diff_shared,
+        "reference_variants": [
+            {
+                "spectra": k,
+                "method": m,
+                "references": n,
+                "cells": c,
+                "hosts": h,
+                "own": o,
+                "variant": v,
+            }
+            for k, m, n, c, h, o, v in variants
+        ],
         "thresholds": methods.thresholds,
     }
     write_json_atomic(out_dir / "metrics.json", record, indent=2)
@@ -460,6 +527,14 @@ host's dilute references (unit-concentration signature × each dopant's concentr
 The twins side by side on the cells every one of them holds:
 
 {tables["twins"] or "(one twin)"}
+
+## The same methods with other references
+
+The methods that read the host's references, given references made another way
+(`reference_variants` of conf/bench/realism.yaml) beside the benchmark's own, on the cells of
+the hosts those references cover.
+
+{tables["references"] or "(none configured)"}
 """
     write_text_atomic(docs / f"{name}.md", text)
     log.info("wrote %s and %s", docs / f"{name}.md", figure)
