@@ -137,6 +137,7 @@ def undoped_open_set(
     levels,
     parents=None,
     draws: int = 128,
+    false_alarm: float = 0.01,
 ):
     """Per noise level and parent (``parents``; None: the held-out, test-OOD ones): its noisy
     undoped spectra (``noisy_undoped``) in the open set, read as undoped when no candidate
@@ -161,6 +162,7 @@ def undoped_open_set(
             level,
             ds.grid.step,
             draws,
+            false_alarm,
         )
         called = (score > np.maximum(threshold, limits)) & (mask > 0)
         out[f"{level:.0%}"] = {

@@ -319,6 +319,7 @@ def evaluate(cfg: DictConfig) -> dict:
             ev.weight,
             cal["levels"],
             draws=int(cfg.presence.detection_draws),
+            false_alarm=float(cfg.presence.false_alarm),
         )
     table = comparison_table(results)
     metrics = {

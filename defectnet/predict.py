@@ -310,6 +310,7 @@ def predict(cfg: DictConfig) -> dict:
         float(cfg.noise_level),
         grid.step,
         int(cfg.presence.detection_draws),
+        float(cfg.presence.false_alarm),
     )
     rows = []
     for name in names:

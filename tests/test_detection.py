@@ -6,7 +6,7 @@ import torch
 
 from defectnet.calibration import noisy_undoped, open_set_scores
 from defectnet.data.datamodule import PDoSDataModule, open_set_mask
-from defectnet.detection import detection_limits
+from defectnet.detection import detection_limits, tail_limit
 from tests.conftest import DEMO_CACHE
 
 
@@ -67,3 +67,16 @@ def test_a_noisy_undoped_crystal_stays_below_its_limits():
     )
     called = (score > np.maximum(1e-3, limits)) & (mask > 0)
     assert called.any(1).mean() <= 0.25  # each draw beats 64 others' maximum rarely
+
+
+def test_the_tail_is_extrapolated_past_the_largest_draw():
+    rng = np.random.default_rng(0)
+    noise = rng.exponential(1.0, size=(512, 200))  # P(score > x) = exp(-x)
+    limits = tail_limit(noise, 1e-4)
+    assert abs(np.median(limits) / np.log(1e4) - 1) < 0.1  # the true quantile, 9.2
+    assert (limits >= noise.max(0)).all()  # never below what was seen
+    sparse = np.zeros((512, 3))
+    sparse[:5, 1] = [0.4, 0.3, 0.2, 0.2, 0.1]  # a candidate that noise moves 5 times in 512
+    assert np.array_equal(tail_limit(sparse, 1e-4)[[0, 2]], [0, 0])
+    assert tail_limit(sparse, 1e-4)[1] > 0.4
+    assert tail_limit(sparse, 0.5)[1] == 0.4  # a likelier false alarm than seen: the largest
