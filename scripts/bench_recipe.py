@@ -1,0 +1,221 @@
+"""Benchmark: does a generation recipe make models that read real crystals better?
+
+Each recipe of conf/bench/recipe.yaml names a pretraining set, the realism cells' superposed
+twins made its way and the realism hosts' references made its way. Every recipe trains one
+reference-informed network (``train_overrides``, through ``train.py``) on the pretraining
+parents all the recipes' sets hold so far, with their references; then that network and
+two-point NNLS read the realism set's ``full`` cells (those whose relaxation converged, of the
+hosts every recipe has references for) and the recipe's own twins of them, each with the
+recipe's references. Same parents, same training, same cells: only the recipe differs, so a
+partly made set can already be compared with the one it replaces. The network's presence
+threshold is its own (chosen on its val split); NNLS is scored on concentrations only.
+
+    python scripts/bench_recipe.py [docs=true]
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from hydra import compose
+from omegaconf import DictConfig
+
+from defectnet.atomic import write_json_atomic, write_text_atomic
+from defectnet.cli import CONF_DIR
+from defectnet.data.cache import PDoSDataset, consolidate, network_input, save_cache
+from defectnet.data.references import load_references, reference_matrix
+from defectnet.datagen.records import read_shards
+from defectnet.datagen.settings import made_like
+from defectnet.evaluation import nnls_unmix
+from defectnet.metrics import split_metrics
+from defectnet.model.checkpoint import load_network
+
+log = logging.getLogger("bench_recipe")
+ROOT = Path(__file__).resolve().parents[1]
+COLUMNS = (("RMSE", "rmse", "{:.4f}"), ("R²", "r2", "{:.2f}"))
+PRESENCE = (("element F1", "f1", "{:.2f}"), ("distractor FPR", "distractor_fpr", "{:.2f}"))
+
+
+def records_of(preset: str) -> tuple[PDoSDataset, Path]:
+    """A generation preset's records as a data set, and its records folder."""
+    gen = compose(config_name="generate", overrides=[f"generate={preset}"])
+    records = Path(gen.out_dir) / "records"
+    return consolidate(records, made_like(gen))[0], records
+
+
+def rows_of(ds: PDoSDataset, keep) -> list[int]:
+    """The rows of ``ds`` whose sample id ``keep`` accepts."""
+    return [i for i, sample_id in enumerate(ds.meta["sample_ids"]) if keep(sample_id)]
+
+
+def host_of(sample_id: str) -> str:
+    return sample_id.split("/")[0]
+
+
+def train(cfg: DictConfig, name: str, ds: PDoSDataset, references: str, out: Path) -> Path:
+    """One network trained on ``ds`` with ``references`` by ``train.py``; its best checkpoint."""
+    cache = out / name / "dataset.safetensors"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    save_cache(ds, cache)
+    run = out / name / "train"
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        *cfg.train_overrides,
+        f"data.path={cache}",
+        f"data.references={references}",
+        f"hydra.run.dir={run}",
+    ]
+    log.info("%s: training on %d samples of %d parents", name, len(ds), len(ds.parents))
+    subprocess.run(command, check=True, cwd=ROOT)
+    return sorted((run / "checkpoints").glob("best_epoch_*.ckpt"))[-1]
+
+
+@torch.no_grad()
+def read(checkpoint: Path, ds: PDoSDataset, references: dict[str, dict]) -> dict[str, dict]:
+    """The network's and NNLS's figures on ``ds``, every cell with its host's ``references``."""
+    net, _, thresholds = load_network(checkpoint)
+    hosts = [ds.parents[k] for k in ds.parent_index.tolist()]
+    matrices = torch.stack([reference_matrix(references[h], ds.grid.n_points) for h in hosts])
+    x = network_input(ds.pristine, ds.doped, ds.composition)
+    pred = net(x, ds.mask, matrices)[0].numpy()
+    spectra = torch.stack([ds.pristine, ds.doped], dim=1)
+    unmixed = nnls_unmix(spectra, ds.mask, [references[h] for h in hosts])
+    target, mask = ds.targets.numpy(), ds.mask.numpy()
+    return {
+        "network": split_metrics(pred, target, mask, thresholds.guided),
+        "NNLS, two-point": split_metrics(unmixed, target, mask, thresholds.guided),
+    }
+
+
+def own_test(checkpoint: Path) -> dict[str, dict]:
+    """Each method's test-OOD figures on the recipe's own kind of spectra (the held-out shared
+    parents; train.py's metrics.json)."""
+    path = checkpoint.parents[1] / "metrics.json"
+    methods = json.loads(path.read_text()).get("methods", {}) if path.exists() else {}
+    return {m: splits["test_ood"] for m, splits in methods.items() if "test_ood" in splits}
+
+
+def own_table(trained: dict) -> str:
+    lines = ["| recipe | method | test-OOD RMSE | R² |", "|---|---|---|---|"]
+    for name, t in trained.items():
+        for method, m in t["test_ood"].items():
+            lines.append(f"| {name} | {method} | {m['rmse']:.4f} | {m['r2']:.2f} |")
+    return "\n".join(lines)
+
+
+def table(results: dict) -> str:
+    lines = [
+        "| recipe | spectra | cells (hosts) | method | RMSE | R² | element F1 | distractor FPR |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (recipe, spectra, cells, hosts), methods in results.items():
+        for method, m in methods.items():
+            values = [f.format(m[k]) for _, k, f in COLUMNS]
+            values += [f.format(m[k]) if method == "network" else "—" for _, k, f in PRESENCE]
+            lines.append(
+                f"| {recipe} | {spectra} | {cells} ({hosts}) | {method} | "
+                + " | ".join(values)
+                + " |"
+            )
+    return "\n".join(lines)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench/recipe")
+def main(cfg: DictConfig) -> None:
+    out = Path(cfg.paths.output_dir)
+    recipes = cfg.recipes
+    pretrain = {name: records_of(r.pretrain)[0] for name, r in recipes.items()}
+    shared = set.intersection(
+        *(
+            set(pretrain[name].parents) & set(load_references(r.references))
+            for name, r in recipes.items()
+        )
+    )
+    if not shared:
+        raise SystemExit("bench_recipe: no pretraining parent is in every recipe's set yet")
+    realism_refs = {name: load_references(r.realism_references) for name, r in recipes.items()}
+    covered = set.intersection(*(set(refs) for refs in realism_refs.values()))
+    full, full_records = records_of(cfg.full)
+    relaxed = {
+        r.sample_id
+        for r in read_shards(full_records)
+        if r.status == "ok" and (r.relax or {}).get("converged", True)
+    }
+    twins = {name: records_of(r.twins)[0] for name, r in recipes.items()}
+    cells = {i for i in full.meta["sample_ids"] if i in relaxed and host_of(i) in covered}
+    twin_cells = cells.intersection(*(set(t.meta["sample_ids"]) for t in twins.values()))
+    results, trained = {}, {}
+    for name, r in recipes.items():
+        ds = pretrain[name]
+        ckpt = train(
+            cfg, name, ds.select(rows_of(ds, lambda i: host_of(i) in shared)), r.references, out
+        )
+        trained[name] = {"checkpoint": str(ckpt), "test_ood": own_test(ckpt)}
+        refs = realism_refs[name]
+        sets = {
+            "full": full.select(rows_of(full, cells.__contains__)),
+            "full, the twins' cells": full.select(rows_of(full, twin_cells.__contains__)),
+            "twins": twins[name].select(rows_of(twins[name], twin_cells.__contains__)),
+        }
+        for spectra, ds_read in sets.items():
+            if len(ds_read):
+                hosts = len({ds_read.parents[k] for k in ds_read.parent_index.tolist()})
+                key = (name, spectra, len(ds_read), hosts)
+                results[key] = read(ckpt, ds_read, refs)
+    summary = (
+        f"{len(shared)} shared pretraining parents; {len(cells)} relaxed `full` cells of "
+        f"{len(covered)} hosts every recipe has references for, {len(twin_cells)} of them with "
+        "every recipe's twin"
+    )
+    text = table(results)
+    own = own_table(trained)
+    log.info("%s\n\n%s\n\non their own kind of spectra:\n%s", summary, text, own)
+    write_json_atomic(
+        out / "metrics.json",
+        {
+            "date": datetime.date.today().isoformat(),
+            "shared_parents": sorted(shared),
+            "trained": trained,
+            "results": [
+                {"recipe": k[0], "spectra": k[1], "cells": k[2], "hosts": k[3], **v}
+                for k, v in results.items()
+            ],
+        },
+        indent=2,
+    )
+    if cfg.docs:
+        write_text_atomic(
+            ROOT / "docs" / "benchmarks" / "recipe.md",
+            f"""# Recipe benchmark: the same training on sets made different ways
+
+`python scripts/bench_recipe.py docs=true` — {datetime.date.today().isoformat()},
+{platform.machine()} CPU: {summary}.
+
+Each recipe (conf/bench/recipe.yaml) trains one reference-informed network
+(`{" ".join(cfg.train_overrides)}`) on the shared parents of its pretraining set with their
+references, then it and two-point NNLS read the realism set's `full` cells and the recipe's own
+superposed twins of them, with the realism hosts' references made the recipe's way. F1 and FPR
+at the network's own val threshold; NNLS on concentrations only.
+
+{text}
+
+On their own kind of spectra (superposed, the shared parents held out by each run's split):
+
+{own}
+
+Shared parents: {", ".join(sorted(shared))}.
+""",
+        )
+
+
+if __name__ == "__main__":
+    main()
