@@ -352,6 +352,17 @@ def test_the_outside_strain_is_the_mean_bond_strain_beyond_the_cutoff(si):
         outside_strain(grown, cell, np.ones(len(cell), bool))
 
 
+def test_a_free_patch_grows_its_dilute_cell_until_bonds_lie_beyond_the_cutoff():
+    """64 atoms of diamond leave no bond beyond 5 Å of a site, so `free` cuts its patches from
+    the next cell up (216 atoms); the other modes, and hosts whose 64-atom cell has such bonds,
+    keep the cell they had."""
+    diamond = bulk("C", "diamond", a=3.567)
+    assert len(SuperposedForceConstants(uniform_strain="free").dilute_supercell(diamond)) == 216
+    assert len(SuperposedForceConstants(uniform_strain="kept").dilute_supercell(diamond)) == 64
+    silicon = bulk("Si", "diamond", a=5.43)
+    assert len(SuperposedForceConstants(uniform_strain="free").dilute_supercell(silicon)) == 64
+
+
 @pytest.mark.slow
 def test_a_free_patch_and_its_samples_uniform_strain_give_the_free_crystals_signal(
     si, matgl, tmp_path

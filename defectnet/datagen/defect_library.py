@@ -153,6 +153,18 @@ def remove_uniform_strain(
     return delta - removed * strain.derivative * pairs, carried
 
 
+def has_far_bonds(cell: Atoms, cutoff: float) -> bool:
+    """Whether around every atom of ``cell`` some nearest-neighbour bond joins two atoms beyond
+    ``cutoff`` of it: what ``outside_strain`` measures, wherever the dopant sits."""
+    distances = cell.get_all_distances(mic=True)
+    bonds = (distances > 0) & (distances < BOND_REACH * nearest_neighbour_distance(cell))
+    for row in distances:
+        outside = row > cutoff
+        if not bonds[np.ix_(outside, outside)].any():
+            return False
+    return True
+
+
 def outside_strain(relaxed: Atoms, pristine: Atoms, near: np.ndarray) -> float:
     """Mean relative change of the nearest-neighbour bonds between atoms outside ``near``
     (``relaxed`` against ``pristine``, the same cell): the uniform part of the strain the host

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 # without the strain its host holds beyond the cutoff and each sample given the uniform strain
 # of its host at zero pressure (a free crystal's; datagen/defect_library.py)
 UNIFORM_STRAIN = ("kept", "removed", "sample", "free")
+MAX_DILUTE_ATOMS = 1024  # the largest dilute cell `free` grows a patch's cell to
 
 
 @dataclass
@@ -371,6 +372,25 @@ class SuperposedForceConstants(FiniteDisplacement):
             out["uniform_strain"] = self.uniform_strain
         return out
 
+    def dilute_supercell(self, host: Atoms) -> Atoms:
+        """The cell a patch is cut from: the most compact of ``patch_atoms`` atoms; with
+        ``uniform_strain=free`` the range doubles until bonds lie beyond the cutoff around every
+        site, which ``outside_strain`` measures (64 atoms of diamond hold none at 5 Å)."""
+        from defectnet.datagen.defect_library import has_far_bonds
+        from defectnet.datagen.supercell import choose_supercell
+
+        low, high = self.patch_atoms
+        while True:
+            _, cell = choose_supercell(host, low, high, where="phonons.patch_atoms")
+            if self.uniform_strain != "free" or has_far_bonds(cell, self.cutoff):
+                return cell
+            if high >= MAX_DILUTE_ATOMS:
+                raise UserError(
+                    f"phonons.uniform_strain=free: no dilute cell of up to {high} atoms has bonds "
+                    f"beyond phonons.cutoff={self.cutoff} Å around every site; lower the cutoff."
+                )
+            low, high = high + 1, 2 * high
+
     def host_reference(
         self,
         pristine: Atoms,
@@ -397,7 +417,6 @@ class SuperposedForceConstants(FiniteDisplacement):
             site_classes,
             strain_response,
         )
-        from defectnet.datagen.supercell import choose_supercell
 
         if host is None or relax is None:
             raise ValueError("superposed phonons need the host cell and a relaxation")
@@ -429,7 +448,7 @@ class SuperposedForceConstants(FiniteDisplacement):
             """The dilute cell with its pristine force constants (computed once per run, its
             force calls counted in the library) and the library's single patches."""
             if not dilute_cell:
-                _, cell = choose_supercell(host, *self.patch_atoms, where="phonons.patch_atoms")
+                cell = self.dilute_supercell(host)
                 phonon = self.phonopy(cell, np.eye(3, dtype=int), forcefield)
                 library.n_displacements += len(phonon.displacements) + (self.plusminus is False)
                 strain = None
