@@ -8,7 +8,8 @@ two-point NNLS read the realism set's ``full`` cells (those whose relaxation con
 hosts every recipe has references for) and the recipe's own twins of them, each with the
 recipe's references. Same parents, same training, same cells: only the recipe differs, so a
 partly made set can already be compared with the one it replaces. The network's presence
-threshold is its own (chosen on its val split); NNLS is scored on concentrations only.
+threshold is its own (chosen on its val split); NNLS is scored on concentrations only. Each
+recipe trains one network per seed (``seeds``): the table gives the mean and the range.
 
     python scripts/bench_recipe.py [docs=true]
 """
@@ -24,6 +25,7 @@ import sys
 from pathlib import Path
 
 import hydra
+import numpy as np
 import torch
 from hydra import compose
 from omegaconf import DictConfig
@@ -60,40 +62,46 @@ def host_of(sample_id: str) -> str:
     return sample_id.split("/")[0]
 
 
-def train(cfg: DictConfig, name: str, ds: PDoSDataset, references: str, out: Path) -> Path:
-    """One network trained on ``ds`` with ``references`` by ``train.py``; its best checkpoint."""
+def train(cfg: DictConfig, name: str, ds: PDoSDataset, references: str, out: Path) -> list[Path]:
+    """One network per seed trained on ``ds`` with ``references`` by ``train.py``; their best
+    checkpoints."""
     cache = out / name / "dataset.safetensors"
     cache.parent.mkdir(parents=True, exist_ok=True)
     save_cache(ds, cache)
-    run = out / name / "train"
-    command = [
-        sys.executable,
-        str(ROOT / "train.py"),
-        *cfg.train_overrides,
-        f"data.path={cache}",
-        f"data.references={references}",
-        f"hydra.run.dir={run}",
-    ]
-    log.info("%s: training on %d samples of %d parents", name, len(ds), len(ds.parents))
-    subprocess.run(command, check=True, cwd=ROOT)
-    return sorted((run / "checkpoints").glob("best_epoch_*.ckpt"))[-1]
+    best = []
+    for seed in cfg.seeds:
+        run = out / name / f"seed{seed}"
+        command = [
+            sys.executable,
+            str(ROOT / "train.py"),
+            *cfg.train_overrides,
+            f"seed={seed}",
+            f"data.path={cache}",
+            f"data.references={references}",
+            f"hydra.run.dir={run}",
+        ]
+        log.info("%s, seed %d: %d samples of %d parents", name, seed, len(ds), len(ds.parents))
+        subprocess.run(command, check=True, cwd=ROOT)
+        best.append(sorted((run / "checkpoints").glob("best_epoch_*.ckpt"))[-1])
+    return best
 
 
 @torch.no_grad()
-def read(checkpoint: Path, ds: PDoSDataset, references: dict[str, dict]) -> dict[str, dict]:
-    """The network's and NNLS's figures on ``ds``, every cell with its host's ``references``."""
-    net, _, thresholds = load_network(checkpoint)
+def read(checkpoints: list[Path], ds: PDoSDataset, references: dict[str, dict]) -> dict:
+    """Each network's figures on ``ds`` (a list, one per checkpoint) and NNLS's, every cell with
+    its host's ``references``."""
     hosts = [ds.parents[k] for k in ds.parent_index.tolist()]
     matrices = torch.stack([reference_matrix(references[h], ds.grid.n_points) for h in hosts])
     x = network_input(ds.pristine, ds.doped, ds.composition)
-    pred = net(x, ds.mask, matrices)[0].numpy()
+    target, mask = ds.targets.numpy(), ds.mask.numpy()
+    networks = []
+    for checkpoint in checkpoints:
+        net, _, thresholds = load_network(checkpoint)
+        pred = net(x, ds.mask, matrices)[0].numpy()
+        networks.append(split_metrics(pred, target, mask, thresholds.guided))
     spectra = torch.stack([ds.pristine, ds.doped], dim=1)
     unmixed = nnls_unmix(spectra, ds.mask, [references[h] for h in hosts])
-    target, mask = ds.targets.numpy(), ds.mask.numpy()
-    return {
-        "network": split_metrics(pred, target, mask, thresholds.guided),
-        "NNLS, two-point": split_metrics(unmixed, target, mask, thresholds.guided),
-    }
+    return {"network": networks, "NNLS, two-point": [split_metrics(unmixed, target, mask, 0.0)]}
 
 
 def own_test(checkpoint: Path) -> dict[str, dict]:
@@ -104,11 +112,24 @@ def own_test(checkpoint: Path) -> dict[str, dict]:
     return {m: splits["test_ood"] for m, splits in methods.items() if "test_ood" in splits}
 
 
+def spread(runs: list[dict], key: str, form: str) -> str:
+    """The mean over runs, with the range where there is more than one."""
+    values = np.array([m[key] for m in runs])
+    text = form.format(values.mean())
+    if len(values) > 1:
+        text += f" ({form.format(values.min())}–{form.format(values.max())})"
+    return text
+
+
 def own_table(trained: dict) -> str:
     lines = ["| recipe | method | test-OOD RMSE | R² |", "|---|---|---|---|"]
-    for name, t in trained.items():
-        for method, m in t["test_ood"].items():
-            lines.append(f"| {name} | {method} | {m['rmse']:.4f} | {m['r2']:.2f} |")
+    for name, runs in trained.items():
+        for method in runs[0]["test_ood"]:
+            figures = [r["test_ood"][method] for r in runs]
+            lines.append(
+                f"| {name} | {method} | {spread(figures, 'rmse', '{:.4f}')} "
+                f"| {spread(figures, 'r2', '{:.2f}')} |"
+            )
     return "\n".join(lines)
 
 
@@ -118,9 +139,9 @@ def table(results: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for (recipe, spectra, cells, hosts), methods in results.items():
-        for method, m in methods.items():
-            values = [f.format(m[k]) for _, k, f in COLUMNS]
-            values += [f.format(m[k]) if method == "network" else "—" for _, k, f in PRESENCE]
+        for method, runs in methods.items():
+            values = [spread(runs, k, f) for _, k, f in COLUMNS]
+            values += [spread(runs, k, f) if method == "network" else "—" for _, k, f in PRESENCE]
             lines.append(
                 f"| {recipe} | {spectra} | {cells} ({hosts}) | {method} | "
                 + " | ".join(values)
@@ -156,10 +177,10 @@ def main(cfg: DictConfig) -> None:
     results, trained = {}, {}
     for name, r in recipes.items():
         ds = pretrain[name]
-        ckpt = train(
+        checkpoints = train(
             cfg, name, ds.select(rows_of(ds, lambda i: host_of(i) in shared)), r.references, out
         )
-        trained[name] = {"checkpoint": str(ckpt), "test_ood": own_test(ckpt)}
+        trained[name] = [{"checkpoint": str(c), "test_ood": own_test(c)} for c in checkpoints]
         refs = realism_refs[name]
         sets = {
             "full": full.select(rows_of(full, cells.__contains__)),
@@ -170,7 +191,7 @@ def main(cfg: DictConfig) -> None:
             if len(ds_read):
                 hosts = len({ds_read.parents[k] for k in ds_read.parent_index.tolist()})
                 key = (name, spectra, len(ds_read), hosts)
-                results[key] = read(ckpt, ds_read, refs)
+                results[key] = read(checkpoints, ds_read, refs)
     summary = (
         f"{len(shared)} shared pretraining parents; {len(cells)} relaxed `full` cells of "
         f"{len(covered)} hosts every recipe has references for, {len(twin_cells)} of them with "
@@ -204,7 +225,8 @@ Each recipe (conf/bench/recipe.yaml) trains one reference-informed network
 (`{" ".join(cfg.train_overrides)}`) on the shared parents of its pretraining set with their
 references, then it and two-point NNLS read the realism set's `full` cells and the recipe's own
 superposed twins of them, with the realism hosts' references made the recipe's way. F1 and FPR
-at the network's own val threshold; NNLS on concentrations only.
+at the network's own val threshold; NNLS on concentrations only. Networks: the mean over
+seeds {list(cfg.seeds)} (range in brackets).
 
 {text}
 
