@@ -498,9 +498,9 @@ def write_docs(cfg, summary: str, tables: dict, answers, batches) -> None:
 
 The cells are `generate={cfg.full}` (full finite displacements of every doped cell, relaxed
 {relaxed}; 96–128 atoms, pristine spectrum from the same supercell); their superposed twins are
-`generate={cfg.superposed}`; references `{cfg.references}`. Presence: each ensemble's card rule; one member its own threshold; NNLS and the mean
-at thresholds chosen on the pretraining val split (distractor FPR ≤
-{cfg.presence.max_distractor_fpr}). "Undoped read": hosts whose pristine spectrum, given as
+`generate={cfg.superposed}`; references `{cfg.references}`. Presence: each ensemble's card
+rule; one member its own threshold; NNLS and the mean at thresholds chosen on the pretraining
+val split (distractor FPR ≤ {cfg.presence.max_distractor_fpr}). "Undoped read": hosts whose pristine spectrum, given as
 the doped one with every candidate its cells offer, has nothing called present.
 
 ## Every method, on full spectra and on their superposed twins
