@@ -500,8 +500,9 @@ The cells are `generate={cfg.full}` (full finite displacements of every doped ce
 {relaxed}; 96–128 atoms, pristine spectrum from the same supercell); their superposed twins are
 `generate={cfg.superposed}`; references `{cfg.references}`. Presence: each ensemble's card
 rule; one member its own threshold; NNLS and the mean at thresholds chosen on the pretraining
-val split (distractor FPR ≤ {cfg.presence.max_distractor_fpr}). "Undoped read": hosts whose pristine spectrum, given as
-the doped one with every candidate its cells offer, has nothing called present.
+val split (distractor FPR ≤ {cfg.presence.max_distractor_fpr}). "Undoped read": hosts whose
+pristine spectrum, given as the doped one with every candidate its cells offer, has nothing
+called present.
 
 ## Every method, on full spectra and on their superposed twins
 
