@@ -182,11 +182,10 @@ def main(cfg: DictConfig) -> None:
         )
         trained[name] = [{"checkpoint": str(c), "test_ood": own_test(c)} for c in checkpoints]
         refs = realism_refs[name]
-        sets = {
-            "full": full.select(rows_of(full, cells.__contains__)),
-            "full, the twins' cells": full.select(rows_of(full, twin_cells.__contains__)),
-            "twins": twins[name].select(rows_of(twins[name], twin_cells.__contains__)),
-        }
+        sets = {"full": full.select(rows_of(full, cells.__contains__))}
+        if twin_cells != cells:  # the twins hold fewer cells: full on those too, to compare
+            sets["full, the twins' cells"] = full.select(rows_of(full, twin_cells.__contains__))
+        sets["twins"] = twins[name].select(rows_of(twins[name], twin_cells.__contains__))
         for spectra, ds_read in sets.items():
             if len(ds_read):
                 hosts = len({ds_read.parents[k] for k in ds_read.parent_index.tolist()})
