@@ -38,16 +38,15 @@ from omegaconf import DictConfig
 from defectnet import difference
 from defectnet.atomic import write_json_atomic, write_text_atomic
 from defectnet.cli import CONF_DIR
-from defectnet.data.cache import PDoSDataset, consolidate
+from defectnet.data.cache import PDoSDataset
 from defectnet.data.datamodule import Batch
+from defectnet.data.presets import preset_dataset, records_dir, unconverged_samples
 from defectnet.data.references import (
     host_references,
     load_references,
     reference_columns,
     reference_matrix,
 )
-from defectnet.datagen.records import read_shards
-from defectnet.datagen.settings import made_like
 from defectnet.elements import DOPANTS
 from defectnet.ensemble import EnsemblePrediction
 from defectnet.evaluation import nnls_unmix
@@ -69,31 +68,6 @@ class Answer:
     score: np.ndarray
     threshold: float
     interval: tuple[np.ndarray, np.ndarray] | None = None
-
-
-def load_set(preset: str) -> PDoSDataset:
-    """A generation preset's records as a data set, checked as consolidate checks them."""
-    gen = compose(config_name="generate", overrides=[f"generate={preset}"])
-    ds, report = consolidate(Path(gen.out_dir) / "records", made_like(gen))
-    log.info(
-        "%s: %d cells from %d hosts (%d failed)",
-        preset,
-        report["ok"],
-        len(ds.parents),
-        report["failed"],
-    )
-    return ds
-
-
-def unrelaxed(preset: str) -> set[str]:
-    """The cells of a preset whose relaxation stopped at its step limit, short of its force or
-    stress tolerance: their phonons are of a structure away from equilibrium."""
-    gen = compose(config_name="generate", overrides=[f"generate={preset}"])
-    return {
-        r.sample_id
-        for r in read_shards(Path(gen.out_dir) / "records")
-        if r.status == "ok" and not (r.relax or {}).get("converged", True)
-    }
 
 
 def paired(full: PDoSDataset, twin: PDoSDataset, hosts: set[str], left_out: set[str]):
@@ -372,8 +346,10 @@ def parity_figure(answers: dict[str, dict[str, Answer]], batches: dict[str, Batc
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench/realism")
 def main(cfg: DictConfig) -> None:
     refs = load_references(cfg.references)
-    left_out = unrelaxed(cfg.full) if cfg.truth_relaxed_only else set()
-    full, twin = paired(load_set(cfg.full), load_set(cfg.superposed), set(refs), left_out)
+    left_out = unconverged_samples(cfg.full) if cfg.truth_relaxed_only else set()
+    full, twin = paired(
+        preset_dataset(cfg.full), preset_dataset(cfg.superposed), set(refs), left_out
+    )
     if not len(full):
         raise SystemExit("bench_realism: no cell is in both sets with its host's references yet")
     methods = Methods(cfg, refs, full.parents)
@@ -388,9 +364,8 @@ def main(cfg: DictConfig) -> None:
         per_host[host] = (len(rows), scores(answers["full"], batches["full"], rows))
     twins = {"superposed twin": twin}
     for name, preset in (cfg.get("twin_variants") or {}).items():
-        gen = compose(config_name="generate", overrides=[f"generate={preset}"])
-        if any((Path(gen.out_dir) / "records").glob("shard-*")):
-            twins[f"superposed twin, {name}"] = load_set(preset)
+        if any(records_dir(preset).glob("shard-*")):
+            twins[f"superposed twin, {name}"] = preset_dataset(preset)
         else:
             log.info("%s: no records yet, left out of the difference table", preset)
     rows = difference_rows(full, twins, refs)

@@ -27,15 +27,13 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
-from hydra import compose
 from omegaconf import DictConfig
 
 from defectnet.atomic import write_json_atomic, write_text_atomic
 from defectnet.cli import CONF_DIR
-from defectnet.data.cache import PDoSDataset, consolidate, network_input, save_cache
+from defectnet.data.cache import PDoSDataset, network_input, save_cache
+from defectnet.data.presets import preset_dataset, unconverged_samples
 from defectnet.data.references import load_references, reference_matrix
-from defectnet.datagen.records import read_shards
-from defectnet.datagen.settings import made_like
 from defectnet.evaluation import nnls_unmix
 from defectnet.metrics import split_metrics
 from defectnet.model.checkpoint import load_network
@@ -44,13 +42,6 @@ log = logging.getLogger("bench_recipe")
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = (("RMSE", "rmse", "{:.4f}"), ("R²", "r2", "{:.2f}"))
 PRESENCE = (("element F1", "f1", "{:.2f}"), ("distractor FPR", "distractor_fpr", "{:.2f}"))
-
-
-def records_of(preset: str) -> tuple[PDoSDataset, Path]:
-    """A generation preset's records as a data set, and its records folder."""
-    gen = compose(config_name="generate", overrides=[f"generate={preset}"])
-    records = Path(gen.out_dir) / "records"
-    return consolidate(records, made_like(gen))[0], records
 
 
 def rows_of(ds: PDoSDataset, keep) -> list[int]:
@@ -154,7 +145,7 @@ def table(results: dict) -> str:
 def main(cfg: DictConfig) -> None:
     out = Path(cfg.paths.output_dir)
     recipes = cfg.recipes
-    pretrain = {name: records_of(r.pretrain)[0] for name, r in recipes.items()}
+    pretrain = {name: preset_dataset(r.pretrain) for name, r in recipes.items()}
     shared = set.intersection(
         *(
             set(pretrain[name].parents) & set(load_references(r.references))
@@ -165,14 +156,10 @@ def main(cfg: DictConfig) -> None:
         raise SystemExit("bench_recipe: no pretraining parent is in every recipe's set yet")
     realism_refs = {name: load_references(r.realism_references) for name, r in recipes.items()}
     covered = set.intersection(*(set(refs) for refs in realism_refs.values()))
-    full, full_records = records_of(cfg.full)
-    relaxed = {
-        r.sample_id
-        for r in read_shards(full_records)
-        if r.status == "ok" and (r.relax or {}).get("converged", True)
-    }
-    twins = {name: records_of(r.twins)[0] for name, r in recipes.items()}
-    cells = {i for i in full.meta["sample_ids"] if i in relaxed and host_of(i) in covered}
+    full = preset_dataset(cfg.full)
+    unconverged = unconverged_samples(cfg.full)
+    twins = {name: preset_dataset(r.twins) for name, r in recipes.items()}
+    cells = {i for i in full.meta["sample_ids"] if i not in unconverged and host_of(i) in covered}
     twin_cells = cells.intersection(*(set(t.meta["sample_ids"]) for t in twins.values()))
     results, trained = {}, {}
     for name, r in recipes.items():
