@@ -46,16 +46,24 @@ def masses_only(doped, force_constants, mesh: float):
     return mesh_modes(phonon, mesh, n_displacements=0)
 
 
-def stored_name(truth_cell: str, host_cfg, n_atoms: int, variant: str = "") -> str:
-    """A cell's file in ``store``: clamped truths (the first made) carry no suffix."""
+def stored_name(
+    truth_cell: str, host_cfg, n_atoms: int, variant: str = "", central: bool = False
+) -> str:
+    """A cell's file in ``store``: clamped truths (the first made) carry no suffix; truths made
+    with central differences (``full.plusminus`` not false) end in ``-central``."""
     truth = "" if truth_cell == "clamped" else f"-{truth_cell}"
-    tail = f"-{variant}" if variant else ""
+    tail = f"-{variant}" if variant else ("-central" if central else "")
     return f"{Path(host_cfg.structure).stem}-{host_cfg.dopant}-{n_atoms}{truth}{tail}.npz"
+
+
+def central_steps(cfg) -> bool:
+    """Whether the truth's displacements come with their opposites (``full.plusminus``)."""
+    return cfg.full.plusminus is not False
 
 
 def cell_spectra(cfg, ff, host_cfg, prim, n_atoms: int, grid: EnergyGrid, store: Path) -> dict:
     """The four spectra of one cell size (stored once computed) and what `full` cost."""
-    path = store / stored_name(cfg.truth_cell, host_cfg, n_atoms)
+    path = store / stored_name(cfg.truth_cell, host_cfg, n_atoms, central=central_steps(cfg))
     if path.exists():
         return dict(np.load(path))
     full, superposed = instantiate(cfg.full), instantiate(cfg.superposed)
@@ -178,7 +186,7 @@ def main(cfg: DictConfig) -> None:
                     (v["superposed_doped"] - v["superposed_pristine"]) * n, unit["full"]
                 )
                 extra += f" {got['cosine']:.2f} / {got['norm_ratio']:.2f} |"
-            twin = store / stored_name(other, host_cfg, n)
+            twin = store / stored_name(other, host_cfg, n, central=central_steps(cfg))
             if twin.exists():  # the same cell's truth made the other way, when stored
                 t = np.load(twin)
                 got = agreement((t["full_doped"] - t["full_pristine"]) * n, unit["full"])

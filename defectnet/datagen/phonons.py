@@ -125,9 +125,10 @@ class FiniteDisplacement:
         )
         phonon.generate_displacements(distance=self.displacement, is_plusminus=self.plusminus)
         cells = [from_phonopy_atoms(c) for c in phonon.supercells_with_displacements]
-        if self.plusminus is False:
-            # one-sided steps: forces relative to the undisplaced cell, whose residual forces
-            # after relaxation would otherwise enter every difference (one call for half of P1)
+        if self.plusminus is not True:
+            # a step without its opposite (all of them one-sided, or under ``auto`` those whose
+            # opposite symmetry supplies): forces relative to the undisplaced cell, whose
+            # residual forces after relaxation would otherwise enter every difference
             *forces, residual = forcefield.forces([*cells, from_phonopy_atoms(phonon.supercell)])
             phonon.forces = np.array(forces) - residual
         else:
@@ -142,7 +143,7 @@ class FiniteDisplacement:
         return mesh_modes(
             phonon,
             self.mesh,
-            n_displacements=len(phonon.displacements) + (self.plusminus is False),
+            n_displacements=len(phonon.displacements) + (self.plusminus is not True),
             projections=self.projections,
         )
 
