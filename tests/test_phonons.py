@@ -79,21 +79,85 @@ def test_embedding_needs_the_same_supercell(si64, host, chgnet):
 
 
 @pytest.mark.slow
-def test_one_sided_steps_with_the_residual_subtracted_match_plus_minus_pairs(matgl):
-    """The default (one-sided) halves the calls of a P1 cell; with a potential whose force
-    constants do not move with the step, the spectrum is that of ± pairs."""
-    from defectnet.spectra import EnergyGrid, agreement, modes_spectrum
-
+def _loose_p1_cell(matgl):
+    """Si with one Ge, rattled to P1 and relaxed loosely, as generation does: forces remain."""
     cell = bulk("Si", "diamond", a=5.46, cubic=True)
     cell[3].symbol = "Ge"
-    cell.rattle(0.03, seed=0)  # P1; relaxed loosely, as generation does, so forces remain
-    cell = relax(cell, matgl.calculator(), fmax=0.01).atoms
+    cell.rattle(0.03, seed=0)
+    return relax(cell, matgl.calculator(), fmax=0.01).atoms
+
+
+def test_one_sided_steps_with_the_residual_subtracted_match_plus_minus_pairs(matgl):
+    """On the total spectrum one-sided steps (half the calls of a P1 cell) look like ± pairs;
+    the difference spectrum is where they fail (the slow test below)."""
+    from defectnet.spectra import EnergyGrid, agreement, modes_spectrum
+
+    cell = _loose_p1_cell(matgl)
     pairs = FiniteDisplacement(plusminus=True).modes(cell, EYE, matgl)
     one_sided = FiniteDisplacement(plusminus=False).modes(cell, EYE, matgl)
     assert pairs.n_displacements == 48 and one_sided.n_displacements == 25  # + undisplaced
     grid = EnergyGrid()
     match = agreement(modes_spectrum(one_sided, grid, 3.0), modes_spectrum(pairs, grid, 3.0), grid)
     assert match["cosine"] > 0.9999 and match["l1"] < 0.01, match
+
+
+def test_the_default_steps_are_central_differences(matgl):
+    """``full``'s default (``plusminus: auto``) gives the force constants of ± pairs, not the
+    one-sided ones whose error is the potential's third derivative times the step."""
+    from hydra.utils import instantiate
+
+    from .conftest import compose_config
+
+    default = instantiate(compose_config("generate", ["phonons=full"]).phonons)
+    cell = _loose_p1_cell(matgl)
+    fc = {
+        name: method.phonopy(cell, EYE, matgl).force_constants
+        for name, method in (
+            ("default", default),
+            ("pairs", FiniteDisplacement(plusminus=True)),
+            ("one-sided", FiniteDisplacement(plusminus=False)),
+        )
+    }
+    central_error = np.abs(fc["default"] - fc["pairs"]).max()
+    one_sided_error = np.abs(fc["one-sided"] - fc["pairs"]).max()
+    assert central_error < 1e-3 < one_sided_error / 10, (central_error, one_sided_error)
+
+
+@pytest.mark.slow
+def test_one_dopants_difference_spectrum_does_not_depend_on_the_cells_shape(matgl):
+    """One S in InAs: per unit concentration, (doped − pristine) × N of a 64-atom cubic cell
+    and a 128-atom fcc-shaped one agree with central differences; one-sided steps put a
+    host-wide error into the fcc-shaped cell's difference (2.7× the signal, cosine 0.72)."""
+    from ase.build import make_supercell
+
+    from defectnet.cli import ROOT_DIR
+    from defectnet.difference import agreement as difference_agreement
+    from defectnet.io import read_structure
+    from defectnet.spectra import EnergyGrid, modes_spectrum
+
+    prim = read_structure(ROOT_DIR / "data" / "realism" / "structures" / "zincblende-InAs.cif")
+    prim = relax(prim, matgl.calculator(), fmax=0.002, relax_cell=True).atoms
+    grid = EnergyGrid()
+    to_cubic = np.array([[-1, 1, 1], [1, -1, 1], [1, 1, -1]])
+
+    def per_unit(matrix, plusminus):
+        method = FiniteDisplacement(plusminus=plusminus, symprec=1e-3)
+        pristine = make_supercell(prim, matrix)
+        doped = pristine.copy()
+        doped[[a.symbol for a in doped].index("As")].symbol = "S"
+        doped = relax(
+            doped, matgl.calculator(), fmax=0.001, relax_cell=True, stress_tolerance=1e-6
+        ).atoms
+        spectra = [
+            modes_spectrum(method.modes(c, EYE, matgl), grid, 3.0) for c in (doped, pristine)
+        ]
+        return (spectra[0] - spectra[1]) * len(pristine)
+
+    cubic = per_unit(2 * to_cubic, "auto")
+    central = difference_agreement(per_unit(4 * EYE, "auto"), cubic)
+    one_sided = difference_agreement(per_unit(4 * EYE, False), cubic)
+    assert central["cosine"] > 0.95 and 0.8 < central["norm_ratio"] < 1.25, central
+    assert one_sided["norm_ratio"] > 2 or one_sided["cosine"] < 0.8, one_sided
 
 
 def test_a_stress_tolerance_does_not_throw_a_small_cell_apart():
