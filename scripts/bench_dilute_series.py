@@ -75,7 +75,8 @@ def cell_spectra(cfg, ff, host_cfg, prim, n_atoms: int, grid: EnergyGrid, store:
     doped = single_dopant_cell(pristine, host_cfg.dopant, host_cfg.replaces)
     t0 = time.perf_counter()
     free = {"relax_cell": True, "stress_tolerance": cfg.stress_tolerance}
-    relaxed = relax_with(ff, doped, {**cfg.relax, **(free if cfg.truth_cell == "free" else {})})
+    settings = {**cfg.relax, **(free if cfg.truth_cell == "free" else {}), **cfg.truth_relax}
+    relaxed = relax_with(ff, doped, settings)
     relaxed = relaxed.atoms
     doped_modes = full.doped_modes(relaxed, None, ff)
     seconds = time.perf_counter() - t0
