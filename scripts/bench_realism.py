@@ -457,7 +457,14 @@ def write_docs(cfg, summary: str, tables: dict, answers, batches) -> None:
     docs = ROOT / "docs" / "benchmarks"
     name = Path(cfg.full).name
     figure = parity_figure(answers, batches, docs / f"{name}_parity.png")
-    free = compose(config_name="generate", overrides=[f"generate={cfg.full}"]).relax.relax_cell
+    truth = compose(config_name="generate", overrides=[f"generate={cfg.full}"])
+    free = truth.relax.relax_cell
+    steps = (
+        "one-sided steps: each difference spectrum holds a host-wide error that does not "
+        "shrink with the cell, largest where the dopants are few (docs/phonons.md)"
+        if truth.phonons.plusminus is False
+        else "central differences"
+    )
     relaxed = (
         "at zero pressure, positions and cell, as a free crystal is"
         if free
@@ -472,12 +479,12 @@ def write_docs(cfg, summary: str, tables: dict, answers, batches) -> None:
 {platform.machine()} CPU, {summary}.
 
 The cells are `generate={cfg.full}` (full finite displacements of every doped cell, relaxed
-{relaxed}; 96–128 atoms, pristine spectrum from the same supercell); their superposed twins are
-`generate={cfg.superposed}`; references `{cfg.references}`. Presence: each ensemble's card
-rule; one member its own threshold; NNLS and the mean at thresholds chosen on the pretraining
-val split (distractor FPR ≤ {cfg.presence.max_distractor_fpr}). "Undoped read": hosts whose
-pristine spectrum, given as the doped one with every candidate its cells offer, has nothing
-called present.
+{relaxed}; {steps}; 96–128 atoms, pristine spectrum from the same supercell); their
+superposed twins are `generate={cfg.superposed}`; references `{cfg.references}`. Presence:
+each ensemble's card rule; one member its own threshold; NNLS and the mean at thresholds
+chosen on the pretraining val split (distractor FPR ≤ {cfg.presence.max_distractor_fpr}).
+"Undoped read": hosts whose pristine spectrum, given as the doped one with every candidate its
+cells offer, has nothing called present.
 
 ## Every method, on full spectra and on their superposed twins
 
