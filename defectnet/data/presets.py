@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from hydra import compose
+from omegaconf import DictConfig
 
 from defectnet.data.cache import PDoSDataset, consolidate
 from defectnet.datagen.records import read_shards
@@ -16,17 +17,23 @@ from defectnet.datagen.settings import made_like
 log = logging.getLogger("defectnet")
 
 
+def _generate_config(preset: str) -> DictConfig:
+    return compose(config_name="generate", overrides=[f"generate={preset}"])
+
+
+def _records_dir(gen: DictConfig) -> Path:
+    return Path(gen.out_dir) / "records"
+
+
 def records_dir(preset: str) -> Path:
     """Where ``generate=<preset>`` writes its records."""
-    return (
-        Path(compose(config_name="generate", overrides=[f"generate={preset}"]).out_dir) / "records"
-    )
+    return _records_dir(_generate_config(preset))
 
 
 def preset_dataset(preset: str) -> PDoSDataset:
     """The preset's records as a data set, checked as ``stage=consolidate`` checks them."""
-    gen = compose(config_name="generate", overrides=[f"generate={preset}"])
-    ds, report = consolidate(records_dir(preset), made_like(gen))
+    gen = _generate_config(preset)
+    ds, report = consolidate(_records_dir(gen), made_like(gen))
     log.info(
         "%s: %d samples from %d parents (%d failed)",
         preset,
