@@ -1,9 +1,10 @@
 """Benchmark: how well DefectNet reads spectra that were not made by its own approximation.
 
-The realism set (``generate=realism``) holds doped cells of real crystals that are not
-pretraining parents, each relaxed and its phonons from ``full`` finite displacements, read
-against the pristine spectrum of the same supercell; ``generate=realism_superposed`` holds the
-same cells made the pretraining set's way (each host's defect library). Every method is scored
+The realism set (``generate=realism_central``) holds doped cells of real crystals that are not
+pretraining parents, each relaxed and its phonons from ``full`` finite displacements (central
+differences), read against the pristine spectrum of the same supercell;
+``generate=realism_superposed`` holds the same cells made the pretraining set's way (each
+host's defect library). Every method is scored
 on the cells both sets hold, on each kind of spectrum, so the approximation's share of any error
 shows: the shipped reference-informed and spectrum-only ensembles (with the presence rule and
 interval widening of their cards), one member, two-point NNLS on the hosts' references, the
@@ -12,8 +13,8 @@ the pretraining val split, where the shipped models' were. Then, per cell, the d
 spectrum (doped − pristine) of the superposed twin and of the linear sum of the host's dilute
 references against ``full``'s: cosine and norm ratio by total dopant fraction. Prints the
 tables and writes them (metrics.json) with every cell's answers (cells.csv) to its run folder;
-``docs=true`` writes them with a parity figure to ``docs/benchmarks/realism.md``, ``cards=true``
-into the shipped models' cards.
+``docs=true`` writes them with a parity figure to ``docs/benchmarks/<truth preset>.md``,
+``cards=true`` into the shipped models' cards.
 
     python scripts/bench_realism.py [docs=true] [cards=true]
 """
@@ -470,10 +471,8 @@ def write_docs(cfg, summary: str, tables: dict, answers, batches) -> None:
         if free
         else "in the pristine lattice, positions only (a clamped cell)"
     )
-    command = "python scripts/bench_realism.py docs=true" + (
-        "" if cfg.full == "realism" else f" full={cfg.full}"
-    )
-    text = f"""# Realism benchmark{"" if cfg.full == "realism" else f": {name}"}
+    command = f"python scripts/bench_realism.py docs=true full={cfg.full}"
+    text = f"""# Realism benchmark against `generate={cfg.full}`
 
 `{command}` — {datetime.date.today().isoformat()},
 {platform.machine()} CPU, {summary}.
