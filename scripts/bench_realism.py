@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import datetime
 import io
+import json
 import logging
 import platform
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ from defectnet.ensemble import EnsemblePrediction
 from defectnet.evaluation import nnls_unmix
 from defectnet.metrics import best_threshold, coverage, split_metrics
 from defectnet.model.checkpoint import load_network
-from defectnet.model.pretrained import pretrained_card, pretrained_dir, pretrained_members
+from defectnet.model.pretrained import REFERENCE_MODEL, members_in, pretrained_dir
 
 log = logging.getLogger("bench_realism")
 KINDS = ("full", "superposed")
@@ -106,14 +107,30 @@ class Methods:
             "reference-informed ensemble": self._load(True),
             "spectrum-only ensemble": self._load(False),
         }
-        member, _, thresholds = load_network(pretrained_members(True)[0])
+        member, _, thresholds = load_network(self._members(True)[0])
         self.member = (member.eval(), thresholds.guided)
         self.mean, self.thresholds = self._pretrain_calibration()
 
-    @staticmethod
-    def _load(reads_references: bool):
-        nets = [load_network(p)[0].eval() for p in pretrained_members(reads_references)]
-        return nets, pretrained_card(reads_references)
+    def _members(self, reads_references: bool) -> list[Path]:
+        folder = model_folder(self.cfg, reads_references)
+        return members_in(folder, f"models: '{folder}' holds no ensemble")
+
+    def _load(self, reads_references: bool):
+        nets = [load_network(p)[0].eval() for p in self._members(reads_references)]
+        return nets, model_card(self.cfg, reads_references)
+
+
+def model_folder(cfg: DictConfig, reads_references: bool) -> Path:
+    """The folder of the ensemble scored (``cfg.models``; by default the one that ships)."""
+    chosen = cfg.models["reference-informed" if reads_references else "spectrum-only"]
+    if chosen:
+        return Path(chosen)
+    return pretrained_dir() / REFERENCE_MODEL if reads_references else pretrained_dir()
+
+
+def model_card(cfg: DictConfig, reads_references: bool) -> dict:
+    path = model_folder(cfg, reads_references) / "card.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
     def _pretrain_calibration(self) -> tuple[torch.Tensor, dict[str, float]]:
         """The pretraining mean, and NNLS's and the mean's thresholds on the pretraining val
@@ -440,8 +457,8 @@ def main(cfg: DictConfig) -> None:
         write_docs(cfg, summary, tables, answers, batches)
     if cfg.cards:
         for reads_references, name in ((True, "reference-informed"), (False, "spectrum-only")):
-            folder = pretrained_dir() / ("references" if reads_references else "")
-            card = pretrained_card(reads_references)
+            folder = model_folder(cfg, reads_references)
+            card = model_card(cfg, reads_references)
             card["realism"] = {
                 "date": record["date"],
                 "cells": len(full),
@@ -472,6 +489,10 @@ def write_docs(cfg, summary: str, tables: dict, answers, batches) -> None:
         else "in the pristine lattice, positions only (a clamped cell)"
     )
     command = f"python scripts/bench_realism.py docs=true full={cfg.full}"
+    ensembles = (
+        ", ".join(f"{kind} `{folder}`" for kind, folder in cfg.models.items() if folder)
+        or "the shipped ones"
+    )
     text = f"""# Realism benchmark against `generate={cfg.full}`
 
 `{command}` — {datetime.date.today().isoformat()},
@@ -479,7 +500,8 @@ def write_docs(cfg, summary: str, tables: dict, answers, batches) -> None:
 
 The cells are `generate={cfg.full}` (full finite displacements of every doped cell, relaxed
 {relaxed}; {steps}; 96–128 atoms, pristine spectrum from the same supercell); their
-superposed twins are `generate={cfg.superposed}`; references `{cfg.references}`. Presence:
+superposed twins are `generate={cfg.superposed}`; references `{cfg.references}`; ensembles
+{ensembles}. Presence:
 each ensemble's card rule; one member its own threshold; NNLS and the mean at thresholds
 chosen on the pretraining val split (distractor FPR ≤ {cfg.presence.max_distractor_fpr}).
 "Undoped read": hosts whose pristine spectrum, given as the doped one with every candidate its
