@@ -98,6 +98,19 @@ def batch_of(ds: PDoSDataset, references: str) -> Batch:
     )
 
 
+def model_folder(cfg: DictConfig, reads_references: bool) -> Path:
+    """The folder of the ensemble scored (``cfg.models``; by default the one that ships)."""
+    chosen = cfg.models["reference-informed" if reads_references else "spectrum-only"]
+    if chosen:
+        return Path(chosen)
+    return pretrained_dir() / REFERENCE_MODEL if reads_references else pretrained_dir()
+
+
+def model_card(cfg: DictConfig, reads_references: bool) -> dict:
+    path = model_folder(cfg, reads_references) / "card.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 class Methods:
     """Every method compared, each a function of a batch."""
 
@@ -118,19 +131,6 @@ class Methods:
     def _load(self, reads_references: bool):
         nets = [load_network(p)[0].eval() for p in self._members(reads_references)]
         return nets, model_card(self.cfg, reads_references)
-
-
-def model_folder(cfg: DictConfig, reads_references: bool) -> Path:
-    """The folder of the ensemble scored (``cfg.models``; by default the one that ships)."""
-    chosen = cfg.models["reference-informed" if reads_references else "spectrum-only"]
-    if chosen:
-        return Path(chosen)
-    return pretrained_dir() / REFERENCE_MODEL if reads_references else pretrained_dir()
-
-
-def model_card(cfg: DictConfig, reads_references: bool) -> dict:
-    path = model_folder(cfg, reads_references) / "card.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
 
     def _pretrain_calibration(self) -> tuple[torch.Tensor, dict[str, float]]:
         """The pretraining mean, and NNLS's and the mean's thresholds on the pretraining val
