@@ -22,8 +22,9 @@ import hydra
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from defectnet.atomic import write_text_atomic
 from defectnet.cli import CONF_DIR
 from defectnet.datagen.phonons import mesh_modes
 from defectnet.datagen.recommender import Candidate
@@ -212,19 +213,27 @@ def write_docs(cfg: DictConfig, lines: list[str]) -> None:
     suffix = "" if cfg.truth_cell == "free" else f"_{cfg.truth_cell}"
     path = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / f"dilute_series{suffix}.md"
     overrides = " ".join(HydraConfig.get().overrides.task)
+    steps = (
+        "one-sided steps, residual forces subtracted"
+        if cfg.full.plusminus is False
+        else "central differences"
+    )
+    variants = "; ".join(
+        f"{name}: {OmegaConf.to_container(v)}" for name, v in (cfg.variants or {}).items()
+    )
     text = (
         "# One dopant's signal: the truth series and the superposed method\n\n"
         f"`python scripts/bench_dilute_series.py {overrides}` — "
         f"{datetime.date.today().isoformat()}, {platform.machine()} CPU, default potential "
         f"({cfg.calculator._target_.rsplit('.', 1)[-1]}). Per unit concentration, "
         "(doped − pristine) × N, of one substitution in cubic supercells of N atoms; `full`: "
-        "every displacement of the relaxed cell, residual forces subtracted, pristine of the "
-        "same cell; superposed: the host's library (5 Å patch from a 64–128-atom dilute "
-        "cell) in the same cell; masses only: the pristine force constants with the dopant's "
-        "mass.\n\n" + "\n".join(lines) + "\n"
+        f"every displacement of the relaxed cell ({steps}), pristine of the same cell; "
+        "superposed: the host's library (5 Å patch from a 64–128-atom dilute cell) in the "
+        "same cell; masses only: the pristine force constants with the dopant's mass; the "
+        f"other columns: superposed with these overrides, {variants}.\n\n" + "\n".join(lines) + "\n"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    write_text_atomic(path, text)
     print(f"wrote {path}")
 
 
