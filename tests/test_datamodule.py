@@ -142,3 +142,23 @@ def test_a_data_set_off_the_100_point_grid_is_refused_where_it_is_read(tmp_path)
     save_cache(ds, tmp_path / "coarse.safetensors")
     with pytest.raises(UserError, match=r"on 50 energy points.*spectra.n_points=100"):
         PDoSDataModule(str(tmp_path / "coarse.safetensors")).setup("fit")
+
+
+def test_model_error_perturbs_only_the_doped_spectrum_in_proportion_to_its_difference():
+    torch.manual_seed(0)
+    energies = torch.linspace(0, 198, 100)
+    pristine = torch.exp(-0.5 * ((energies - 60.0) / 8.0) ** 2)
+    doped = torch.exp(-0.5 * ((energies - 56.0) / 8.0) ** 2)
+    spectra = torch.stack([pristine, doped])[None].repeat(256, 1, 1)
+    spectra[:64, 1] = spectra[:64, 0]  # undoped rows: nothing to perturb
+    spectra /= spectra.sum(-1, keepdim=True) * 2.0
+    composition, mask = torch.zeros(256, 100), torch.zeros(256, 56)
+    batch = Batch(spectra, composition, mask, mask, torch.ones(256), torch.zeros(256))
+    out = SpectrumAugmentation(model_error=0.5, energy_step=2.0)(batch).spectra
+    assert torch.equal(out[:, 0], spectra[:, 0]) and torch.equal(out[:64], spectra[:64])
+    change = (out[64:, 1] - spectra[64:, 1]).norm(dim=-1)
+    signal = (spectra[64:, 1] - spectra[64:, 0]).norm(dim=-1)
+    ratio = change / signal
+    assert ratio.max() <= 0.5 * 1.05 and ratio.max() > 0.4 and ratio.min() < 0.1
+    assert torch.allclose(out.sum(-1) * 2.0, torch.ones(256, 2), atol=1e-4)
+    assert (out >= 0).all()

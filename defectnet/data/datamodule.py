@@ -179,7 +179,13 @@ class SpectrumAugmentation:
       that is not in the host (``open_set_mask``), which teaches prediction without a guess;
     * ``max_energy_stretch``: both spectra of a sample rescaled in energy, E → f·E with f drawn
       log-uniformly in [1/(1+s), 1+s]: an unseen host's phonons sit higher or lower than any
-      training host's, while the concentrations that shaped them do not change.
+      training host's, while the concentrations that shaped them do not change;
+    * ``model_error``: the doped spectrum's difference from the pristine one perturbed by a
+      smooth random curve of zero area (white noise smoothed over ``model_error_fwhm`` meV,
+      times the mean of the two spectra) whose norm is drawn in [0, ``model_error``] × the
+      difference's norm: the error simulated spectra carry against a real crystal's (on the
+      realism cells the superposed twin misses about a third of `full`'s difference), from
+      which no dopant should be read.
     """
 
     def __init__(
@@ -190,6 +196,8 @@ class SpectrumAugmentation:
         max_extra_fwhm: float = 0.0,
         open_set: float = 0.0,
         max_energy_stretch: float = 0.0,
+        model_error: float = 0.0,
+        model_error_fwhm: float = 8.0,
         energy_step: float = 2.0,
         energy_min: float = 0.0,
     ):
@@ -199,6 +207,8 @@ class SpectrumAugmentation:
         self.max_extra_fwhm = max_extra_fwhm
         self.open_set = open_set
         self.max_energy_stretch = max_energy_stretch
+        self.model_error = model_error
+        self.model_error_fwhm = model_error_fwhm
         self.energy_step = energy_step
         self.energy_min = energy_min
 
@@ -219,6 +229,8 @@ class SpectrumAugmentation:
         if self.max_extra_fwhm > 0:
             spectra = self._smooth(spectra)
         spectra, references = spectra[:, :n_spectra], spectra[:, n_spectra:]
+        if self.model_error > 0:
+            spectra = self._perturb_difference(spectra)
         if self.noise_level > 0:
             level = torch.rand(spectra.shape[0], 1, 1, device=spectra.device) * self.noise_level
             spectra = counting_noise(spectra, level, self.energy_step)
@@ -264,6 +276,24 @@ class SpectrumAugmentation:
         area = out[:, :n_normalized].sum(-1, keepdim=True) * self.energy_step
         pdos = out[:, :n_normalized] / area.clamp_min(1e-12)
         return torch.cat([pdos, out[:, n_normalized:] / factor[:, :, None]], dim=1)
+
+    def _perturb_difference(self, spectra):
+        """Channel 1 (doped) plus a smooth zero-area curve scaled to the sample's difference
+        from channel 0 (pristine); kept non-negative at its own area."""
+        pristine, doped = spectra[:, 0], spectra[:, 1]
+        b, n = doped.shape
+        sigma = self.model_error_fwhm * FWHM_TO_SIGMA / self.energy_step
+        pos = torch.arange(n, device=spectra.device, dtype=spectra.dtype)
+        kernel = torch.exp(-0.5 * ((pos[:, None] - pos[None, :]) / sigma) ** 2)
+        # shaped by the spectra themselves: the error lives in the host's bands, not beyond them
+        envelope = (pristine + doped) / 2
+        curve = (torch.randn(b, n, device=spectra.device, dtype=spectra.dtype) @ kernel) * envelope
+        curve = curve - envelope * curve.sum(-1, keepdim=True) / envelope.sum(-1, keepdim=True)
+        size = torch.rand(b, 1, device=spectra.device) * self.model_error
+        size = size * (doped - pristine).norm(dim=-1, keepdim=True)
+        perturbed = (doped + curve * size / curve.norm(dim=-1, keepdim=True)).clamp_min(0)
+        area = doped.sum(-1, keepdim=True) / perturbed.sum(-1, keepdim=True).clamp_min(1e-12)
+        return torch.stack([pristine, perturbed * area], dim=1)
 
     def _smooth(self, spectra):
         b, c, n = spectra.shape
