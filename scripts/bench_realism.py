@@ -166,11 +166,12 @@ class Methods:
                 np.stack([net(x, mask, refs)[0].numpy() for net in nets])
             )
             rule = card["presence"]
+            scale = card.get("interval_scale")  # none for a model of one member
             out[name] = Answer(
                 answer.mean,
                 answer.presence(rule["spread_weight"]),
                 rule["threshold"],
-                answer.interval(self.cfg.interval, card["interval_scale"]),
+                answer.interval(self.cfg.interval, scale) if scale else None,
             )
         net, threshold = self.member
         pred = net(x, mask, refs)[0].numpy()
