@@ -74,6 +74,26 @@ def test_presets_with_committed_records_still_resume_them(preset):
     assert stored["settings_hash"] in accepted_hashes(cfg)
 
 
+@pytest.mark.parametrize(
+    "preset",
+    ["pretrain_v2", "pretrain_v3", "realism_central", "research/realism_superposed_far8"],
+)
+def test_data_sets_made_with_hashing_by_name_still_resume(preset):
+    """The same for the data sets made since components are hashed by name: their records carry
+    the config's own hash."""
+    import gzip
+    import json
+
+    from defectnet.datagen.settings import settings_hash
+
+    cfg = compose_config("generate", [f"generate={preset}"])
+    shard = sorted((Path(__file__).parents[1] / cfg.out_dir / "records").glob("*.jsonl*"))[0]
+    with (gzip.open if shard.suffix == ".gz" else open)(shard, "rt") as fh:
+        stored = json.loads(fh.readline())["provenance"]
+    stored = stored if isinstance(stored, dict) else json.loads(stored)
+    assert stored["settings_hash"] == settings_hash(cfg)
+
+
 @pytest.mark.parametrize("group", ["calculator", "phonons", "parents"])
 def test_components_are_hashed_by_their_config_name(group):
     """Each config file of a component group names one class, and the hash knows the class by
