@@ -46,6 +46,18 @@ def test_every_generate_preset_composes(preset):
     assert cfg.calculator._target_ and cfg.phonons._target_
 
 
+def stored_settings_hash(cfg) -> str:
+    """The settings hash in the first record of the preset's first committed shard."""
+    import gzip
+    import json
+
+    shard = sorted((Path(__file__).parents[1] / cfg.out_dir / "records").glob("*.jsonl*"))[0]
+    with (gzip.open if shard.suffix == ".gz" else open)(shard, "rt") as fh:
+        stored = json.loads(fh.readline())["provenance"]
+    stored = stored if isinstance(stored, dict) else json.loads(stored)
+    return stored["settings_hash"]
+
+
 @pytest.mark.parametrize(
     "preset",
     [
@@ -60,18 +72,12 @@ def test_presets_with_committed_records_still_resume_them(preset):
     """A setting added to the config must keep the hash of the data sets already made (give it
     an implied value in ``settings.IMPLIED``), or their shards can no longer resume; data sets
     made before components were hashed by name carry the legacy hash, which stays accepted."""
-    import gzip
-    import json
-
     from defectnet.datagen.settings import accepted_hashes, legacy_settings_hash
 
     cfg = compose_config("generate", [f"generate={preset}"])
-    shard = sorted((Path(__file__).parents[1] / cfg.out_dir / "records").glob("*.jsonl*"))[0]
-    with (gzip.open if shard.suffix == ".gz" else open)(shard, "rt") as fh:
-        stored = json.loads(fh.readline())["provenance"]
-    stored = stored if isinstance(stored, dict) else json.loads(stored)
-    assert stored["settings_hash"] == legacy_settings_hash(cfg)
-    assert stored["settings_hash"] in accepted_hashes(cfg)
+    stored = stored_settings_hash(cfg)
+    assert stored == legacy_settings_hash(cfg)
+    assert stored in accepted_hashes(cfg)
 
 
 @pytest.mark.parametrize(
@@ -81,17 +87,10 @@ def test_presets_with_committed_records_still_resume_them(preset):
 def test_data_sets_made_with_hashing_by_name_still_resume(preset):
     """The same for the data sets made since components are hashed by name: their records carry
     the config's own hash."""
-    import gzip
-    import json
-
     from defectnet.datagen.settings import settings_hash
 
     cfg = compose_config("generate", [f"generate={preset}"])
-    shard = sorted((Path(__file__).parents[1] / cfg.out_dir / "records").glob("*.jsonl*"))[0]
-    with (gzip.open if shard.suffix == ".gz" else open)(shard, "rt") as fh:
-        stored = json.loads(fh.readline())["provenance"]
-    stored = stored if isinstance(stored, dict) else json.loads(stored)
-    assert stored["settings_hash"] == settings_hash(cfg)
+    assert stored_settings_hash(cfg) == settings_hash(cfg)
 
 
 @pytest.mark.parametrize("group", ["calculator", "phonons", "parents"])
