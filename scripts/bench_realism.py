@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import datetime
 import io
-import json
 import logging
 import platform
 from dataclasses import dataclass
@@ -54,7 +53,7 @@ from defectnet.ensemble import EnsemblePrediction
 from defectnet.evaluation import nnls_unmix
 from defectnet.metrics import best_threshold, coverage, split_metrics
 from defectnet.model.checkpoint import load_network
-from defectnet.model.pretrained import REFERENCE_MODEL, members_in, pretrained_dir
+from defectnet.model.pretrained import REFERENCE_MODEL, card_in, members_in, pretrained_dir
 
 log = logging.getLogger("bench_realism")
 KINDS = ("full", "superposed")
@@ -106,11 +105,6 @@ def model_folder(cfg: DictConfig, reads_references: bool) -> Path:
     return pretrained_dir() / REFERENCE_MODEL if reads_references else pretrained_dir()
 
 
-def model_card(cfg: DictConfig, reads_references: bool) -> dict:
-    path = model_folder(cfg, reads_references) / "card.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 class Methods:
     """Every method compared, each a function of a batch."""
 
@@ -130,7 +124,7 @@ class Methods:
 
     def _load(self, reads_references: bool):
         nets = [load_network(p)[0].eval() for p in self._members(reads_references)]
-        return nets, model_card(self.cfg, reads_references)
+        return nets, card_in(model_folder(self.cfg, reads_references))
 
     def _pretrain_calibration(self) -> tuple[torch.Tensor, dict[str, float]]:
         """The pretraining mean, and NNLS's and the mean's thresholds on the pretraining val
@@ -459,7 +453,7 @@ def main(cfg: DictConfig) -> None:
     if cfg.cards:
         for reads_references, name in ((True, "reference-informed"), (False, "spectrum-only")):
             folder = model_folder(cfg, reads_references)
-            card = model_card(cfg, reads_references)
+            card = card_in(model_folder(cfg, reads_references))
             card["realism"] = {
                 "date": record["date"],
                 "cells": len(full),

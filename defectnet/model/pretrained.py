@@ -49,11 +49,15 @@ def pretrained_members(reads_references: bool = False) -> list[Path]:
     )
 
 
-def pretrained_card(reads_references: bool = False) -> dict:
-    """The shipped model's card ({} when none ships)."""
-    folder = pretrained_dir() / REFERENCE_MODEL if reads_references else pretrained_dir()
+def card_in(folder: Path) -> dict:
+    """The card of the model in ``folder`` ({} when it has none)."""
     path = folder / "card.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def pretrained_card(reads_references: bool = False) -> dict:
+    """The shipped model's card ({} when none ships)."""
+    return card_in(pretrained_dir() / REFERENCE_MODEL if reads_references else pretrained_dir())
 
 
 def member_for_seed(folder: Path, seed: int) -> Path:
