@@ -104,7 +104,7 @@ def superposed_spectra(cfg, ff, method, host_cfg, prim, pristine, doped, spectru
         ff,
         host=prim,
         candidates=[candidate],
-        relax=lambda atoms: relax_with(ff, atoms, cfg.relax).atoms,
+        relax=lambda atoms, fc: relax_with(ff, atoms, cfg.relax, fc),
     )
     estimate = library.relaxed_estimate(doped)
     return {

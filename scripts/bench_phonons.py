@@ -139,7 +139,9 @@ def host_library(cfg: DictConfig, ff, method, host_cfg, atoms, tag: str = ""):
         host=prim,
         candidates=candidates,
         store=store,
-        relax=lambda a: relax(a, ff.calculator(), cfg.relax.fmax, cfg.relax.steps).atoms,
+        relax=lambda a, fc: relax(
+            a, ff.calculator(), cfg.relax.fmax, cfg.relax.steps, force_constants=fc
+        ),
     )
     return pristine, library, seconds, store
 

@@ -103,7 +103,7 @@ class Context:
                 host=host,
                 candidates=candidates,
                 store=self.out_dir / "library" / f"{parent.id}.safetensors",
-                relax=lambda atoms: self.relax(atoms, self.cfg.relax).atoms,
+                relax=lambda atoms, fc: self.relax(atoms, self.cfg.relax, fc),
                 settings={
                     "calculator": self.forcefield.describe(),
                     "relax": OmegaConf.to_container(self.cfg.relax, resolve=True),
@@ -124,9 +124,10 @@ class Context:
             self._pristine[parent.id] = compact(self.spectrum(modes))
         return self._pristine[parent.id]
 
-    def relax(self, atoms: Atoms, settings: DictConfig):
-        """Relax with this run's force field and one relaxation section of the config."""
-        return relax_with(self.forcefield, atoms, settings)
+    def relax(self, atoms: Atoms, settings: DictConfig, force_constants=None):
+        """Relax with this run's force field and one relaxation section of the config
+        (``force_constants``: the pristine cell's, BFGS's first Hessian)."""
+        return relax_with(self.forcefield, atoms, settings, force_constants)
 
     def relaxed_doped(self, doped: Atoms, reference) -> tuple[Atoms, dict]:
         """The doped cell relaxed with the force field, or, when the phonon method builds

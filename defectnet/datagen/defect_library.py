@@ -61,6 +61,7 @@ from ase import Atoms
 
 from defectnet.atomic import atomic_path
 from defectnet.datagen.calculators import ForceField
+from defectnet.datagen.relax import RelaxResult
 from defectnet.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -83,10 +84,11 @@ class Patch:
     near: np.ndarray  # [K] displaced atoms (within the cutoff); ΔΦ is zero on other pairs
     delta: np.ndarray  # [K, K, 3, 3] eV/Å²
     relaxation: np.ndarray  # [K, 3] displacement of each atom on relaxation (Å)
-    n_calls: int
+    n_calls: int  # force calls of its displacements
     seconds: float
     strain: float = 0.0  # the uniform strain carried on (remove_uniform_strain)
     cell_atoms: int = 0  # atoms of that dilute cell (the strain is this dopant's over them)
+    relax_steps: int = 0  # force calls of its relaxation (0 in libraries that did not count)
 
     def rotated(self, rotation: np.ndarray) -> Patch:
         """The same patch on a symmetry-equivalent site (Cartesian ``rotation``)."""
@@ -299,9 +301,10 @@ class DefectLibrary:
 
     @property
     def library_calls(self) -> int:
-        singles = sum(p.n_calls for p in self.patches.values())
-        pairs = sum(p.patch.n_calls for kind in self.pairs.values() for p in kind)
-        return self.n_displacements + singles + pairs
+        """Force calls the library took: its cells' displacements and its patches'
+        displacements and relaxations."""
+        patches = [*self.patches.values(), *(p.patch for kind in self.pairs.values() for p in kind)]
+        return self.n_displacements + sum(p.n_calls + p.relax_steps for p in patches)
 
     def patch_at(self, dopant: str, site: int) -> Patch:
         kind = int(self.site_class[site])
@@ -432,19 +435,21 @@ def make_patch(
     dopant: str,
     pristine_fc,
     forcefield: ForceField,
-    relax: Callable[[Atoms], Atoms],
+    relax: Callable[[Atoms, np.ndarray], RelaxResult],
     embedded,
     threshold: float = 1e-4,
     strain: StrainResponse | None = None,
     free: bool = False,
 ) -> Patch:
-    """One dopant on ``site`` of the pristine ``dilute`` cell: relax, recompute the rows of the
+    """One dopant on ``site`` of the pristine ``dilute`` cell: relax (``relax(atoms,
+    force_constants)``, BFGS started from the pristine cell's Hessian), recompute the rows of the
     atoms within the cutoff, keep ΔΦ on the pairs they touch (with ``strain``, less a uniform
     strain: ``remove_uniform_strain``)."""
     t0 = time.perf_counter()
     doped = dilute.copy()
     doped[site].symbol = dopant
-    relaxed = relax(doped)
+    result = relax(doped, pristine_fc.force_constants)
+    relaxed = result.atoms
     phonon, n_calls = embedded.phonopy_doped(relaxed, pristine_fc, forcefield)
     delta = np.asarray(phonon.force_constants) - pristine_fc.force_constants
     near = dilute.get_distances(site, np.arange(len(dilute)), mic=True) <= embedded.cutoff
@@ -467,6 +472,7 @@ def make_patch(
         seconds=time.perf_counter() - t0,
         strain=eps,
         cell_atoms=len(dilute) if strain is not None else 0,
+        relax_steps=result.steps,
     )
 
 
@@ -476,7 +482,7 @@ def make_pair_patch(
     key: PairKey,
     vector: np.ndarray,
     forcefield: ForceField,
-    relax: Callable[[Atoms], Atoms],
+    relax: Callable[[Atoms, np.ndarray], RelaxResult],
     embedded,
     free: bool = False,
 ) -> Patch:
@@ -497,7 +503,9 @@ def make_pair_patch(
         )
     doped = cell.copy()
     doped[a].symbol, doped[b].symbol = key[0], key[2]
-    relaxed = relax(dilute.relaxed_estimate(doped))  # from the two patches' relaxation: fewer steps
+    # from the two patches' relaxation and the pristine Hessian: fewer steps
+    result = relax(dilute.relaxed_estimate(doped), dilute.force_constants)
+    relaxed = result.atoms
     phonon, n_calls = embedded.phonopy_doped(relaxed, pristine_fc, forcefield)
     rest = np.asarray(phonon.force_constants) - dilute.force_constants
     reach = np.arange(len(cell))
@@ -526,6 +534,7 @@ def make_pair_patch(
         seconds=time.perf_counter() - t0,
         strain=eps,
         cell_atoms=len(cell) if dilute.strain is not None else 0,
+        relax_steps=result.steps,
     )
 
 
@@ -554,6 +563,7 @@ def save_library(path: Path, library: DefectLibrary, settings: dict) -> None:
             "seconds": round(patch.seconds, 3),
             "strain": patch.strain,
             "cell_atoms": patch.cell_atoms,
+            "relax_steps": patch.relax_steps,
         }
     pairs = []
     for (dopant_a, site, dopant_b), kind in library.pairs.items():
@@ -570,6 +580,7 @@ def save_library(path: Path, library: DefectLibrary, settings: dict) -> None:
                     "seconds": round(pair.patch.seconds, 3),
                     "strain": pair.patch.strain,
                     "cell_atoms": pair.patch.cell_atoms,
+                    "relax_steps": pair.patch.relax_steps,
                 }
             )
     if library.strain is not None:
@@ -640,6 +651,7 @@ def load_library(path: Path, settings: dict) -> DefectLibrary | None:
             seconds=float(info["seconds"]),
             strain=float(info.get("strain", 0.0)),
             cell_atoms=int(info.get("cell_atoms", 0)),
+            relax_steps=int(info.get("relax_steps", 0)),
         )
     if "strain" in meta:
         library.strain = StrainResponse(t["strain_derivative"], **json.loads(meta["strain"]))
@@ -654,6 +666,7 @@ def load_library(path: Path, settings: dict) -> DefectLibrary | None:
             seconds=float(info["seconds"]),
             strain=float(info.get("strain", 0.0)),
             cell_atoms=int(info.get("cell_atoms", 0)),
+            relax_steps=int(info.get("relax_steps", 0)),
         )
         dopant_a, site, dopant_b = info["key"]
         pair = PairPatch(np.asarray(info["vector"]), patch)

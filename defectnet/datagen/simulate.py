@@ -16,8 +16,14 @@ from defectnet.datagen.relax import RelaxResult, relax
 from defectnet.datagen.supercell import choose_supercell
 
 
-def relax_with(forcefield: ForceField, atoms: Atoms, settings: Mapping) -> RelaxResult:
-    """Relax with a force field and a relaxation section (fmax, steps, relax_cell, optimizer)."""
+def relax_with(
+    forcefield: ForceField,
+    atoms: Atoms,
+    settings: Mapping,
+    force_constants: np.ndarray | None = None,
+) -> RelaxResult:
+    """Relax with a force field and a relaxation section (fmax, steps, relax_cell, optimizer);
+    ``force_constants`` of the pristine cell start BFGS from its Hessian (``relax``)."""
     return relax(
         atoms,
         forcefield.calculator(),
@@ -26,6 +32,7 @@ def relax_with(forcefield: ForceField, atoms: Atoms, settings: Mapping) -> Relax
         relax_cell=settings["relax_cell"],
         optimizer=settings["optimizer"],
         stress_tolerance=settings.get("stress_tolerance"),
+        force_constants=force_constants,
     )
 
 
