@@ -63,6 +63,32 @@ def band_table(rows: Iterable[dict], methods: Iterable[str]) -> list[dict]:
     return out
 
 
+def host_table(rows: Iterable[dict], methods: Iterable[str]) -> str:
+    """Per host (``rows`` hold ``host``) a Markdown table: cells, and per method the median
+    cosine / norm ratio and the lowest cosine: a host where a method fails shows here, while
+    the bands mix it with the others."""
+    rows, methods = list(rows), list(methods)
+    lines = [
+        "| host | cells | "
+        + " | ".join(f"{m}: median cosine / norm ratio, lowest cosine" for m in methods)
+        + " |",
+        "|---|---|" + "---|" * len(methods),
+    ]
+    for host in sorted({r["host"] for r in rows}):
+        cell = [r for r in rows if r["host"] == host]
+        line = f"| {host} | {len(cell)} |"
+        for method in methods:
+            got = [r[method] for r in cell if method in r]
+            if not got:
+                line += " — |"
+                continue
+            cos = np.array([g["cosine"] for g in got])
+            ratio = np.median([g["norm_ratio"] for g in got])
+            line += f" {np.median(cos):.2f} / {ratio:.2f}, {cos.min():.2f} |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def markdown(table: list[dict]) -> str:
     """``band_table`` as a Markdown table: median (quartiles) per band and method."""
     lines = [

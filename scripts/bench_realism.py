@@ -228,12 +228,13 @@ def difference_rows(
         truth = (full.doped[i] - full.pristine[i]).numpy()
         target = full.targets[i].numpy()
         present = np.flatnonzero(target > 0)
-        row = {"total": float(target.sum())}
+        host = full.parents[int(full.parent_index[i])]
+        row = {"total": float(target.sum()), "host": host}
         for name, twin in twins.items():
             if sample_id in index[name]:
                 j = index[name].index(sample_id)
                 row[name] = difference.agreement((twin.doped[j] - twin.pristine[j]).numpy(), truth)
-        columns = reference_columns(refs[full.parents[int(full.parent_index[i])]], present)
+        columns = reference_columns(refs[host], present)
         if present.size and all(c is not None for c in columns):
             linear = sum(target[s] * c for s, c in zip(present, columns))
             row["dilute references, linear"] = difference.agreement(linear, truth)
@@ -404,18 +405,20 @@ def main(cfg: DictConfig) -> None:
         "hosts": host_table(per_host, list(results["full"])),
         "difference": difference.markdown(diff),
         "twins": difference.markdown(diff_shared) if diff_shared else "",
+        "twin_hosts": difference.host_table(rows, twins),
     }
     variants = reference_variants(cfg, methods, sets, batches, answers)
     tables["references"] = variant_table(variants) if variants else ""
     log.info(
         "%s\n\n%s\n\nper host, full spectra, RMSE (R²):\n%s\n\ndifference spectra "
-        "against full:\n%s\n\nthe twins on the cells every one holds:\n%s\n\n"
-        "other references:\n%s",
+        "against full:\n%s\n\nthe twins on the cells every one holds:\n%s\n\nthe twins per "
+        "host:\n%s\n\nother references:\n%s",
         summary,
         tables["methods"],
         tables["hosts"],
         tables["difference"],
         tables["twins"] or "(one twin)",
+        tables["twin_hosts"],
         tables["references"] or "(none)",
     )
     out_dir = Path(cfg.paths.output_dir)
@@ -525,6 +528,10 @@ host's dilute references (unit-concentration signature × each dopant's concentr
 The twins side by side on the cells every one of them holds:
 
 {tables["twins"] or "(one twin)"}
+
+Per host (median cosine / norm ratio, lowest cosine):
+
+{tables["twin_hosts"]}
 
 ## The same methods with other references
 
