@@ -193,6 +193,40 @@ def scores(answers: dict[str, Answer], batch: Batch, rows=None) -> dict[str, dic
     return out
 
 
+# total dopant fraction of a cell: doping (0.2–5 %), heavy doping, alloying
+READING_BANDS = ((0.002, 0.05), (0.05, 0.12), (0.12, 0.25))
+
+
+def band_scores(answers: dict[str, dict[str, Answer]], batches: dict[str, Batch]) -> list:
+    """(band, cells, {kind: scores}) per band of the cells' total dopant fraction: a method
+    can read doped crystals well and alloys badly, which one figure over all cells hides."""
+    total = batches["full"].targets.numpy().sum(axis=1)
+    out = []
+    for lo, hi in READING_BANDS:
+        rows = np.flatnonzero((total >= lo) & ((total < hi) | (hi == READING_BANDS[-1][1])))
+        if rows.size:
+            by_kind = {k: scores(answers[k], batches[k], rows) for k in KINDS}
+            out.append((difference.band_label(lo, hi), int(rows.size), by_kind))
+    return out
+
+
+def band_table(bands: list) -> str:
+    """``band_scores`` as Markdown: RMSE / R² / distractor FPR on `full` and on the twins."""
+    lines = [
+        "| total dopant fraction | cells | method | full: RMSE / R² / distractor FPR "
+        "| twins: RMSE / R² / distractor FPR |",
+        "|---|---|---|---|---|",
+    ]
+    for label, n, by_kind in bands:
+        for name in by_kind["full"]:
+            cells = [
+                f"{m['rmse']:.4f} / {m['r2']:.2f} / {m['distractor_fpr']:.2f}"
+                for m in (by_kind[k][name] for k in KINDS)
+            ]
+            lines.append(f"| {label} | {n} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def undoped(methods: Methods, ds: PDoSDataset, batch: Batch) -> dict[str, int]:
     """Per method, the hosts whose pristine spectrum, given as the doped one and offered every
     candidate its cells offer, is read as undoped (nothing called present)."""
@@ -372,6 +406,7 @@ def main(cfg: DictConfig) -> None:
     answers = {k: methods(b) for k, b in batches.items()}
     results = {k: scores(answers[k], batches[k]) for k in KINDS}
     reads = {k: undoped(methods, sets[k], batches[k]) for k in KINDS}
+    bands = band_scores(answers, batches)
     per_host = {}
     for k, host in enumerate(full.parents):
         rows = np.flatnonzero(full.parent_index.numpy() == k)
@@ -403,6 +438,7 @@ def main(cfg: DictConfig) -> None:
     tables = {
         "methods": method_table(results, reads, len(full.parents)),
         "hosts": host_table(per_host, list(results["full"])),
+        "bands": band_table(bands),
         "difference": difference.markdown(diff),
         "twins": difference.markdown(diff_shared) if diff_shared else "",
         "twin_hosts": difference.host_table(rows, twins),
@@ -410,11 +446,13 @@ def main(cfg: DictConfig) -> None:
     variants = reference_variants(cfg, methods, sets, batches, answers)
     tables["references"] = variant_table(variants) if variants else ""
     log.info(
-        "%s\n\n%s\n\nper host, full spectra, RMSE (R²):\n%s\n\ndifference spectra "
+        "%s\n\n%s\n\nby total dopant fraction:\n%s\n\nper host, full spectra, RMSE (R²):"
+        "\n%s\n\ndifference spectra "
         "against full:\n%s\n\nthe twins on the cells every one holds:\n%s\n\nthe twins per "
         "host:\n%s\n\nother references:\n%s",
         summary,
         tables["methods"],
+        tables["bands"],
         tables["hosts"],
         tables["difference"],
         tables["twins"] or "(one twin)",
@@ -430,6 +468,7 @@ def main(cfg: DictConfig) -> None:
         "methods": results,
         "undoped_read": reads,
         "per_host": {h: {"cells": n, **r} for h, (n, r) in per_host.items()},
+        "by_total_fraction": {label: {"cells": n, **r} for label, n, r in bands},
         "difference": diff,
         "difference_shared_cells": diff_shared,
         "reference_variants": [
@@ -510,6 +549,13 @@ cells offer, has nothing called present.
 {tables["methods"]}
 
 ![parity]({name}_parity.png)
+
+## By total dopant fraction
+
+Doping (0.2–5 % of the atoms substituted in all), heavy doping (5–12 %) and alloying
+(12–25 %) read apart, on `full` and on the twins of the same cells:
+
+{tables["bands"]}
 
 ## Per host, full spectra: RMSE (R²)
 
