@@ -238,6 +238,27 @@ def si64(matgl):
     return host.atoms, cell
 
 
+def test_the_starting_hessian_keeps_the_force_constants_and_stiffens_what_they_leave_free():
+    """Bonds keep their curvature, soft modes get at least MIN_CURVATURE, and the rigid
+    translations (zero in any force constants obeying the sum rule) ASE's uniform guess."""
+    from defectnet.datagen.relax import MIN_CURVATURE, starting_hessian
+
+    k = 5.0  # two atoms joined along x by a spring
+    fc = np.zeros((2, 2, 3, 3))
+    fc[0, 0, 0, 0] = fc[1, 1, 0, 0] = k
+    fc[0, 1, 0, 0] = fc[1, 0, 0, 0] = -k
+    h = starting_hessian(fc, alpha=70.0)
+    assert np.allclose(h, h.T)
+    stretch = np.array([1, 0, 0, -1, 0, 0]) / np.sqrt(2)
+    assert np.isclose(stretch @ h @ stretch, 2 * k)
+    for axis in range(3):
+        shift = np.zeros(6)
+        shift[axis::3] = 1 / np.sqrt(2)
+        assert np.isclose(shift @ h @ shift, 70.0)
+    sideways = np.array([0, 1, 0, 0, -1, 0]) / np.sqrt(2)  # no spring: the floor
+    assert np.isclose(sideways @ h @ sideways, MIN_CURVATURE)
+
+
 def test_a_dopant_relaxes_in_fewer_steps_from_the_pristine_hessian(si64, matgl):
     """BFGS started from the pristine cell's force constants (what a patch's relaxation is
     given) reaches the same structure as from ASE's uniform guess, in fewer steps."""

@@ -46,12 +46,14 @@ def starting_hessian(force_constants: np.ndarray, alpha: float = 70.0) -> np.nda
     n = len(force_constants)
     h = np.asarray(force_constants).transpose(0, 2, 1, 3).reshape(3 * n, 3 * n)
     w, v = np.linalg.eigh(0.5 * (h + h.T))
-    shift = np.zeros((3 * n, 3))
+    floored = (v * np.maximum(w, MIN_CURVATURE)) @ v.T
+    shift = np.zeros((3 * n, 3))  # the rigid translations, orthonormal
     for axis in range(3):
         shift[axis::3, axis] = 1.0 / np.sqrt(n)
-    rigid = np.linalg.norm(shift.T @ v, axis=0) > 0.7  # the modes the translations span
-    w = np.where(rigid, alpha, np.maximum(w, MIN_CURVATURE))
-    return (v * w) @ v.T
+    # projected rather than picked among the eigenvectors: those of a degenerate zero
+    # eigenvalue mix translations with any other free motion
+    rest = np.eye(3 * n) - shift @ shift.T
+    return rest @ floored @ rest + alpha * shift @ shift.T
 
 
 def relax(
