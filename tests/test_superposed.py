@@ -162,7 +162,8 @@ def test_gamma_modes_equal_phonopys_gamma_point(si, matgl):
         )
 
 
-def test_a_stopped_library_build_resumes_without_recomputing_patches(si, matgl, tmp_path):
+def test_a_stopped_library_build_resumes_without_recomputing_patches(si, matgl, tmp_path, caplog):
+    caplog.set_level("INFO", logger="defectnet.datagen.phonons")
     host, cell = si
     store = tmp_path / "lib.safetensors"
     method = SuperposedForceConstants(cutoff=3.0, patch_atoms=(16, 16))
@@ -173,6 +174,7 @@ def test_a_stopped_library_build_resumes_without_recomputing_patches(si, matgl, 
     again = Counting(matgl)
     more = build(method, si, again, store, "Ge", "C")
     assert again.relaxations == 1  # only the C patch is new
+    assert "patch C on site class 0" in caplog.text and "(1 of 1)" in caplog.text
     assert np.array_equal(more.patches[("Ge", 0)].delta, built.patches[("Ge", 0)].delta)
     assert set(load_library(store, {**method.settings()}).patches) == set(more.patches)
     quiet = Counting(matgl)

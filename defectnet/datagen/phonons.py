@@ -479,10 +479,11 @@ class SuperposedForceConstants(FiniteDisplacement):
             for c in candidates
             for k in sorted(set(classes.representative[site_class[symbols == c.replaces]]))
         ]
-        for dopant, kind in [key for key in wanted if key not in library.patches]:
+        missing = [key for key in wanted if key not in library.patches]
+        for done, (dopant, kind) in enumerate(missing, start=1):
             cell = dilute()
             site = int(np.flatnonzero(cell.site_class == kind)[0])
-            library.patches[(dopant, kind)] = make_patch(
+            patch = library.patches[(dopant, kind)] = make_patch(
                 cell.pristine,
                 site,
                 dopant,
@@ -492,6 +493,19 @@ class SuperposedForceConstants(FiniteDisplacement):
                 embedded,
                 strain=cell.strain,
                 free=self.uniform_strain == "free",
+            )
+            # a low-symmetry host's library takes most of an hour: say where it stands
+            log.info(
+                "patch %s on site class %d: %d + %d force calls (displacements + relaxation) "
+                "of a %d-atom cell, %.0f s (%d of %d)",
+                dopant,
+                kind,
+                patch.n_calls,
+                patch.relax_steps,
+                len(cell.pristine),
+                patch.seconds,
+                done,
+                len(missing),
             )
             if store:
                 save_library(store, library, settings)
