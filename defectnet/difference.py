@@ -18,10 +18,11 @@ def band_label(lo: float, hi: float) -> str:
     return f"{100 * lo:g}–{100 * hi:g} %"
 
 
-def band_of(total: float) -> str | None:
-    """The band a total dopant fraction falls in (None outside every band)."""
-    for lo, hi in BANDS:
-        if lo <= total < hi or (hi == BANDS[-1][1] and total == hi):
+def band_of(total: float, bands=BANDS) -> str | None:
+    """The band of ``bands`` a total dopant fraction falls in, the last one's upper edge
+    included (None outside every band)."""
+    for lo, hi in bands:
+        if lo <= total < hi or (hi == bands[-1][1] and total == hi):
             return band_label(lo, hi)
     return None
 

@@ -200,10 +200,12 @@ READING_BANDS = ((0.002, 0.05), (0.05, 0.12), (0.12, 0.25))
 def band_scores(answers: dict[str, dict[str, Answer]], batches: dict[str, Batch]) -> list:
     """(band, cells, {kind: scores}) per band of the cells' total dopant fraction: a method
     can read doped crystals well and alloys badly, which one figure over all cells hides."""
-    total = batches["full"].targets.numpy().sum(axis=1)
+    labels = [
+        difference.band_of(t, READING_BANDS) for t in batches["full"].targets.numpy().sum(axis=1)
+    ]
     out = []
     for lo, hi in READING_BANDS:
-        rows = np.flatnonzero((total >= lo) & ((total < hi) | (hi == READING_BANDS[-1][1])))
+        rows = np.flatnonzero([label == difference.band_label(lo, hi) for label in labels])
         if rows.size:
             by_kind = {k: scores(answers[k], batches[k], rows) for k in KINDS}
             out.append((difference.band_label(lo, hi), int(rows.size), by_kind))
