@@ -180,7 +180,14 @@ def _consolidate(cfg: DictConfig) -> dict:
                 "as it is. Restore the missing records, or pass force=true to replace it."
             )
     save_cache(ds, cache)
-    log.info("cache %s: %d samples from %d parents", cfg.cache, report["ok"], len(ds.parents))
+    log.info(
+        "cache %s: %d samples from %d parents (%d left out: more imaginary modes than "
+        "cache_stability.max_imaginary_fraction)",
+        cfg.cache,
+        report["ok"],
+        len(ds.parents),
+        report["left_out_unstable"],
+    )
     return {"consolidate": report}
 
 

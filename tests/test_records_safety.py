@@ -122,6 +122,24 @@ def test_consolidate_counts_torn_tails_and_refuses_a_smaller_cache_unless_forced
     assert len(load_cache(cache)) == 4
 
 
+def test_the_cache_leaves_out_unstable_samples_but_their_records_stay_for_another_limit(records):
+    cfg, folder, h = records
+    body = []
+    for i, fraction in enumerate([0.004, 0.02, 0.05, 0.2]):
+        r = ok_record(i, h).to_dict()
+        r["phonons"] = {"imaginary_fraction": fraction}
+        body.append(json.dumps(r) + "\n")
+    (folder / SHARD).write_text("".join(body))
+    report = consolidate(cfg, cache_stability={"max_imaginary_fraction": 0.01})["consolidate"]
+    assert (report["ok"], report["left_out_unstable"]) == (1, 3)
+    assert load_cache(cfg.cache).meta["sample_ids"] == ["diamond-Si/0"]
+    report = consolidate(cfg, cache_stability={"max_imaginary_fraction": 0.1})["consolidate"]
+    assert (report["ok"], report["left_out_unstable"]) == (3, 1)
+    assert len(load_cache(cfg.cache)) == 3
+    with pytest.raises(UserError, match="0 failed .*, 4 have more imaginary modes than cache_st"):
+        consolidate(cfg, cache_stability={"max_imaginary_fraction": 0.001}, force=True)
+
+
 KILLED_WRITER = """
 import json, os, sys, time
 from pathlib import Path

@@ -254,13 +254,21 @@ def check_made_like(records: list[Record], records_dir: Path, run: dict) -> None
             )
 
 
+def imaginary_fraction(record: Record) -> float:
+    """The share of a sample's modes that are imaginary (0 for records made before it was
+    recorded)."""
+    return float((record.phonons or {}).get("imaginary_fraction", 0.0))
+
+
 def consolidate(records_dir: Path, run: dict) -> tuple[PDoSDataset, dict]:
     """Turn every ``ok`` record into one data set, ordered by sample index.
 
     ``run`` describes the config (see ``check_made_like``); records made otherwise are refused,
-    so the cache's grid is the one its spectra were made on. Returns the data set and a report:
-    counts of ok and failed samples, failures by reason, and the torn tails of shards still
-    being written (or cut off by a stop), which are skipped and named.
+    so the cache's grid is the one its spectra were made on. Samples with more imaginary modes
+    than ``run["max_imaginary_fraction"]`` (when set) stay out. Returns the data set and a
+    report: counts of ok and failed samples, failures by reason, samples left out as unstable,
+    and the torn tails of shards still being written (or cut off by a stop), which are skipped
+    and named.
     """
     skipped: list[str] = []
     records = read_shards(records_dir, skipped)
@@ -277,16 +285,22 @@ def consolidate(records_dir: Path, run: dict) -> tuple[PDoSDataset, dict]:
     failed = [r for r in seen.values() if r.status != "ok"]
     # failures of one kind differ only in their numbers: count them as one reason
     reasons = Counter(re.sub(r"\d+(\.\d+)?", "#", r.reason)[:100] for r in failed)
+    limit = run.get("max_imaginary_fraction")
+    stable = [r for r in ok if limit is None or imaginary_fraction(r) <= limit]
+    unstable, ok = len(ok) - len(stable), stable
     report = {
         "ok": len(ok),
         "failed": len(failed),
         "failures": dict(reasons),
+        "left_out_unstable": unstable,
         "settings_hashes": sorted({r.provenance.settings_hash for r in ok}),
         "skipped_lines": skipped,
     }
     if not ok:
         raise CacheError(
-            f"{records_dir}: all {len(failed)} samples failed ({dict(reasons)}); nothing to cache."
+            f"{records_dir}: no sample to cache: {len(failed)} failed ({dict(reasons)}), "
+            f"{unstable} have more imaginary modes than cache_stability.max_imaginary_fraction="
+            f"{limit} (raise it to take them)."
         )
     parents = sorted({r.provenance.parent_id for r in ok})
     where = lambda r: f"{records_dir} record {r.sample_id}"  # noqa: E731

@@ -13,8 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from defectnet.spectra import EnergyGrid
 
-# Keys that only say how or where to run (and what the folder is called), not what the data
-# set is.
+# Keys that only say how or where to run (and what the folder is called) or which records the
+# cache takes, not how the records are made.
 RUNTIME_KEYS = (
     "name",
     "shard",
@@ -26,6 +26,7 @@ RUNTIME_KEYS = (
     "force",
     "progress",
     "cost",
+    "cache_stability",
 )
 
 
@@ -146,11 +147,13 @@ def grid_from_config(cfg: DictConfig) -> EnergyGrid:
 
 def made_like(cfg: DictConfig) -> dict:
     """How a generation config makes its records (settings hash, grid, resolution, weighting):
-    what ``data.cache.consolidate`` checks every record against."""
+    what ``data.cache.consolidate`` checks every record against, and the most imaginary modes
+    a sample may have to enter the cache."""
     return {
         "settings_hash": settings_hash(cfg),
         "accepted_hashes": accepted_hashes(cfg),
         "grid": grid_from_config(cfg),
         "fwhm_mev": float(cfg.spectra.fwhm_mev),
         "weighting": cfg.spectra.get("weighting", "total"),
+        "max_imaginary_fraction": cfg.get("cache_stability", {}).get("max_imaginary_fraction"),
     }
