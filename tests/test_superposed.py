@@ -1,12 +1,21 @@
 """phonons=superposed: defect patches summed onto pristine force constants, checked against
 finite displacements of the whole cell."""
 
+import shutil
+
 import numpy as np
 import pytest
 from ase.build import bulk
+from omegaconf import OmegaConf
 from phonopy import Phonopy
 
-from defectnet.datagen.defect_library import DefectLibrary, Patch, load_library, outside_strain
+from defectnet.datagen.defect_library import (
+    DefectLibrary,
+    Patch,
+    library_seconds,
+    load_library,
+    outside_strain,
+)
 from defectnet.datagen.phonons import (
     FiniteDisplacement,
     SuperposedForceConstants,
@@ -15,6 +24,7 @@ from defectnet.datagen.phonons import (
 )
 from defectnet.datagen.recommender import Candidate
 from defectnet.datagen.relax import relax
+from defectnet.datagen.samples import expected_cost
 from defectnet.datagen.supercell import choose_supercell
 from defectnet.errors import UserError
 from defectnet.spectra import EnergyGrid, agreement, modes_spectrum
@@ -180,6 +190,18 @@ def test_a_stopped_library_build_resumes_without_recomputing_patches(si, matgl, 
     quiet = Counting(matgl)
     build(method, si, quiet, store, "Ge", "C")
     assert quiet.calls == 0 and quiet.relaxations == 0
+    # what the next host's library will cost is read from the stored ones
+    seconds = sum(p.seconds for p in more.patches.values())
+    assert library_seconds(store) == pytest.approx(seconds, abs=0.01)
+    (tmp_path / "out" / "library").mkdir(parents=True)
+    shutil.copy(store, tmp_path / "out" / "library" / "diamond-Si.safetensors")
+    cfg = OmegaConf.create({"cost": {"minutes_per_sample": 0.5, "minutes_per_library": 30.0}})
+    cfg.cost.measured_on = "the config"
+    text = expected_cost(cfg, [], 10, libraries=2, out_dir=tmp_path / "out")
+    assert "10 samples to do, ≈ 0.5 min each (the config), and 2 host libraries" in text
+    assert "(median of 1 stored here)" in text
+    text = expected_cost(cfg, [], 10, libraries=2, out_dir=tmp_path / "none")
+    assert "2 host libraries to build, ≈ 30 min each (the config): ≈ 1.1 h" in text
 
 
 @pytest.mark.slow

@@ -605,6 +605,18 @@ def save_library(path: Path, library: DefectLibrary, settings: dict) -> None:
         save_file(tensors, str(tmp), metadata=meta)
 
 
+def library_seconds(path: Path) -> float:
+    """How long a stored library's patches took to build, summed (read from its header only):
+    what the next host's library will cost, roughly."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as fh:
+        meta = fh.metadata() or {}
+    patches = json.loads(meta.get("patches", "{}")).values()
+    pairs = json.loads(meta.get("pairs", "[]"))
+    return float(sum(p["seconds"] for p in [*patches, *pairs]))
+
+
 def load_library(path: Path, settings: dict) -> DefectLibrary | None:
     """A stored library made with the same settings, else None (then it is rebuilt)."""
     from safetensors import safe_open

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from defectnet.datagen.context import Context, atoms_from_dict, compact
+from defectnet.datagen.defect_library import library_seconds
 from defectnet.datagen.hosts import prepare_parent
 from defectnet.datagen.parents.base import Parent
 from defectnet.datagen.records import Record, RecordShard, read_shards
@@ -117,23 +118,40 @@ def sample_structure(record: Record, parent_state: dict) -> Atoms:
     return cell
 
 
-def expected_cost(cfg: DictConfig, existing: list[Record], n_todo: int) -> str:
-    """What the samples left to do will cost, printed before starting: from the mean time of
-    the samples this data set already holds, else from the config's measured estimate."""
-    times = [r.timing["total_s"] / 60 for r in existing if r.status == "ok"]
+def expected_cost(
+    cfg: DictConfig, existing: list[Record], n_todo: int, libraries: int = 0, out_dir=None
+) -> str:
+    """What the samples left to do will cost, printed before starting: each sample from the
+    mean time of the samples this data set already holds (else the config's measured
+    estimate), plus, for ``libraries`` hosts not started (superposed phonons: a defect library
+    each), the median build time of the libraries stored in ``out_dir`` (else the config's
+    ``cost.minutes_per_library``; neither: no such cost, as for `full` phonons)."""
+    times = [
+        (r.timing["total_s"] - r.timing.get("host_phonons_s", 0.0)) / 60
+        for r in existing
+        if r.status == "ok"
+    ]
+    cost = cfg.get("cost") or {}
     if times:
         minutes, source = float(np.mean(times)), f"mean of {len(times)} samples done here"
-    elif cfg.get("cost") and cfg.cost.get("minutes_per_sample"):
-        minutes, source = float(cfg.cost.minutes_per_sample), cfg.cost.measured_on
+    elif cost.get("minutes_per_sample"):
+        minutes, source = float(cost.minutes_per_sample), cost.measured_on
     else:
         return (
             f"{n_todo} samples to do (no cost estimate: none done yet, no cost.minutes_per_sample)"
         )
-    hours = n_todo * minutes / 60
-    return (
-        f"{n_todo} samples to do, ≈ {minutes:.1f} min each ({source}): ≈ {hours:,.1f} h "
-        "for this process"
-    )
+    total = n_todo * minutes
+    text = f"{n_todo} samples to do, ≈ {minutes:.1f} min each ({source})"
+    stored = sorted((Path(out_dir) / "library").glob("*.safetensors")) if out_dir else []
+    if libraries and (stored or cost.get("minutes_per_library")):
+        if stored:
+            built = [library_seconds(path) / 60 for path in stored]
+            each, where = float(np.median(built)), f"median of {len(built)} stored here"
+        else:
+            each, where = float(cost.minutes_per_library), cost.measured_on
+        total += libraries * each
+        text += f", and {libraries} host libraries to build, ≈ {each:.0f} min each ({where})"
+    return f"{text}: ≈ {total / 60:,.1f} h for this process"
 
 
 def run_shard(cfg: DictConfig) -> dict:
@@ -168,7 +186,14 @@ def run_shard(cfg: DictConfig) -> dict:
         if records.path.exists():
             records.compress()
         return stats
-    log.info("shard %d/%d: %s", shard, num_shards, expected_cost(cfg, existing, len(todo)))
+    started = {r.provenance.parent_id for r in existing}
+    new_hosts = len({p.id for _, p in todo} - started)
+    log.info(
+        "shard %d/%d: %s",
+        shard,
+        num_shards,
+        expected_cost(cfg, existing, len(todo), new_hosts, out_dir),
+    )
     ctx = make_context(cfg, out_dir, h)
     bar = tqdm(
         todo,
