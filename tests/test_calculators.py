@@ -93,6 +93,43 @@ def test_matgl_forces_match_its_ase_calculator_and_relax_the_cell(matgl):
     assert matgl.describe()["name"] == "matgl" and "TensorNet-MatPES" in matgl.version
 
 
+@pytest.mark.slow
+def test_a_compiled_matgl_network_gives_the_eager_forces(matgl):
+    atoms = bulk("ZnS", "zincblende", a=5.4, cubic=True).repeat(2)
+    atoms.numbers[3] = 49  # a third species and a new cell size after the warm-up
+    atoms.rattle(0.03, seed=0)
+    compiled = MatGLForceField()
+    compiled.compile()
+    assert compiled.potential.model is not matgl.potential.model
+    (eager,), (fast,) = matgl.forces([atoms]), compiled.forces([atoms])
+    assert np.abs(eager).max() > 0.1 and np.allclose(fast, eager, atol=1e-4)
+
+
+def test_where_compiling_fails_the_network_runs_eager_with_a_warning(monkeypatch, caplog):
+    import torch
+
+    class Broken(torch.nn.Module):  # what torch.compile gives where it cannot compile
+        def __init__(self, model):
+            super().__init__()
+            self.inner, self.element_types, self.cutoff = model, model.element_types, model.cutoff
+
+        def forward(self, *args, **kwargs):
+            raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", lambda model, **_: Broken(model))
+    forcefield = MatGLForceField()
+    forcefield.compile()
+    assert "torch.compile failed (RuntimeError: no C++ compiler); running eager" in caplog.text
+    (forces,) = forcefield.forces([bulk("Si", "diamond", a=5.5)])
+    assert forces.shape == (2, 3)
+
+
+def test_compiling_the_network_leaves_the_data_sets_hash(generate_cfg):
+    from defectnet.datagen.settings import settings_hash
+
+    assert settings_hash(generate_cfg("compile_potential=true")) == settings_hash(generate_cfg())
+
+
 def test_matgl_model_is_a_folder_or_a_shipped_name_never_a_download(tmp_path):
     from defectnet.datagen.calculators.matgl import MATGL_SHIPPED, matgl_model_folder
 

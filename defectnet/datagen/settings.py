@@ -27,6 +27,7 @@ RUNTIME_KEYS = (
     "progress",
     "cost",
     "cache_stability",
+    "compile_potential",
 )
 
 

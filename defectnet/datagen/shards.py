@@ -84,9 +84,12 @@ def make_context(cfg: DictConfig, out_dir: Path, h: str) -> Context:
             f"pristine_spectrum={choice}: choose sample_cell (the samples' own supercell, the "
             "default) or parent_cell (the parent's phonon supercell, for data sets made so)."
         )
+    forcefield = instantiate(cfg.calculator)
+    if cfg.get("compile_potential", False):
+        forcefield.compile()
     ctx = Context(
         cfg,
-        instantiate(cfg.calculator),
+        forcefield,
         instantiate_checked(cfg.phonons),
         grid_from_config(cfg),
         out_dir,

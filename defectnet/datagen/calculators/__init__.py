@@ -14,11 +14,14 @@ phonon DOS curves. Its model folder ships inside the package, so the default run
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
+
+log = logging.getLogger(__name__)
 
 
 class ForceField(ABC):
@@ -42,6 +45,11 @@ class ForceField(ABC):
             atoms.calc = calc
             out.append(np.asarray(atoms.get_forces(), dtype=np.float64))
         return out
+
+    def compile(self) -> None:
+        """Make force calls faster for a long run where the potential allows (``matgl``); the
+        others run as they are."""
+        log.info("calculator %s: no compiled form; it runs as it is", self.name)
 
     def pressure(self, atoms: Atoms) -> float:
         """Pressure (eV/Å³, positive when the cell pushes outward) of ``atoms`` as they are."""

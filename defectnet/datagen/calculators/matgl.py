@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 from ase.calculators.calculator import Calculator
 
 from defectnet.datagen.calculators import ForceField
+
+log = logging.getLogger(__name__)
 
 MATGL_SHIPPED = Path(__file__).resolve().parents[2] / "potentials" / "matgl"
 
@@ -40,7 +43,11 @@ class MatGLForceField(ForceField):
 
     name = "matgl"
 
-    def __init__(self, model: str = "TensorNet-MatPES-r2SCAN-v2025.1-PES", device: str = "cpu"):
+    def __init__(
+        self,
+        model: str = "TensorNet-MatPES-r2SCAN-v2025.1-PES",
+        device: str = "cpu",
+    ):
         import warnings
 
         import matgl
@@ -61,6 +68,29 @@ class MatGLForceField(ForceField):
                     "matgl release DefectNet pins: pip install 'matgl==2.1.2'."
                 ) from None
         self._calc = None
+
+    def compile(self) -> None:
+        """torch.compile the network: 30–40 s once per process and a few seconds the first time
+        a cell of a new size comes, then a 216-atom force call takes 0.9 s instead of 1.6 on a
+        loaded CPU core. Tried on a small cell first: where compiling fails (no C++ compiler,
+        say) the network runs eager, with a warning. The potential differentiates its energy
+        keeping the graph, which compiled backward passes allow only without donated buffers."""
+        import torch
+        import torch._functorch.config
+        from ase.build import bulk
+
+        torch._functorch.config.donated_buffer = False
+        eager = self.potential.model
+        self.potential.model = torch.compile(eager, dynamic=True)
+        try:
+            self.forces([bulk("GaAs", "zincblende", a=5.65, cubic=True)])
+        except Exception as exc:
+            log.warning(
+                "calculator.compile: torch.compile failed (%s: %s); running eager",
+                type(exc).__name__,
+                exc,
+            )
+            self.potential.model = eager
 
     @property
     def version(self) -> str:
