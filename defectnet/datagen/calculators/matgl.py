@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from importlib.metadata import version as package_version
 from pathlib import Path
 
@@ -82,8 +83,10 @@ class MatGLForceField(ForceField):
         torch._functorch.config.donated_buffer = False
         eager = self.potential.model
         self.potential.model = torch.compile(eager, dynamic=True)
+        start = time.perf_counter()
         try:
             self.forces([bulk("GaAs", "zincblende", a=5.65, cubic=True)])
+            log.info("calculator matgl: compiled in %.0f s", time.perf_counter() - start)
         except Exception as exc:
             log.warning(
                 "calculator.compile: torch.compile failed (%s: %s); running eager",
