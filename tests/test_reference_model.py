@@ -142,3 +142,21 @@ def test_a_short_training_run_reads_references_and_evaluates(reference_checkpoin
     assert {"DefectNet", "NNLS"} <= set(metrics["methods"])
     assert metrics["methods"]["DefectNet"]["test_ood"]["rmse"] > 0
     assert len(metrics["undoped_crystals"]) == 8  # the undoped check reads references too
+
+
+def test_a_hosts_reference_overlap_says_how_alike_its_dopants_signatures_are():
+    from defectnet.data.references import reference_overlap
+
+    pristine = np.zeros(100)
+
+    def entry(centre: float, scale: float, c: float) -> dict:
+        """A dopant at concentration ``c`` whose unit signature is a bump at ``centre``."""
+        bump = scale * np.exp(-0.5 * ((np.arange(100) - centre) / 2.0) ** 2)
+        return {"concentration": c, "spectrum": (pristine + c * bump).tolist()}
+
+    def host(**dopants) -> dict:
+        return {"pristine": pristine.tolist(), "dopants": dopants}
+
+    assert reference_overlap(host(Ga=entry(20, 1, 0.01), In=entry(60, 1, 0.02))) < 1e-6
+    assert reference_overlap(host(Ga=entry(20, 1, 0.01), In=entry(20, 3, 0.02))) == pytest.approx(1)
+    assert np.isnan(reference_overlap(host(Ga=entry(20, 1, 0.01))))

@@ -58,6 +58,19 @@ def reference_columns(ref: dict, slots, level: str = "dilute") -> list[np.ndarra
     ]
 
 
+def reference_overlap(ref: dict) -> float:
+    """Median cosine between a host's dilute signatures, dopant against dopant: near 1 the
+    dopants change the host's spectrum alike (in BeO and CaO mostly by broadening the same
+    sharp bands) and no unmixing of a difference spectrum tells them apart well."""
+    slots = [DOPANTS.index(d) for d in ref["dopants"] if d in DOPANTS]
+    columns = [c for c in reference_columns(ref, slots) if c is not None and np.any(c)]
+    if len(columns) < 2:
+        return float("nan")
+    unit = np.array([c / np.linalg.norm(c) for c in columns])
+    cosines = unit @ unit.T
+    return float(np.median(cosines[~np.eye(len(unit), dtype=bool)]))
+
+
 def reference_matrix(ref: dict, n_points: int, where: str = "references") -> torch.Tensor:
     """[LEVELS × 56, n_points]: every vocabulary dopant's unit-concentration difference spectrum
     in one host at each level, zeros where it has none (the network reads a zero row as "no
