@@ -198,7 +198,7 @@ def test_a_stopped_library_build_resumes_without_recomputing_patches(si, matgl, 
     cfg = OmegaConf.create({"cost": {"minutes_per_sample": 0.5, "minutes_per_library": 30.0}})
     cfg.cost.measured_on = "the config"
     text = expected_cost(cfg, [], 10, libraries=2, out_dir=tmp_path / "out")
-    assert "10 samples to do, ≈ 0.5 min each (the config), and 2 host libraries" in text
+    assert "10 samples to do, ≈ 30 s each (the config), and 2 host libraries" in text
     assert "(median of 1 stored here)" in text
     text = expected_cost(cfg, [], 10, libraries=2, out_dir=tmp_path / "none")
     assert "2 host libraries to build, ≈ 30 min each (the config): ≈ 1.1 h" in text

@@ -141,7 +141,8 @@ def expected_cost(
             f"{n_todo} samples to do (no cost estimate: none done yet, no cost.minutes_per_sample)"
         )
     total = n_todo * minutes
-    text = f"{n_todo} samples to do, ≈ {minutes:.1f} min each ({source})"
+    each = f"{minutes:.1f} min" if minutes >= 1 else f"{60 * minutes:.0f} s"
+    text = f"{n_todo} samples to do, ≈ {each} each ({source})"
     stored = sorted((Path(out_dir) / "library").glob("*.safetensors")) if out_dir else []
     if libraries and (stored or cost.get("minutes_per_library")):
         if stored:
