@@ -605,13 +605,18 @@ def save_library(path: Path, library: DefectLibrary, settings: dict) -> None:
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def library_seconds(path: Path) -> float:
-    """How long a stored library's patches took to build, summed (read from its header only):
-    what the next host's library will cost, roughly."""
+def library_header(path: Path) -> dict:
+    """A stored library's metadata (settings, patches' calls and seconds), without its arrays."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="numpy") as fh:
-        meta = fh.metadata() or {}
+        return fh.metadata() or {}
+
+
+def library_seconds(path: Path) -> float:
+    """How long a stored library's patches took to build, summed (read from its header only):
+    what the next host's library will cost, roughly."""
+    meta = library_header(path)
     patches = json.loads(meta.get("patches", "{}")).values()
     pairs = json.loads(meta.get("pairs", "[]"))
     return float(sum(p["seconds"] for p in [*patches, *pairs]))
@@ -619,13 +624,11 @@ def library_seconds(path: Path) -> float:
 
 def load_library(path: Path, settings: dict) -> DefectLibrary | None:
     """A stored library made with the same settings, else None (then it is rebuilt)."""
-    from safetensors import safe_open
     from safetensors.numpy import load_file
 
     if not path.is_file():
         return None
-    with safe_open(str(path), framework="numpy") as fh:
-        meta = fh.metadata() or {}
+    meta = library_header(path)
     if meta.get("format_version") != LIBRARY_FORMAT:
         return None
     stored = json.loads(meta.get("settings", "{}"))
