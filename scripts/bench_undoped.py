@@ -49,6 +49,7 @@ def main(argv: list[str]) -> None:
             dm = PDoSDataModule(
                 str(ROOT / "data" / data / "dataset.safetensors"),
                 references=str(ROOT / refs) if reads_references else None,
+                made_by=data,
             )
             dm.setup()
             held = card["members"][0]["data"].get("ood_parents", [])

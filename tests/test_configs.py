@@ -180,6 +180,13 @@ def test_the_wheel_ships_every_config_the_shipped_data_sets_and_the_pretrained_m
             relative = path.relative_to(ROOT_DIR / folder).as_posix()
             depth = relative.count("/")
             assert any(fnmatch(relative, p) and p.count("/") == depth for p in patterns), relative
+    # the pretraining set ships as its records; its cache is made from them at first use
+    records = sorted((ROOT_DIR / "data" / "pretrain" / "records").glob("*.jsonl.gz"))
+    patterns = tool["package-data"]["defectnet.datasets"]
+    assert records and all(
+        any(fnmatch(p.relative_to(ROOT_DIR / "data").as_posix(), q) for q in patterns)
+        for p in records
+    )
     shipped = sorted(p for p in (ROOT_DIR / "defectnet" / "pretrained").rglob("*") if p.is_file())
     assert shipped, "the pretrained model ships in defectnet/pretrained"
     for path in shipped:  # the shipped model's members and card

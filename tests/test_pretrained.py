@@ -8,7 +8,7 @@ import torch
 from omegaconf import open_dict
 
 from defectnet.cli import ROOT_DIR
-from defectnet.data.cache import load_cache
+from defectnet.data.datamodule import PDoSDataModule
 from defectnet.data.references import host_references
 from defectnet.elements import DOPANTS
 from defectnet.ensemble import checkpoint_paths, ensemble_predict, load_ensemble
@@ -23,6 +23,27 @@ from defectnet.model.pretrained import (
 )
 
 from .conftest import compose_config
+
+
+def pretraining_set():
+    """The shipped pretraining set, its cache made from its records when missing."""
+    data = PDoSDataModule(
+        str(ROOT_DIR / "data" / "pretrain" / "dataset.safetensors"), made_by="pretrain"
+    )
+    data.setup()
+    return data.dataset
+
+
+def test_the_pretraining_set_is_made_from_its_records_as_the_shipped_models_saw_it(tmp_path):
+    from defectnet.data.presets import cache_from_records
+
+    (tmp_path / "records").symlink_to(ROOT_DIR / "data" / "pretrain" / "records")
+    cache_from_records(tmp_path / "dataset.safetensors", "pretrain")
+    data = PDoSDataModule(str(tmp_path / "dataset.safetensors"))
+    data.setup()
+    for card in (pretrained_card(reads_references=r) for r in (False, True)):
+        assert data.dataset.parents == sorted(card["data_set"]["parent_ids"])
+        assert len(data.dataset) == card["data_set"]["samples"]
 
 
 def test_shipping_keeps_only_weights_and_the_entry(ensemble, tmp_path):
@@ -75,7 +96,7 @@ def test_the_shipped_model_loads_safely_and_reads_a_known_sample(reads_reference
     assert card["data_set"]["samples"] > 0 and len(card["members"]) == len(members)
     # simulated samples with one clearly dominant dopant, of the parents the model learned from
     # (the committed set has grown past the ones an older model saw)
-    ds = load_cache(ROOT_DIR / "data" / "pretrain" / "dataset.safetensors")
+    ds = pretraining_set()
     learned = set(card["data_set"]["parent_ids"]) - set(card["members"][0]["data"]["ood_parents"])
     top2 = ds.targets.topk(2, dim=1).values
     seen = torch.tensor([p in learned for p in ds.parent_ids])
@@ -102,7 +123,7 @@ def test_predict_without_a_checkpoint_picks_the_shipped_model_for_the_host(tmp_p
     from defectnet.predict import predict
 
     card = pretrained_card(reads_references=True)
-    ds = load_cache(ROOT_DIR / "data" / "pretrain" / "dataset.safetensors")
+    ds = pretraining_set()
     held_out = card["members"][0]["data"]["ood_parents"]
     formulas = [p.rsplit("-", 1)[-1] for p in ds.parents]
     parent = next(p for p in held_out if formulas.count(p.rsplit("-", 1)[-1]) == 1)

@@ -140,6 +140,21 @@ def test_the_cache_leaves_out_unstable_samples_but_their_records_stay_for_anothe
         consolidate(cfg, cache_stability={"max_imaginary_fraction": 0.001}, force=True)
 
 
+def test_cache_parents_fix_a_set_while_its_records_grow(records):
+    cfg, folder, h = records
+    body = []
+    for i, parent in enumerate(["diamond-Si", "diamond-C", "diamond-Si"]):
+        r = ok_record(i, h).to_dict()
+        r["sample_id"], r["provenance"]["parent_id"] = f"{parent}/{i}", parent
+        body.append(json.dumps(r) + "\n")
+    (folder / SHARD).write_text("".join(body))
+    assert consolidate(cfg)["consolidate"]["ok"] == 3
+    report = consolidate(cfg, cache_parents=["diamond-Si"], force=True)["consolidate"]
+    assert report["ok"] == 2 and load_cache(cfg.cache).parents == ["diamond-Si"]
+    with pytest.raises(UserError, match="cache_parents names 1 parents without an ok sample.*GaAs"):
+        consolidate(cfg, cache_parents=["diamond-Si", "zincblende-GaAs"], force=True)
+
+
 KILLED_WRITER = """
 import json, os, sys, time
 from pathlib import Path

@@ -265,7 +265,8 @@ def consolidate(records_dir: Path, run: dict) -> tuple[PDoSDataset, dict]:
 
     ``run`` describes the config (see ``check_made_like``); records made otherwise are refused,
     so the cache's grid is the one its spectra were made on. Samples with more imaginary modes
-    than ``run["max_imaginary_fraction"]`` (when set) stay out. Returns the data set and a
+    than ``run["max_imaginary_fraction"]`` (when set) stay out, and so do the parents outside
+    ``run["parents"]`` (when set). Returns the data set and a
     report: counts of ok and failed samples, failures by reason, samples left out as unstable,
     and the torn tails of shards still being written (or cut off by a stop), which are skipped
     and named.
@@ -281,7 +282,15 @@ def consolidate(records_dir: Path, run: dict) -> tuple[PDoSDataset, dict]:
     seen: dict[str, dict] = {}
     for r in records:
         seen.setdefault(r.sample_id, r)
-    ok = sorted((r for r in seen.values() if r.status == "ok"), key=lambda r: r.index)
+    wanted = None if run.get("parents") is None else set(run["parents"])
+    ok = sorted(
+        (
+            r
+            for r in seen.values()
+            if r.status == "ok" and (wanted is None or r.provenance.parent_id in wanted)
+        ),
+        key=lambda r: r.index,
+    )
     failed = [r for r in seen.values() if r.status != "ok"]
     # failures of one kind differ only in their numbers: count them as one reason
     reasons = Counter(re.sub(r"\d+(\.\d+)?", "#", r.reason)[:100] for r in failed)
@@ -303,6 +312,12 @@ def consolidate(records_dir: Path, run: dict) -> tuple[PDoSDataset, dict]:
             f"{limit} (raise it to take them)."
         )
     parents = sorted({r.provenance.parent_id for r in ok})
+    if wanted is not None and (missing := sorted(wanted - set(parents))):
+        raise CacheError(
+            f"{records_dir}: cache_parents names {len(missing)} parents without an ok sample in "
+            f"the records ({', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}); generate "
+            "their shards first, or leave them out of cache_parents."
+        )
     where = lambda r: f"{records_dir} record {r.sample_id}"  # noqa: E731
     stack = lambda key: torch.tensor(  # noqa: E731
         np.array([getattr(r, key) for r in ok], dtype=np.float32)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import lightning as L
@@ -322,9 +323,11 @@ class PDoSDataModule(L.LightningDataModule):
         num_workers: int = 0,
         augmentation: SpectrumAugmentation | None = None,
         references: str | None = None,
+        made_by: str | None = None,
     ):
         super().__init__()
         self.path = path
+        self.made_by = made_by
         self.batch_size = batch_size
         self.seed = seed
         self.fractions = (ood_fraction, val_fraction, test_id_fraction)
@@ -341,6 +344,11 @@ class PDoSDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is not None:
             return
+        cache = Path(self.path)
+        if self.made_by and not cache.is_file() and (cache.parent / "records").is_dir():
+            from defectnet.data.presets import cache_from_records
+
+            cache_from_records(cache, self.made_by)
         self.dataset = load_cache(self.path)
         if self.dataset.grid.n_points != N_COMPOSITION:
             raise UserError(

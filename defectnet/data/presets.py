@@ -1,16 +1,17 @@
 """A generation preset's records read back as a data set: how benchmarks compare the sets
-that different presets made of the same cells or parents. Call inside an initialised Hydra
-config (a ``@hydra.main`` script, or ``initialize_config_dir(CONF_DIR)``)."""
+that different presets made of the same cells or parents, and how a shipped set, which travels
+as its records, gets its cache at first use."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from hydra import compose
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from defectnet.data.cache import PDoSDataset, consolidate
+from defectnet.data.cache import PDoSDataset, consolidate, save_cache
 from defectnet.datagen.records import read_shards
 from defectnet.datagen.settings import made_like
 
@@ -18,7 +19,14 @@ log = logging.getLogger("defectnet")
 
 
 def _generate_config(preset: str) -> DictConfig:
-    return compose(config_name="generate", overrides=[f"generate={preset}"])
+    """The preset's generation config, inside a running Hydra app or outside any."""
+    overrides = [f"generate={preset}"]
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name="generate", overrides=overrides)
+    from defectnet.cli import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="generate", overrides=overrides)
 
 
 def _records_dir(gen: DictConfig) -> Path:
@@ -42,6 +50,22 @@ def preset_dataset(preset: str) -> PDoSDataset:
         report["failed"],
     )
     return ds
+
+
+def cache_from_records(cache: Path, preset: str) -> None:
+    """Write the data set's cache from the records beside it (``records/``), as
+    ``defectnet-generate generate=<preset> stage=consolidate`` does: a few seconds for the
+    pretraining set, so git and the package carry its records, not a second copy as a cache."""
+    gen = _generate_config(preset)
+    ds, report = consolidate(cache.parent / "records", made_like(gen))
+    save_cache(ds, cache)
+    log.info(
+        "%s: made from the records of generate=%s: %d samples of %d parents",
+        cache,
+        preset,
+        report["ok"],
+        len(ds.parents),
+    )
 
 
 def unconverged_samples(preset: str) -> set[str]:

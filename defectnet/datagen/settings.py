@@ -27,6 +27,7 @@ RUNTIME_KEYS = (
     "progress",
     "cost",
     "cache_stability",
+    "cache_parents",
     "compile_potential",
 )
 
@@ -148,8 +149,8 @@ def grid_from_config(cfg: DictConfig) -> EnergyGrid:
 
 def made_like(cfg: DictConfig) -> dict:
     """How a generation config makes its records (settings hash, grid, resolution, weighting):
-    what ``data.cache.consolidate`` checks every record against, and the most imaginary modes
-    a sample may have to enter the cache."""
+    what ``data.cache.consolidate`` checks every record against, the most imaginary modes a
+    sample may have to enter the cache, and the parents it caches (None: all)."""
     return {
         "settings_hash": settings_hash(cfg),
         "accepted_hashes": accepted_hashes(cfg),
@@ -157,4 +158,5 @@ def made_like(cfg: DictConfig) -> dict:
         "fwhm_mev": float(cfg.spectra.fwhm_mev),
         "weighting": cfg.spectra.get("weighting", "total"),
         "max_imaginary_fraction": cfg.get("cache_stability", {}).get("max_imaginary_fraction"),
+        "parents": cfg.get("cache_parents"),
     }
