@@ -29,6 +29,7 @@ RUNTIME_KEYS = (
     "cache_stability",
     "cache_parents",
     "compile_potential",
+    "force_workers",
 )
 
 

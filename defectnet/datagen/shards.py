@@ -9,10 +9,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from defectnet.datagen.context import Context
+from defectnet.datagen.force_pool import ForcePool, force_workers
 from defectnet.datagen.parents.base import Parent
 from defectnet.datagen.settings import grid_from_config
 from defectnet.errors import UserError, instantiate_checked
@@ -85,6 +87,11 @@ def make_context(cfg: DictConfig, out_dir: Path, h: str) -> Context:
             "default) or parent_cell (the parent's phonon supercell, for data sets made so)."
         )
     forcefield = instantiate(cfg.calculator)
+    processes = force_workers(cfg.get("force_workers", 1))
+    if processes > 1:  # one torch thread a process: the other cores go to the workers
+        torch.set_num_threads(1)
+        calculator = OmegaConf.to_container(cfg.calculator, resolve=True)
+        forcefield = ForcePool(forcefield, calculator, processes)
     if cfg.get("compile_potential", False):
         forcefield.compile()
     ctx = Context(

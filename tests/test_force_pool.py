@@ -1,0 +1,37 @@
+"""force_workers: a batch of displaced cells shared with worker processes gives the forces one
+process gives, and a bad setting is refused in one line."""
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from defectnet.datagen.force_pool import ForcePool, force_workers
+from defectnet.errors import UserError
+
+MATGL = {"_target_": "defectnet.datagen.calculators.matgl.MatGLForceField"}
+
+
+def test_a_shared_batch_gives_the_forces_of_one_process(matgl):
+    rng = np.random.default_rng(0)
+    cells = []
+    for _ in range(12):
+        cell = bulk("Si", "diamond", a=5.43, cubic=True)
+        cell.positions += rng.normal(0, 0.03, cell.positions.shape)
+        cells.append(cell)
+    pool = ForcePool(matgl, MATGL, processes=2, min_batch=4)
+    try:
+        shared = pool.forces(cells)
+        assert pool._pool is not None  # the batch went through the worker pool
+        assert len(shared) == len(cells)
+        for got, want in zip(shared, matgl.forces(cells)):
+            np.testing.assert_allclose(got, want, atol=1e-6)
+        pool.forces(cells[:3])  # below min_batch: this process alone, same pool kept
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("value", [0, -2, "many", True, 1.5])
+def test_force_workers_takes_a_count_or_auto(value):
+    assert force_workers(3) == 3 and force_workers("auto") >= 1
+    with pytest.raises(UserError, match=f"force_workers={value!r}: give a number of processes"):
+        force_workers(value)
