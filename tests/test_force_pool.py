@@ -30,6 +30,18 @@ def test_a_shared_batch_gives_the_forces_of_one_process(matgl):
         pool.close()
 
 
+def test_where_a_worker_cannot_start_the_batch_is_computed_here_with_a_warning(matgl, caplog):
+    cells = [bulk("Si", "diamond", a=5.43 + 0.01 * i, cubic=True) for i in range(8)]
+    pool = ForcePool(matgl, {"_target_": "no.such.Potential"}, processes=2, min_batch=4)
+    try:
+        got = pool.forces(cells)
+    finally:
+        pool.close()
+    assert "force_workers: a worker process stopped" in caplog.text and pool.processes == 1
+    for a, b in zip(got, matgl.forces(cells)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 @pytest.mark.parametrize("value", [0, -2, "many", True, 1.5])
 def test_force_workers_takes_a_count_or_auto(value):
     assert force_workers(3) == 3 and force_workers("auto") >= 1

@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import os
 from concurrent.futures import Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 from ase import Atoms
@@ -96,7 +97,7 @@ class ForcePool(ForceField):
 
     def _workers(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            log.info("force calls shared with %d worker processes", self.processes - 1)
+            log.info("force calls shared by %d processes (force_workers)", self.processes)
             self._pool = ProcessPoolExecutor(
                 self.processes - 1,
                 mp_context=multiprocessing.get_context("spawn"),
@@ -109,6 +110,15 @@ class ForcePool(ForceField):
     def forces(self, structures: list[Atoms]) -> list[np.ndarray]:
         if self.processes < 2 or len(structures) < self.min_batch:
             return self.inner.forces(structures)
+        try:
+            return self._shared(structures)
+        except BrokenProcessPool as exc:  # a worker could not start or died: go on alone
+            log.warning("force_workers: a worker process stopped (%s); going on in one", exc)
+            self.close()
+            self.processes = 1
+            return self.inner.forces(structures)
+
+    def _shared(self, structures: list[Atoms]) -> list[np.ndarray]:
         size = max(1, len(structures) // (4 * self.processes))
         chunks = [structures[i : i + size] for i in range(0, len(structures), size)]
         pool = self._workers()

@@ -92,7 +92,7 @@ def expected_cost(cfg: DictConfig, n_hosts: int) -> str:
     if minutes is None:
         return "no cost estimate (cost.minutes_per_host)"
     return (
-        f"≈ {float(minutes):g} min each on one core ({cfg.cost.measured_on}): "
+        f"≈ {float(minutes):g} min each ({cfg.cost.measured_on}): "
         f"≈ {n_hosts * float(minutes):.0f} min"
     )
 
