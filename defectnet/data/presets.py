@@ -5,6 +5,7 @@ as its records, gets its cache at first use."""
 from __future__ import annotations
 
 import logging
+from importlib import resources
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -23,9 +24,8 @@ def _generate_config(preset: str) -> DictConfig:
     overrides = [f"generate={preset}"]
     if GlobalHydra.instance().is_initialized():
         return compose(config_name="generate", overrides=overrides)
-    from defectnet.cli import CONF_DIR
-
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    conf = str(resources.files("defectnet.conf"))
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
         return compose(config_name="generate", overrides=overrides)
 
 
