@@ -41,6 +41,15 @@ from defectnet.model.checkpoint import load_network
 log = logging.getLogger("bench_recipe")
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = (("RMSE", "rmse", "{:.4f}"), ("R²", "r2", "{:.2f}"))
+DOCS_INTRO = """# Recipe benchmark: the same training on sets made different ways
+
+Each recipe (conf/bench/recipe.yaml) trains one reference-informed network
+(`experiment=pretrain_references`) on the shared parents of its pretraining set with their
+references, then it and two-point NNLS read the realism set's `full` cells and the recipe's own
+superposed twins of them, with the realism hosts' references made the recipe's way. F1 and FPR
+at the network's own val threshold; NNLS on concentrations only; predicting zero for scale.
+Newest run first.
+"""
 PRESENCE = (("element F1", "f1", "{:.2f}"), ("distractor FPR", "distractor_fpr", "{:.2f}"))
 
 
@@ -92,7 +101,11 @@ def read(checkpoints: list[Path], ds: PDoSDataset, references: dict[str, dict]) 
         networks.append(split_metrics(pred, target, mask, thresholds.guided))
     spectra = torch.stack([ds.pristine, ds.doped], dim=1)
     unmixed = nnls_unmix(spectra, ds.mask, [references[h] for h in hosts])
-    return {"network": networks, "NNLS, two-point": [split_metrics(unmixed, target, mask, 0.0)]}
+    return {
+        "network": networks,
+        "NNLS, two-point": [split_metrics(unmixed, target, mask, 0.0)],
+        "predict zero": [split_metrics(np.zeros_like(target), target, mask, 0.0)],
+    }
 
 
 def own_test(checkpoint: Path) -> dict[str, dict]:
@@ -200,19 +213,11 @@ def main(cfg: DictConfig) -> None:
         indent=2,
     )
     if cfg.docs:
-        write_text_atomic(
-            ROOT / "docs" / "benchmarks" / "recipe.md",
-            f"""# Recipe benchmark: the same training on sets made different ways
+        title = f"{datetime.date.today().isoformat()}: {' against '.join(recipes)}"
+        section = f"""## {title} on {len(shared)} shared parents
 
-`python scripts/bench_recipe.py docs=true` — {datetime.date.today().isoformat()},
-{platform.machine()} CPU: {summary}.
-
-Each recipe (conf/bench/recipe.yaml) trains one reference-informed network
-(`{" ".join(cfg.train_overrides)}`) on the shared parents of its pretraining set with their
-references, then it and two-point NNLS read the realism set's `full` cells and the recipe's own
-superposed twins of them, with the realism hosts' references made the recipe's way. F1 and FPR
-at the network's own val threshold; NNLS on concentrations only. Networks: the mean over
-seeds {list(cfg.seeds)} (range in brackets).
+`python scripts/bench_recipe.py docs=true` (recipes {", ".join(recipes)}), {platform.machine()}
+CPU: {summary}. Networks: the mean over seeds {list(cfg.seeds)} (range in brackets).
 
 {text}
 
@@ -221,8 +226,17 @@ On their own kind of spectra (superposed, the shared parents held out by each ru
 {own}
 
 Shared parents: {", ".join(sorted(shared))}.
-""",
-        )
+"""
+        write_docs_section(ROOT / "docs" / "benchmarks" / "recipe.md", section)
+
+
+def write_docs_section(path: Path, section: str) -> None:
+    """Put ``section`` first among the page's dated sections; earlier runs stay below it."""
+    text = path.read_text() if path.exists() else ""
+    intro, _, older = text.partition("\n## ")
+    intro = intro.rstrip() or DOCS_INTRO.rstrip()
+    older = f"\n## {older}" if older else ""
+    write_text_atomic(path, f"{intro}\n\n{section.rstrip()}\n{older}")
 
 
 if __name__ == "__main__":
