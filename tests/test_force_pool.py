@@ -47,3 +47,42 @@ def test_force_workers_takes_a_count_or_auto(value):
     assert force_workers(3) == 3 and force_workers("auto") >= 1
     with pytest.raises(UserError, match=f"force_workers={value!r}: give a number of processes"):
         force_workers(value)
+
+
+KILLED_PARENT = """
+import numpy as np, sys, time
+from ase.build import bulk
+from defectnet.datagen.calculators.matgl import MatGLForceField
+from defectnet.datagen.force_pool import ForcePool
+if __name__ == "__main__":
+    rng = np.random.default_rng(0)
+    cells = [bulk("Si", "diamond", a=5.43, cubic=True) * (2, 2, 2) for _ in range(400)]
+    for cell in cells:
+        cell.positions += rng.normal(0, 0.02, cell.positions.shape)
+    pool = ForcePool(MatGLForceField(), {MATGL!r}, processes=2)
+    pool.forces(cells[:8])
+    print(*pool._pool._processes, flush=True)
+    pool.forces(cells)
+"""
+
+
+def test_workers_end_when_their_parent_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(KILLED_PARENT.replace("{MATGL!r}", repr(MATGL)))
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    workers = [int(pid) for pid in parent.stdout.readline().split()]
+    assert workers
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 30
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        time.sleep(1)
+        alive = [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
+    assert not alive, "worker processes outlived their killed parent"

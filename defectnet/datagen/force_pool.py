@@ -15,6 +15,8 @@ import atexit
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
@@ -43,11 +45,20 @@ def force_workers(value, where: str = "force_workers") -> int:
     return value
 
 
-def _start_worker(calculator: dict, compile_potential: bool) -> None:
+def _exit_with(parent: int) -> None:
+    """End this worker when the process that started it is gone (killed, say): a worker
+    otherwise waits for work forever."""
+    while os.getppid() == parent:
+        time.sleep(2)
+    os._exit(1)
+
+
+def _start_worker(calculator: dict, compile_potential: bool, parent: int) -> None:
     import torch
     from hydra.utils import instantiate
 
     global _worker_forcefield
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     torch.set_num_threads(1)
     _worker_forcefield = instantiate(calculator)
     if compile_potential:
@@ -102,7 +113,7 @@ class ForcePool(ForceField):
                 self.processes - 1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_worker,
-                initargs=(self.calculator_config, self.compile_potential),
+                initargs=(self.calculator_config, self.compile_potential, os.getpid()),
             )
             atexit.register(self.close)
         return self._pool
