@@ -62,9 +62,11 @@ def host_of(sample_id: str) -> str:
     return sample_id.split("/")[0]
 
 
-def train(cfg: DictConfig, name: str, ds: PDoSDataset, references: str, out: Path) -> list[Path]:
-    """One network per seed trained on ``ds`` with ``references`` by ``train.py``; their best
-    checkpoints."""
+def train(
+    cfg: DictConfig, name: str, ds: PDoSDataset, references: str, out: Path, extra=()
+) -> list[Path]:
+    """One network per seed trained on ``ds`` with ``references`` by ``train.py`` (with the
+    recipe's own ``extra`` overrides after the common ones); their best checkpoints."""
     cache = out / name / "dataset.safetensors"
     cache.parent.mkdir(parents=True, exist_ok=True)
     save_cache(ds, cache)
@@ -75,6 +77,7 @@ def train(cfg: DictConfig, name: str, ds: PDoSDataset, references: str, out: Pat
             sys.executable,
             str(ROOT / "train.py"),
             *cfg.train_overrides,
+            *extra,
             f"seed={seed}",
             f"data.path={cache}",
             f"data.references={references}",
@@ -177,9 +180,8 @@ def main(cfg: DictConfig) -> None:
     results, trained = {}, {}
     for name, r in recipes.items():
         ds = pretrain[name]
-        checkpoints = train(
-            cfg, name, ds.select(rows_of(ds, lambda i: host_of(i) in shared)), r.references, out
-        )
+        subset = ds.select(rows_of(ds, lambda i: host_of(i) in shared))
+        checkpoints = train(cfg, name, subset, r.references, out, r.get("train", []))
         trained[name] = [{"checkpoint": str(c), "test_ood": own_test(c)} for c in checkpoints]
         refs = realism_refs[name]
         sets = {"full": full.select(rows_of(full, cells.__contains__))}
