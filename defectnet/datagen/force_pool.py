@@ -32,14 +32,14 @@ log = logging.getLogger(__name__)
 _worker_forcefield: ForceField | None = None
 
 
-def force_workers(value, where: str = "force_workers") -> int:
+def force_workers(value) -> int:
     """How many processes share a batch: a positive integer, or ``auto`` for the CPU cores this
     process may run on."""
     if value == "auto":
         return len(os.sched_getaffinity(0))
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UserError(
-            f"{where}={value!r}: give a number of processes (1: none besides this one) or auto "
+            f"force_workers={value!r}: give a number of processes (1: none besides this one) or auto "
             "(one per CPU core)."
         )
     return value

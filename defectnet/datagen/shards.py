@@ -86,8 +86,8 @@ def make_context(cfg: DictConfig, out_dir: Path, h: str) -> Context:
             f"pristine_spectrum={choice}: choose sample_cell (the samples' own supercell, the "
             "default) or parent_cell (the parent's phonon supercell, for data sets made so)."
         )
-    forcefield = instantiate(cfg.calculator)
     processes = force_workers(cfg.get("force_workers", 1))
+    forcefield = instantiate(cfg.calculator)
     if processes > 1:  # one torch thread a process: the other cores go to the workers
         torch.set_num_threads(1)
         calculator = OmegaConf.to_container(cfg.calculator, resolve=True)
