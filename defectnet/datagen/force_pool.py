@@ -39,8 +39,8 @@ def force_workers(value) -> int:
         return len(os.sched_getaffinity(0))
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UserError(
-            f"force_workers={value!r}: give a number of processes (1: none besides this one) or auto "
-            "(one per CPU core)."
+            f"force_workers={value!r}: give a number of processes (1: none besides this one) "
+            "or auto (one per CPU core)."
         )
     return value
 
