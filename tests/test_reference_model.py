@@ -120,6 +120,7 @@ def test_samples_carry_their_hosts_references_through_augmentation():
         batch.parent[:1],
         batch.references[:1],
     )
+    torch.manual_seed(3)  # stretch 1/1.2: near 1 it would leave the reference as it was
     out = augment(one)
     diff = out.spectra[0, 1] - out.spectra[0, 0]
     error = lambda ref: float((diff - 0.05 * ref).norm() / diff.norm())  # noqa: E731
