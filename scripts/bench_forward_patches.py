@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 
 from defectnet.cli import CONF_DIR
 from defectnet.datagen.calculators.matgl import MatGLForceField
-from defectnet.datagen.phonons import FiniteDisplacement, gamma_modes
+from defectnet.datagen.phonons import FiniteDisplacement, gamma_modes, near_steps
 from defectnet.datagen.relax import relax
 from defectnet.datagen.supercell import choose_supercell
 from defectnet.spectra import EnergyGrid, modes_spectrum
@@ -58,14 +58,7 @@ def step_forces(phonon, doped, near, fc0, forcefield, plusminus):
     """Forces of each displacement of ``phonon`` (the near atoms' from the potential, less the
     relaxed cell's residual; the others from ``fc0``) and the displacements."""
     phonon.generate_displacements(distance=0.03, is_plusminus=plusminus)
-    moves = [(int(d[0]), np.asarray(d[1:], dtype=np.float64)) for d in phonon.displacements]
-    forces = np.stack([-np.einsum("a,jab->jb", u, fc0[i]) for i, u in moves])
-    computed = [k for k, (i, _) in enumerate(moves) if near[i]]
-    cells = []
-    for k in computed:
-        cell = doped.copy()
-        cell.positions[moves[k][0]] += moves[k][1]
-        cells.append(cell)
+    moves, forces, computed, cells = near_steps(phonon, doped, near, fc0)
     residual, *result = forcefield.forces([doped, *cells])
     forces[computed] = np.asarray(result) - residual
     return moves, forces, computed

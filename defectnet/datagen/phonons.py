@@ -225,15 +225,7 @@ class EmbeddedForceConstants(FiniteDisplacement):
             symprec=self.symprec,
         )
         phonon.generate_displacements(distance=self.displacement, is_plusminus=self.plusminus)
-        moves = [(int(d[0]), np.asarray(d[1:], dtype=np.float64)) for d in phonon.displacements]
-        fc0 = reference.force_constants
-        forces = np.stack([-np.einsum("a,jab->jb", u, fc0[i]) for i, u in moves])
-        computed = [k for k, (i, _) in enumerate(moves) if near[i]]
-        cells = []
-        for k in computed:
-            cell = doped.copy()
-            cell.positions[moves[k][0]] += moves[k][1]
-            cells.append(cell)
+        moves, forces, computed, cells = near_steps(phonon, doped, near, reference.force_constants)
         # ± pairs cancel the residual forces of the relaxed cell; one-sided steps need them
         paired = all(
             any(j == i and np.allclose(v, -u) for j, v in (moves[m] for m in computed))
@@ -262,6 +254,21 @@ class EmbeddedForceConstants(FiniteDisplacement):
             raise ValueError("embedded phonons need the pristine force constants (host_reference)")
         phonon, n_calls = self.phonopy_doped(doped, reference, forcefield)
         return mesh_modes(phonon, self.mesh, n_displacements=n_calls, projections=self.projections)
+
+
+def near_steps(phonon, doped: Atoms, near: np.ndarray, fc0: np.ndarray) -> tuple:
+    """``phonon``'s displacements of ``doped`` as (atom, step) pairs, their forces as ``fc0``
+    gives them, the indices of the steps that move a ``near`` atom (to compute with the
+    potential) and those steps' displaced cells."""
+    moves = [(int(d[0]), np.asarray(d[1:], dtype=np.float64)) for d in phonon.displacements]
+    forces = np.stack([-np.einsum("a,jab->jb", u, fc0[i]) for i, u in moves])
+    computed = [k for k, (i, _) in enumerate(moves) if near[i]]
+    cells = []
+    for k in computed:
+        cell = doped.copy()
+        cell.positions[moves[k][0]] += moves[k][1]
+        cells.append(cell)
+    return moves, forces, computed, cells
 
 
 def mesh_modes(phonon, mesh: float, n_displacements: int, projections: bool = False) -> Modes:
