@@ -8,8 +8,9 @@ is the same for every atom a lattice translation maps onto i, so the pristine b 
 (primitive atom, direction) pair — a handful of force calls — can be subtracted from each
 doped step: what is left is ΔΦ plus the dopant's own change of b near it. For each dopant of
 ``conf/bench/forward_patches.yaml`` the doped dilute cell is relaxed once, then its near
-atoms' force constants are made three ways: central (the library's ``plusminus: auto``),
-one-sided, one-sided with the pristine b subtracted; each against central: the error of ΔΦ
+atoms' force constants are made by ``phonons=embedded`` three ways: central (``plusminus:
+auto``, as the libraries' patches), one-sided (``false``), one-sided with the pristine b
+subtracted (``corrected``, ``OneSidedError``); each against central: the error of ΔΦ
 (its near rows, relative to central's) and the cosine / norm ratio of the cell's difference
 spectrum (Γ modes of the dilute cell, doped − pristine).
 
@@ -28,67 +29,19 @@ from omegaconf import DictConfig
 
 from defectnet.cli import CONF_DIR
 from defectnet.datagen.calculators.matgl import MatGLForceField
-from defectnet.datagen.phonons import FiniteDisplacement, gamma_modes, near_steps
+from defectnet.datagen.phonons import (
+    EmbeddedForceConstants,
+    FiniteDisplacement,
+    HostForceConstants,
+    gamma_modes,
+)
 from defectnet.datagen.relax import relax
 from defectnet.datagen.supercell import choose_supercell
 from defectnet.spectra import EnergyGrid, modes_spectrum
 
 log = logging.getLogger("bench_forward_patches")
 
-
-def translations(cell) -> list[np.ndarray]:
-    """The permutations of ``cell``'s atoms by its pure lattice translations: ``perm[j]`` is
-    the atom at atom j's position plus the translation."""
-    import spglib
-
-    data = spglib.get_symmetry((cell.cell[:], cell.get_scaled_positions(), cell.numbers))
-    frac = cell.get_scaled_positions()
-    perms = []
-    for rot, shift in zip(data["rotations"], data["translations"]):
-        if not np.array_equal(rot, np.eye(3, dtype=int)):
-            continue
-        moved = frac + shift
-        diff = moved[:, None, :] - frac[None, :, :]
-        diff -= np.round(diff)
-        perms.append(np.argmin(np.linalg.norm(diff @ cell.cell[:], axis=2), axis=1))
-    return perms
-
-
-def step_forces(phonon, doped, near, fc0, forcefield, plusminus):
-    """Forces of each displacement of ``phonon`` (the near atoms' from the potential, less the
-    relaxed cell's residual; the others from ``fc0``) and the displacements."""
-    phonon.generate_displacements(distance=0.03, is_plusminus=plusminus)
-    moves, forces, computed, cells = near_steps(phonon, doped, near, fc0)
-    residual, *result = forcefield.forces([doped, *cells])
-    forces[computed] = np.asarray(result) - residual
-    return moves, forces, computed
-
-
-def pristine_bias(dilute, moves, computed, fc0, forcefield) -> tuple[np.ndarray, int]:
-    """b(i, u) of each computed step, from one pristine call per (translation orbit, u), and
-    the number of calls (the residual's included)."""
-    perms = translations(dilute)
-    orbit_of = np.full(len(dilute), -1)
-    to_atom = {}  # atom → (representative, permutation taking it there)
-    for rep in range(len(dilute)):
-        if orbit_of[rep] >= 0:
-            continue
-        for perm in perms:
-            orbit_of[perm[rep]] = rep
-            to_atom[int(perm[rep])] = (rep, perm)
-    residual = forcefield.forces([dilute])[0]
-    cache, bias = {}, np.zeros((len(moves), len(dilute), 3))
-    for k in computed:
-        i, u = moves[k]
-        rep, perm = to_atom[i]
-        key = (rep, tuple(np.round(u, 6)))
-        if key not in cache:
-            cell = dilute.copy()
-            cell.positions[rep] += u
-            forces = forcefield.forces([cell])[0] - residual
-            cache[key] = forces + np.einsum("a,jab->jb", u, fc0[rep])
-        bias[k][perm] = cache[key]
-    return bias, len(cache) + 1
+STEPS = {"central": "auto", "one-sided": False, "corrected": "corrected"}
 
 
 def versus(d: np.ndarray, ref: np.ndarray) -> str:
@@ -97,26 +50,14 @@ def versus(d: np.ndarray, ref: np.ndarray) -> str:
     return f"{cos:.3f} / {np.linalg.norm(d) / np.linalg.norm(ref):.2f}"
 
 
-def fc_from(phonon, forces, near, fc0):
-    phonon.forces = forces
-    phonon.produce_force_constants()
-    fc = phonon.force_constants
-    fc[np.ix_(~near, near)] = fc[np.ix_(near, ~near)].transpose(1, 0, 3, 2)
-    return fc
-
-
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench/forward_patches")
 def main(cfg: DictConfig) -> None:
-    from phonopy import Phonopy
-
-    from defectnet.datagen.phonons import to_phonopy_atoms
-
     ff = MatGLForceField()
     if cfg.compile_potential:
         ff.compile()
     grid = EnergyGrid()
     lines = [
-        "| host | dopant | calls central / one-sided + pristine | ΔΦ error one-sided | "
+        "| host | dopant | force calls central / one-sided / corrected | ΔΦ error one-sided | "
         "ΔΦ error corrected | difference spectrum vs central: one-sided cos / norm | "
         "corrected cos / norm |",
         "|---|---|---|---|---|---|---|",
@@ -132,21 +73,21 @@ def main(cfg: DictConfig) -> None:
         doped = dilute.copy()
         doped[site].symbol = case.dopant
         doped = relax(doped, ff.calculator(), fmax=0.01, force_constants=fc0).atoms
-        near = doped.get_distances(site, np.arange(len(doped)), mic=True) <= cfg.cutoff
         fcs, calls = {}, {}
-        for name, plusminus in (("central", "auto"), ("one-sided", False)):
+        for name, plusminus in STEPS.items():
+            method = EmbeddedForceConstants(cfg.cutoff, plusminus=plusminus)
+            reference = HostForceConstants(dilute.numbers.copy(), fc0, 0, pristine=dilute)
             start = time.perf_counter()
-            phonon = Phonopy(to_phonopy_atoms(doped), np.eye(3, dtype=int), np.eye(3))
-            moves, forces, computed = step_forces(phonon, doped, near, fc0, ff, plusminus)
-            calls[name] = len(computed)
-            fcs[name] = fc_from(phonon, forces.copy(), near, fc0)
-            if name == "one-sided":
-                bias, calls["pristine"] = pristine_bias(dilute, moves, computed, fc0, ff)
-                phonon = Phonopy(to_phonopy_atoms(doped), np.eye(3, dtype=int), np.eye(3))
-                phonon.generate_displacements(distance=0.03, is_plusminus=False)
-                fcs["corrected"] = fc_from(phonon, forces - bias, near, fc0)
-            seconds = time.perf_counter() - start
-            log.info("%s %s: %d calls, %.0f s", case.dopant, name, len(computed), seconds)
+            phonon, calls[name] = method.phonopy_doped(doped, reference, ff)
+            fcs[name] = np.asarray(phonon.force_constants)
+            log.info(
+                "%s %s: %d calls, %.0f s",
+                case.dopant,
+                name,
+                calls[name],
+                time.perf_counter() - start,
+            )
+        near = method.near_dopants(doped, reference)
         delta = {k: (v - fc0)[near] for k, v in fcs.items()}
         spectra = {
             k: modes_spectrum(gamma_modes(v, doped), grid, 3.0) - pristine_spectrum
@@ -157,8 +98,8 @@ def main(cfg: DictConfig) -> None:
             for k in ("one-sided", "corrected")
         }
         lines.append(
-            f"| {case.symbols} | {case.dopant} | {calls['central']} / {calls['one-sided']} + "
-            f"{calls['pristine']} | "
+            f"| {case.symbols} | {case.dopant} | {calls['central']} / {calls['one-sided']} / "
+            f"{calls['corrected']} | "
             f"{error['one-sided']:.3f} | {error['corrected']:.3f} | "
             f"{versus(spectra['one-sided'], spectra['central'])} | "
             f"{versus(spectra['corrected'], spectra['central'])} |"

@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from defectnet.datagen.phonons import EmbeddedForceConstants, FiniteDisplacement
+from defectnet.datagen.phonons import (
+    EmbeddedForceConstants,
+    FiniteDisplacement,
+    HostForceConstants,
+)
 from defectnet.datagen.relax import relax
 
 EYE = np.eye(3, dtype=int)
@@ -78,7 +82,6 @@ def test_embedding_needs_the_same_supercell(si64, host, chgnet):
         EmbeddedForceConstants().doped_modes(si64, None, chgnet)
 
 
-@pytest.mark.slow
 def _loose_p1_cell(matgl):
     """Si with one Ge, rattled to P1 and relaxed loosely, as generation does: forces remain."""
     cell = bulk("Si", "diamond", a=5.46, cubic=True)
@@ -121,6 +124,43 @@ def test_the_default_steps_are_central_differences(matgl):
     central_error = np.abs(fc["default"] - fc["pairs"]).max()
     one_sided_error = np.abs(fc["one-sided"] - fc["pairs"]).max()
     assert central_error < 1e-3 < one_sided_error / 10, (central_error, one_sided_error)
+
+
+def test_corrected_one_sided_steps_give_the_central_patch(matgl):
+    """Ge in diamond Si (no inversion at the site): one-sided steps put the potential's third
+    derivative × the step into ΔΦ; less the pristine crystal's one-sided error of each step
+    (one call per translation orbit and direction, once per reference) they give central's."""
+    prim = relax(bulk("Si", "diamond", a=5.45), matgl.calculator(), fmax=0.002, relax_cell=True)
+    pristine = bulk("Si", "diamond", a=prim.atoms.cell.lengths()[0] * np.sqrt(2), cubic=True)
+    pristine = pristine.repeat((2, 2, 2))
+    fc0 = np.asarray(FiniteDisplacement().phonopy(pristine, EYE, matgl).force_constants)
+    doped = pristine.copy()
+    doped[0].symbol = "Ge"
+    doped = relax(doped, matgl.calculator(), fmax=0.005, force_constants=fc0).atoms
+    reference = HostForceConstants(pristine.numbers.copy(), fc0, 0, pristine=pristine)
+    delta, calls = {}, {}
+    for plusminus in ("auto", False, "corrected"):
+        method = EmbeddedForceConstants(cutoff=4.0, plusminus=plusminus)
+        phonon, calls[plusminus] = method.phonopy_doped(doped, reference, matgl)
+        delta[plusminus] = (phonon.force_constants - fc0)[method.near_dopants(doped, reference)]
+    error = {
+        k: np.linalg.norm(delta[k] - delta["auto"]) / np.linalg.norm(delta["auto"])
+        for k in (False, "corrected")
+    }
+    assert error["corrected"] < 0.1 and error["corrected"] < error[False] / 3, error
+    # the pristine errors: one call per orbit and step (+ the undisplaced cell), then kept
+    assert calls["corrected"] > calls[False]
+    again = EmbeddedForceConstants(cutoff=4.0, plusminus="corrected")
+    assert again.phonopy_doped(doped, reference, matgl)[1] == calls[False]
+
+
+def test_corrected_steps_need_a_pristine_crystal():
+    from defectnet.errors import UserError
+
+    with pytest.raises(UserError, match="embedded or superposed"):
+        FiniteDisplacement(plusminus="corrected")
+    with pytest.raises(UserError, match="choose auto"):
+        EmbeddedForceConstants(plusminus="both")
 
 
 @pytest.mark.slow

@@ -131,7 +131,7 @@ def strain_response(cell: Atoms, force_constants: np.ndarray, method, forcefield
         derivative=(np.asarray(phonon.force_constants) - force_constants) / step,
         pressure=pressure,
         stiffness=(forcefield.pressure(strained) - pressure) / step,
-        n_calls=len(phonon.displacements) + (method.plusminus is False) + 2,
+        n_calls=method.n_calls(phonon) + 2,
     )
 
 

@@ -18,7 +18,7 @@ Two methods behind one interface, chosen by the ``phonons`` config group:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 # of its host at zero pressure (a free crystal's; datagen/defect_library.py)
 UNIFORM_STRAIN = ("kept", "removed", "sample", "free")
 MAX_DILUTE_ATOMS = 1024  # the largest dilute cell `free` grows a patch's cell to
+# phonons.plusminus: phonopy's choices (each step with its opposite; one-sided; ``auto``: the
+# opposite only where symmetry does not supply it) and ``corrected``: a doped cell's steps
+# one-sided, less the pristine crystal's one-sided error of the same step (``OneSidedError``);
+# the pristine crystal's own steps as ``auto``
+PLUSMINUS = ("auto", True, False, "corrected")
 
 
 @dataclass
@@ -83,6 +88,7 @@ class FiniteDisplacement:
 
     name = "full"
     relaxes_samples = True  # each doped cell is relaxed before its phonons
+    knows_pristine = False  # whether doped cells are made against pristine force constants
 
     def __init__(
         self,
@@ -92,6 +98,15 @@ class FiniteDisplacement:
         symprec: float = 1e-4,
         symmetrize_fc: bool = True,
     ):
+        if plusminus not in PLUSMINUS:
+            raise UserError(
+                f"phonons.plusminus={plusminus!r}: choose auto, true, false or corrected."
+            )
+        if plusminus == "corrected" and not self.knows_pristine:
+            raise UserError(
+                f"phonons.plusminus=corrected subtracts the pristine crystal's one-sided error, "
+                f"which phonons={self.name} does not compute: use it with embedded or superposed."
+            )
         self.displacement = displacement
         self.plusminus = plusminus
         self.mesh = mesh
@@ -123,9 +138,9 @@ class FiniteDisplacement:
             primitive_matrix=np.eye(3),
             symprec=self.symprec,
         )
-        phonon.generate_displacements(distance=self.displacement, is_plusminus=self.plusminus)
+        phonon.generate_displacements(distance=self.displacement, is_plusminus=self.pristine_steps)
         cells = [from_phonopy_atoms(c) for c in phonon.supercells_with_displacements]
-        if self.plusminus is not True:
+        if self.pristine_steps is not True:
             # a step without its opposite (all of them one-sided, or under ``auto`` those whose
             # opposite symmetry supplies): forces relative to the undisplaced cell, whose
             # residual forces after relaxation would otherwise enter every difference
@@ -138,12 +153,23 @@ class FiniteDisplacement:
             phonon.symmetrize_force_constants()  # acoustic sum rule + index symmetry
         return phonon
 
+    @property
+    def pristine_steps(self) -> str | bool:
+        """phonopy's ``is_plusminus`` for a cell computed whole (a pristine one under
+        ``corrected``, which has no pristine crystal of its own to correct against)."""
+        return "auto" if self.plusminus == "corrected" else self.plusminus
+
+    def n_calls(self, phonon) -> int:
+        """Force calls ``phonopy`` spent: the displaced cells and, for one-sided steps, the
+        undisplaced one."""
+        return len(phonon.displacements) + (self.pristine_steps is not True)
+
     def modes(self, unitcell: Atoms, matrix: np.ndarray, forcefield: ForceField) -> Modes:
         phonon = self.phonopy(unitcell, matrix, forcefield)
         return mesh_modes(
             phonon,
             self.mesh,
-            n_displacements=len(phonon.displacements) + (self.plusminus is not True),
+            n_displacements=self.n_calls(phonon),
             projections=self.projections,
         )
 
@@ -167,6 +193,83 @@ class HostForceConstants:
     numbers: np.ndarray  # [N] atomic numbers of the pristine supercell
     force_constants: np.ndarray  # [N, N, 3, 3] eV/Å²
     n_displacements: int
+    pristine: Atoms | None = None  # the cell itself (for ``plusminus: corrected``)
+    one_sided: OneSidedError | None = field(default=None, repr=False)
+
+    def one_sided_error(self, symprec: float) -> OneSidedError:
+        """The pristine cell's one-sided errors, computed as steps ask for them and kept."""
+        if self.pristine is None:
+            raise ValueError("plusminus=corrected needs the pristine cell beside its constants")
+        if self.one_sided is None:
+            self.one_sided = OneSidedError(self.pristine, self.force_constants, symprec)
+        return self.one_sided
+
+
+class OneSidedError:
+    """What a one-sided step u of atom i gives beyond the harmonic forces −Φu in the pristine
+    cell: b(i, u), second order in u, which central steps cancel. A lattice translation that
+    maps atom i onto j maps b(i, u) onto b(j, u), so one force call per (translation orbit, u)
+    gives it for every atom; subtracted from a doped cell's one-sided step it leaves ΔΦ and the
+    dopant's own change of b (``scripts/bench_forward_patches.py``: central's ΔΦ at half the
+    calls on low-symmetry sites)."""
+
+    def __init__(self, pristine: Atoms, force_constants: np.ndarray, symprec: float):
+        self.pristine = pristine
+        self.force_constants = force_constants
+        self.orbit = translation_orbits(pristine, symprec)  # atom → (representative, perm)
+        self.residual: np.ndarray | None = None
+        self.errors: dict[tuple, np.ndarray] = {}  # (representative, u) → b [N, 3]
+        self.n_calls = 0
+
+    def of_steps(self, moves, forcefield: ForceField) -> np.ndarray:
+        """b of each (atom, step) in ``moves`` [len(moves), N, 3], the missing ones computed
+        in one batch of force calls."""
+        keys = []
+        for i, u in moves:
+            rep, _ = self.orbit[i]
+            keys.append((rep, tuple(np.round(u, 8))))
+        new = list(dict.fromkeys(k for k in keys if k not in self.errors))
+        if new:
+            cells = []
+            for rep, u in new:
+                cell = self.pristine.copy()
+                cell.positions[rep] += u
+                cells.append(cell)
+            first = [self.pristine] if self.residual is None else []
+            result = forcefield.forces([*first, *cells])
+            if first:
+                self.residual = np.asarray(result[0])
+            for (rep, u), forces in zip(new, result[len(first) :]):
+                harmonic = -np.einsum("a,jab->jb", np.asarray(u), self.force_constants[rep])
+                self.errors[(rep, u)] = np.asarray(forces) - self.residual - harmonic
+            self.n_calls += len(first) + len(new)
+        out = np.zeros((len(moves), len(self.pristine), 3))
+        for k, ((i, _), key) in enumerate(zip(moves, keys)):
+            _, perm = self.orbit[i]
+            out[k][perm] = self.errors[key]
+        return out
+
+
+def translation_orbits(cell: Atoms, symprec: float) -> dict[int, tuple[int, np.ndarray]]:
+    """For each atom, the first atom of its orbit under ``cell``'s pure lattice translations
+    and the permutation ``perm`` of that translation (atom j moves onto ``perm[j]``;
+    ``perm[representative]`` is the atom)."""
+    import spglib
+
+    frac = cell.get_scaled_positions()
+    data = spglib.get_symmetry((cell.cell[:], frac, cell.numbers), symprec=symprec)
+    perms = []
+    for rotation, shift in zip(data["rotations"], data["translations"]):
+        if np.array_equal(rotation, np.eye(3, dtype=int)):
+            diff = (frac + shift)[:, None, :] - frac[None, :, :]
+            diff -= np.round(diff)
+            perms.append(np.argmin(np.linalg.norm(diff @ cell.cell[:], axis=2), axis=1))
+    orbit: dict[int, tuple[int, np.ndarray]] = {}
+    for rep in range(len(cell)):
+        if rep not in orbit:
+            for perm in perms:
+                orbit.setdefault(int(perm[rep]), (rep, perm))
+    return orbit
 
 
 class EmbeddedForceConstants(FiniteDisplacement):
@@ -181,6 +284,7 @@ class EmbeddedForceConstants(FiniteDisplacement):
     """
 
     name = "embedded"
+    knows_pristine = True
 
     def __init__(self, cutoff: float = 4.5, **kwargs):
         super().__init__(**kwargs)
@@ -194,7 +298,10 @@ class EmbeddedForceConstants(FiniteDisplacement):
     def host_reference(self, pristine: Atoms, forcefield: ForceField, **_) -> HostForceConstants:
         phonon = self.phonopy(pristine, np.eye(3, dtype=int), forcefield)
         return HostForceConstants(
-            pristine.numbers.copy(), np.asarray(phonon.force_constants), len(phonon.displacements)
+            pristine.numbers.copy(),
+            np.asarray(phonon.force_constants),
+            self.n_calls(phonon),
+            pristine=pristine.copy(),
         )
 
     def near_dopants(self, doped: Atoms, reference: HostForceConstants) -> np.ndarray:
@@ -224,7 +331,10 @@ class EmbeddedForceConstants(FiniteDisplacement):
             primitive_matrix=np.eye(3),
             symprec=self.symprec,
         )
-        phonon.generate_displacements(distance=self.displacement, is_plusminus=self.plusminus)
+        corrected = self.plusminus == "corrected"
+        phonon.generate_displacements(
+            distance=self.displacement, is_plusminus=False if corrected else self.plusminus
+        )
         moves, forces, computed, cells = near_steps(phonon, doped, near, reference.force_constants)
         # ± pairs cancel the residual forces of the relaxed cell; one-sided steps need them
         paired = all(
@@ -232,11 +342,17 @@ class EmbeddedForceConstants(FiniteDisplacement):
             for i, u in (moves[k] for k in computed)
         )
         reference_cells = [] if paired else [doped]
+        n_calls = len(cells) + (len(reference_cells) if cells else 0)
         if cells:
             result = forcefield.forces([*reference_cells, *cells])
             forces[computed] = np.asarray(result[len(reference_cells) :])
             if not paired:
                 forces[computed] -= result[0]
+            if corrected:
+                error = reference.one_sided_error(self.symprec)
+                before = error.n_calls
+                forces[computed] -= error.of_steps([moves[k] for k in computed], forcefield)
+                n_calls += error.n_calls - before
         phonon.forces = forces
         phonon.produce_force_constants()
         fc = phonon.force_constants
@@ -245,7 +361,7 @@ class EmbeddedForceConstants(FiniteDisplacement):
         phonon.force_constants = fc
         if self.symmetrize_fc:
             phonon.symmetrize_force_constants()
-        return phonon, len(cells) + (len(reference_cells) if cells else 0)
+        return phonon, n_calls
 
     def doped_modes(
         self, doped: Atoms, reference: HostForceConstants | None, forcefield: ForceField
@@ -329,6 +445,7 @@ class SuperposedForceConstants(FiniteDisplacement):
 
     name = "superposed"
     relaxes_samples = False
+    knows_pristine = True
 
     def __init__(
         self,
@@ -437,7 +554,7 @@ class SuperposedForceConstants(FiniteDisplacement):
             library = DefectLibrary(
                 pristine.copy(),
                 np.asarray(phonon.force_constants),
-                len(phonon.displacements) + (self.plusminus is False),
+                self.n_calls(phonon),
                 site_class[host_site_of(pristine, host)],
                 classes.representative,
                 classes.rotation,
@@ -458,7 +575,7 @@ class SuperposedForceConstants(FiniteDisplacement):
             if not dilute_cell:
                 cell = self.dilute_supercell(host)
                 phonon = self.phonopy(cell, np.eye(3, dtype=int), forcefield)
-                library.n_displacements += len(phonon.displacements) + (self.plusminus is False)
+                library.n_displacements += self.n_calls(phonon)
                 strain = None
                 if self.uniform_strain != "kept":
                     strain = strain_response(cell, phonon.force_constants, self, forcefield)
@@ -477,8 +594,18 @@ class SuperposedForceConstants(FiniteDisplacement):
                 )
             return dilute_cell[0]
 
+        references: list[HostForceConstants] = []
+
         def as_reference(cell: DefectLibrary) -> HostForceConstants:
-            return HostForceConstants(cell.pristine.numbers.copy(), cell.force_constants, 0)
+            """The dilute cell as the embedding reads it: one per run, so that the pristine
+            one-sided errors (``plusminus: corrected``) are computed once for all patches."""
+            if not references:
+                references.append(
+                    HostForceConstants(
+                        cell.pristine.numbers.copy(), cell.force_constants, 0, cell.pristine
+                    )
+                )
+            return references[0]
 
         symbols = np.array(host.get_chemical_symbols())
         wanted = [
