@@ -84,7 +84,11 @@ def test_presets_with_committed_records_still_resume_them(preset):
 
 @pytest.mark.parametrize(
     "preset",
-    ["pretrain_v2", "pretrain_v3", "realism_central", "research/realism_superposed_far8"],
+    [
+        "pretrain_v2",
+        "realism_central",
+        "research/realism_superposed_far8",
+    ],
 )
 def test_data_sets_made_with_hashing_by_name_still_resume(preset):
     """The same for the data sets made since components are hashed by name: their records carry
@@ -93,6 +97,32 @@ def test_data_sets_made_with_hashing_by_name_still_resume(preset):
 
     cfg = compose_config("generate", [f"generate={preset}"])
     assert stored_settings_hash(cfg) == settings_hash(cfg)
+
+
+def test_the_realism_hosts_v3_references_resume_as_they_were_made():
+    """``realism_references_v3`` keeps the central steps its first hosts were made with."""
+    import json
+
+    from defectnet.datagen.settings import settings_hash
+
+    cfg = compose_config("generate", ["generate=realism_references_v3"])
+    folder = Path(__file__).parents[1] / cfg.out_dir / "references"
+    stored = {json.loads(p.read_text())["settings_hash"] for p in folder.glob("*.json")}
+    assert stored == {settings_hash(cfg)}
+
+
+def test_a_set_that_goes_on_with_cheaper_steps_keeps_what_it_made():
+    """pretrain_v3 went on with corrected one-sided steps after its first shards were made
+    with central ones: those records are accepted (``also_accepts``), under their own hash."""
+    from defectnet.datagen.settings import accepted_hashes, settings_hash
+
+    cfg = compose_config("generate", ["generate=pretrain_v3"])
+    stored = stored_settings_hash(cfg)
+    assert cfg.phonons.plusminus == "corrected" and stored != settings_hash(cfg)
+    assert stored in accepted_hashes(cfg)
+    assert stored not in accepted_hashes(
+        compose_config("generate", ["generate=pretrain_v3", "also_accepts=[]"])
+    )
 
 
 @pytest.mark.parametrize("group", ["calculator", "phonons", "parents"])

@@ -30,6 +30,7 @@ RUNTIME_KEYS = (
     "cache_parents",
     "compile_potential",
     "force_workers",
+    "also_accepts",
 )
 
 
@@ -109,8 +110,13 @@ def legacy_settings_hash(cfg: DictConfig) -> str:
 
 
 def accepted_hashes(cfg: DictConfig) -> tuple[str, ...]:
-    """The hashes of records this config may resume or consolidate: its own, then the legacy."""
-    return (settings_hash(cfg), legacy_settings_hash(cfg))
+    """The hashes of records this config may resume or consolidate: its own, the legacy, and
+    those of the config with each change of ``also_accepts`` (a set that went on with a cheaper
+    way of making the same records, e.g. ``phonons.plusminus``, keeps what it made before)."""
+    variants = [
+        settings_hash(OmegaConf.merge(cfg, change)) for change in cfg.get("also_accepts") or ()
+    ]
+    return (settings_hash(cfg), legacy_settings_hash(cfg), *variants)
 
 
 def _hash(cfg: DictConfig, component: Callable[[str, str], str]) -> str:
