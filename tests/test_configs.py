@@ -100,15 +100,15 @@ def test_data_sets_made_with_hashing_by_name_still_resume(preset):
 
 
 def test_the_realism_hosts_v3_references_resume_as_they_were_made():
-    """``realism_references_v3`` keeps the central steps its first hosts were made with."""
+    """``realism_references_v3`` accepts the central steps its first hosts were made with."""
     import json
 
-    from defectnet.datagen.settings import settings_hash
+    from defectnet.datagen.settings import accepted_hashes
 
     cfg = compose_config("generate", ["generate=realism_references_v3"])
     folder = Path(__file__).parents[1] / cfg.out_dir / "references"
     stored = {json.loads(p.read_text())["settings_hash"] for p in folder.glob("*.json")}
-    assert stored == {settings_hash(cfg)}
+    assert stored and stored <= set(accepted_hashes(cfg))
 
 
 def test_a_set_that_goes_on_with_cheaper_steps_keeps_what_it_made():
