@@ -210,13 +210,17 @@ GENERATION_STAGES = {
 
 
 def check_generation(cfg: DictConfig) -> None:
-    """Settings refused before any work: shards, the phonon method's settings, candidates."""
-    from defectnet.datagen.shards import check_shard
+    """Settings refused before any work (and before ``out_dir`` is made): shards, the phonon
+    method's settings, candidates, the force workers, the pristine spectrum."""
+    from defectnet.datagen.force_pool import force_workers
+    from defectnet.datagen.shards import check_pristine_spectrum, check_shard
     from defectnet.elements import dopant_index
     from defectnet.errors import instantiate_checked
 
     check_shard(cfg)
     instantiate_checked(cfg.phonons)
+    force_workers(cfg.get("force_workers", 1))
+    check_pristine_spectrum(cfg)
     if cfg.get("candidates") is not None:
         given = cfg.candidates
         for dopant in [given] if isinstance(given, str) else list(given):

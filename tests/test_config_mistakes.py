@@ -37,12 +37,15 @@ def refused(task, cfg, capsys, expect: str) -> str:
         (["candidates=[Xx]"], "candidates: 'Xx'"),
         (["pristine_spectrum=parent"], "pristine_spectrum=parent"),
         (["stage=everything"], "stage='everything'"),
+        (["force_workers=0"], "force_workers=0"),
+        (["phonons=full", "phonons.plusminus=corrected"], "phonons.plusminus=corrected"),
+        (["phonons=embedded", "phonons.plusminus=both"], "phonons.plusminus='both'"),
     ],
 )
 def test_generation_settings_are_refused_before_any_work(tmp_path, capsys, overrides, expect):
     cfg = compose_config("generate", [f"out_dir={tmp_path / 'gen'}", *overrides])
     refused(run_generation, cfg, capsys, expect)
-    assert not (tmp_path / "gen" / "parents").exists()  # no parent relaxed, no force call
+    assert not (tmp_path / "gen").exists()  # nothing written: no parent relaxed, no force call
 
 
 @pytest.fixture(scope="module")

@@ -79,13 +79,17 @@ def check_shard(cfg: DictConfig) -> tuple[int, int]:
 PRISTINE_SPECTRA = ("sample_cell", "parent_cell")
 
 
-def make_context(cfg: DictConfig, out_dir: Path, h: str) -> Context:
+def check_pristine_spectrum(cfg: DictConfig) -> None:
     choice = cfg.get("pristine_spectrum", "sample_cell")
     if choice not in PRISTINE_SPECTRA:
         raise UserError(
             f"pristine_spectrum={choice}: choose sample_cell (the samples' own supercell, the "
             "default) or parent_cell (the parent's phonon supercell, for data sets made so)."
         )
+
+
+def make_context(cfg: DictConfig, out_dir: Path, h: str) -> Context:
+    check_pristine_spectrum(cfg)
     processes = force_workers(cfg.get("force_workers", 1))
     forcefield = instantiate(cfg.calculator)
     if processes > 1:  # one torch thread a process: the other cores go to the workers
