@@ -103,8 +103,8 @@ def console(command: str):
 
 def reports_user_errors(command: str):
     """Run a console command so that a user's mistake is one line on stderr and exit code 2,
-    with no traceback (``HYDRA_FULL_ERROR=1`` shows it); any other exception is a bug and
-    keeps its traceback."""
+    with no traceback (``HYDRA_FULL_ERROR=1`` shows it), and Ctrl-C one line and exit code 130;
+    any other exception is a bug and keeps its traceback."""
 
     def wrap(task):
         @functools.wraps(task)
@@ -122,6 +122,11 @@ def reports_user_errors(command: str):
                         "command line.",
                     )
                 user_error_exit(command, str(exc))
+            except KeyboardInterrupt:  # Ctrl-C: a stop the user asked for, not an error
+                if tracebacks_wanted():
+                    raise
+                print(f"defectnet-{command}: stopped (Ctrl-C)", file=sys.stderr)
+                raise SystemExit(130) from None
 
         return run
 

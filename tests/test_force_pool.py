@@ -86,3 +86,33 @@ def test_workers_end_when_their_parent_is_killed(tmp_path):
         time.sleep(1)
         alive = [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
     assert not alive, "worker processes outlived their killed parent"
+
+
+def test_ctrl_c_stops_the_workers_at_once(tmp_path):
+    """Ctrl-C (SIGINT to the process group) in the middle of a shared batch: the command stops
+    without waiting for the chunks the workers hold (it took 87 s before), workers gone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(KILLED_PARENT.replace("{MATGL!r}", repr(MATGL)))
+    parent = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    workers = [int(pid) for pid in parent.stdout.readline().split()]
+    time.sleep(2)  # into the batch of 400 cells
+    os.killpg(parent.pid, signal.SIGINT)
+    try:
+        parent.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(parent.pid, signal.SIGKILL)
+        raise AssertionError("the interrupted command waited for its workers' chunks") from None
+    time.sleep(1)
+    assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}")]

@@ -54,6 +54,20 @@ def test_user_errors_are_one_line_and_bugs_keep_their_traceback(capsys):
         buggy({})
 
 
+def test_ctrl_c_is_one_line_and_exit_code_130(capsys, monkeypatch):
+    monkeypatch.delenv("DEFECTNET_FULL_ERROR", raising=False)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+
+    @reports_user_errors("demo")
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as stop:
+        interrupted({})
+    assert stop.value.code == 130
+    assert capsys.readouterr().err == "defectnet-demo: stopped (Ctrl-C)\n"
+
+
 SPECTRUM_FILES = {
     "empty.txt": "",
     "page.txt": "<html><body>404 Not Found</body></html>\n",

@@ -128,6 +128,9 @@ class ForcePool(ForceField):
             self.close()
             self.processes = 1
             return self.inner.forces(structures)
+        except BaseException:  # Ctrl-C, say: stop now, not after the workers' chunks
+            self.close(at_once=True)
+            raise
 
     def _shared(self, structures: list[Atoms]) -> list[np.ndarray]:
         size = max(1, len(structures) // (4 * self.processes))
@@ -145,7 +148,11 @@ class ForcePool(ForceField):
             for forces in (part.result() if isinstance(part, Future) else part)
         ]
 
-    def close(self) -> None:
+    def close(self, at_once: bool = False) -> None:
+        """Stop the workers: after their running chunks, or ``at_once`` (terminated)."""
         if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
+            if at_once:
+                for process in list(self._pool._processes.values()):
+                    process.terminate()
+            self._pool.shutdown(wait=not at_once, cancel_futures=True)
             self._pool = None
