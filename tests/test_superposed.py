@@ -149,6 +149,28 @@ def test_a_patch_reaches_its_cutoff_only_unless_its_tail_is_asked_for(si, matgl,
         library.doped_force_constants(doped, extent="everything")
 
 
+def test_corrected_one_sided_steps_make_the_central_library(si, matgl):
+    """``plusminus: corrected`` in a library: each patch as central steps make it, the pristine
+    cell's one-sided errors computed for the first patch and reused by the next."""
+    libraries = {
+        steps: build(
+            SuperposedForceConstants(cutoff=3.0, patch_atoms=(16, 16), plusminus=steps),
+            si,
+            Counting(matgl),
+            None,
+            "Ge",
+            "C",
+        )
+        for steps in ("auto", "corrected")
+    }
+    for dopant in ("Ge", "C"):
+        central = libraries["auto"].patches[(dopant, 0)].delta
+        corrected = libraries["corrected"].patches[(dopant, 0)].delta
+        assert np.linalg.norm(corrected - central) < 0.1 * np.linalg.norm(central), dopant
+    patches = libraries["corrected"].patches
+    assert patches[("Ge", 0)].n_calls > patches[("C", 0)].n_calls  # the first paid the errors
+
+
 def test_gamma_modes_equal_phonopys_gamma_point(si, matgl):
     from defectnet.datagen.phonons import gamma_modes
 
