@@ -61,6 +61,7 @@ if __name__ == "__main__":
         cell.positions += rng.normal(0, 0.02, cell.positions.shape)
     pool = ForcePool(MatGLForceField(), {MATGL!r}, processes=2)
     pool.forces(cells[:8])
+    pool._pool.submit(int).result()  # the worker is up (its initializer done)
     print(*pool._pool._processes, flush=True)
     pool.forces(cells)
 """
@@ -110,7 +111,7 @@ def test_ctrl_c_stops_the_workers_at_once(tmp_path):
     time.sleep(2)  # into the batch of 400 cells
     os.killpg(parent.pid, signal.SIGINT)
     try:
-        parent.wait(timeout=30)
+        parent.wait(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(parent.pid, signal.SIGKILL)
         raise AssertionError("the interrupted command waited for its workers' chunks") from None
