@@ -37,6 +37,7 @@ from defectnet.datagen.phonons import (
 )
 from defectnet.datagen.relax import relax
 from defectnet.datagen.supercell import choose_supercell
+from defectnet.difference import agreement
 from defectnet.spectra import EnergyGrid, modes_spectrum
 
 log = logging.getLogger("bench_forward_patches")
@@ -46,8 +47,8 @@ STEPS = {"central": "auto", "one-sided": False, "corrected": "corrected"}
 
 def versus(d: np.ndarray, ref: np.ndarray) -> str:
     """Cosine and norm ratio of difference spectrum ``d`` against ``ref``."""
-    cos = float(d @ ref / np.linalg.norm(d) / np.linalg.norm(ref))
-    return f"{cos:.3f} / {np.linalg.norm(d) / np.linalg.norm(ref):.2f}"
+    match = agreement(d, ref)
+    return f"{match['cosine']:.3f} / {match['norm_ratio']:.2f}"
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench/forward_patches")

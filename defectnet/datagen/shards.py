@@ -89,7 +89,6 @@ def check_pristine_spectrum(cfg: DictConfig) -> None:
 
 
 def make_context(cfg: DictConfig, out_dir: Path, h: str) -> Context:
-    check_pristine_spectrum(cfg)
     processes = force_workers(cfg.get("force_workers", 1))
     forcefield = instantiate(cfg.calculator)
     if processes > 1:  # one torch thread a process: the other cores go to the workers
