@@ -3,7 +3,13 @@ import pytest
 from ase.build import bulk
 
 from defectnet.datagen.recommender import Candidate
-from defectnet.datagen.supercell import SupercellRangeError, choose_supercell, substitute
+from defectnet.datagen.supercell import (
+    SupercellRangeError,
+    choose_supercell,
+    image_distance,
+    substitute,
+    symmetric_supercell,
+)
 
 
 def test_adaptive_supercell_meets_the_paper_range():
@@ -65,3 +71,34 @@ def test_uniform_site_counts_spread_over_the_range_and_bad_names_fail():
     assert np.mean(uniform) > np.mean(log_uniform) + 2
     with pytest.raises(ValueError, match="sampling.site_counts='gaussian'"):
         draw("gaussian", 0)
+
+
+def site_symmetry_order(cell, site: int) -> int:
+    """Point operations of ``cell`` with one atom marked at ``site``."""
+    import spglib
+
+    marked = cell.numbers.copy()
+    marked[site] = 1
+    ops = spglib.get_symmetry((cell.cell[:], cell.get_scaled_positions(), marked), symprec=1e-4)
+    return len(np.unique(ops["rotations"], axis=0))
+
+
+def test_a_dilute_cell_can_keep_the_dopants_site_symmetry():
+    """Wurtzite's most compact 200–260-atom cell breaks the hexagonal axis, so a dopant there
+    has no symmetry and every near atom must be displaced three ways; the smallest cell that
+    keeps the point group (and its images as far apart) gives the O site back its 3m."""
+    zno = bulk("ZnO", "wurtzite", a=3.25, c=5.21)
+    _, compact = choose_supercell(zno, 200, 260)
+    assert site_symmetry_order(compact, 1) == 1
+    matrix, symmetric = symmetric_supercell(zno, 200, 340, image_distance(compact))
+    assert 200 <= len(symmetric) <= 340
+    assert image_distance(symmetric) >= image_distance(compact) - 1e-6
+    assert site_symmetry_order(symmetric, 1) == 6
+    # a cubic crystal's most compact cell keeps its symmetry already: the same cell comes back
+    gaas = bulk("GaAs", "zincblende", a=5.65)
+    compact_matrix, compact = choose_supercell(gaas, 200, 260)
+    matrix, symmetric = symmetric_supercell(gaas, 200, 340, image_distance(compact))
+    assert np.array_equal(matrix, compact_matrix)
+    assert site_symmetry_order(symmetric, 0) == 24
+    # none when the range holds no such cell
+    assert symmetric_supercell(zno, 200, 210, image_distance(compact)) is None

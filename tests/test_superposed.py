@@ -434,6 +434,43 @@ def test_the_outside_strain_is_the_mean_bond_strain_beyond_the_cutoff(si):
         outside_strain(grown, cell, np.ones(len(cell), bool))
 
 
+def test_a_dilute_cell_that_keeps_the_site_symmetry_needs_fewer_force_calls(matgl):
+    """Wurtzite's most compact 24–30-atom cell breaks the hexagonal axis, so a Ga site there
+    has no symmetry left and each near atom is displaced three ways; with
+    ``patch_symmetric_atoms`` the patch comes from the 32-atom cell that keeps 3m, its periodic
+    images no closer, at a fraction of the calls, and the dopant relaxes as its site allows
+    (three equal basal bonds; the compact cell's lopsided images pull them apart)."""
+    from ase.build import bulk
+
+    from defectnet.datagen.supercell import image_distance
+
+    host = relax(bulk("GaN", "wurtzite", a=3.19, c=5.19), matgl.calculator(), relax_cell=True)
+    host = host.atoms
+    patches = {}
+    for symmetric_atoms in (0, 40):
+        method = SuperposedForceConstants(
+            cutoff=2.5, patch_atoms=(24, 30), patch_symmetric_atoms=symmetric_atoms
+        )
+        dilute = method.dilute_supercell(host)
+        library = method.host_reference(
+            dilute,
+            matgl,
+            host=host,
+            candidates=[Candidate("Mg", "Ga", "p", "test", 1.0)],
+            relax=lambda atoms, fc: relax(atoms, matgl.calculator(), fmax=0.01, force_constants=fc),
+        )
+        patches[symmetric_atoms] = (dilute, next(iter(library.patches.values())))
+    (compact, plain), (symmetric, kept) = patches[0], patches[40]
+    assert (len(compact), len(symmetric)) == (24, 32)
+    assert image_distance(symmetric) >= image_distance(compact)
+    assert kept.n_calls * 2 < plain.n_calls
+    lopsided, even = (
+        np.sort(np.linalg.norm(p.vectors + p.relaxation, axis=1))[1:5] for p in (plain, kept)
+    )
+    assert np.ptp(even[:3]) < 1e-3 < 0.01 < np.ptp(lopsided)
+    assert abs(lopsided.mean() - even.mean()) < 0.02
+
+
 def test_a_free_patch_grows_its_dilute_cell_until_bonds_lie_beyond_the_cutoff():
     """64 atoms of diamond leave no bond beyond 5 Å of a site, so `free` cuts its patches from
     the next cell up (216 atoms); the other modes, and hosts whose 64-atom cell has such bonds,

@@ -456,9 +456,17 @@ class SuperposedForceConstants(FiniteDisplacement):
         patch_extent: str = "cutoff",
         pair_reach: float = 0.0,
         uniform_strain: str = "kept",
+        patch_symmetric_atoms: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if patch_symmetric_atoms < 0:
+            raise UserError(
+                f"phonons.patch_symmetric_atoms must be >= 0 (the largest dilute cell taken to "
+                f"keep the host's point group; 0: the most compact cell), got "
+                f"{patch_symmetric_atoms}."
+            )
+        self.patch_symmetric_atoms = int(patch_symmetric_atoms)
         if uniform_strain not in UNIFORM_STRAIN:
             raise UserError(
                 f"phonons.uniform_strain='{uniform_strain}': choose one of "
@@ -495,18 +503,32 @@ class SuperposedForceConstants(FiniteDisplacement):
             out["pair_reach"] = self.pair_reach
         if self.uniform_strain != "kept":
             out["uniform_strain"] = self.uniform_strain
+        if self.patch_symmetric_atoms:
+            out["patch_symmetric_atoms"] = self.patch_symmetric_atoms
         return out
 
     def dilute_supercell(self, host: Atoms) -> Atoms:
-        """The cell a patch is cut from: the most compact of ``patch_atoms`` atoms; with
-        ``uniform_strain=free`` the range doubles until bonds lie beyond the cutoff around every
-        site, which ``outside_strain`` measures (64 atoms of diamond hold none at 5 Å)."""
+        """The cell a patch is cut from: the most compact of ``patch_atoms`` atoms. With
+        ``patch_symmetric_atoms`` the smallest cell of up to that many atoms that keeps the host's
+        point group with its periodic images no closer: a dopant then keeps its site symmetry and
+        its patch needs that many times fewer displacements (wurtzite ZnO: 240 atoms of
+        symmetry C1 → 256 of C3v, a fifth of the force calls). With ``uniform_strain=free`` the
+        range doubles until bonds lie beyond the cutoff around every site, which
+        ``outside_strain`` measures (64 atoms of diamond hold none at 5 Å)."""
         from defectnet.datagen.defect_library import has_far_bonds
-        from defectnet.datagen.supercell import choose_supercell
+        from defectnet.datagen.supercell import (
+            choose_supercell,
+            image_distance,
+            symmetric_supercell,
+        )
 
         low, high = self.patch_atoms
         while True:
             _, cell = choose_supercell(host, low, high, where="phonons.patch_atoms")
+            if self.patch_symmetric_atoms:
+                top = max(high, self.patch_symmetric_atoms)
+                found = symmetric_supercell(host, low, top, image_distance(cell))
+                cell = cell if found is None else found[1]
             if self.uniform_strain != "free" or has_far_bonds(cell, self.cutoff):
                 return cell
             if high >= MAX_DILUTE_ATOMS:

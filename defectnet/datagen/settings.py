@@ -42,6 +42,7 @@ IMPLIED = {
     ("sampling", "undoped_fraction"): 0.0,
     ("phonons", "pair_reach"): 0.0,
     ("phonons", "uniform_strain"): "kept",
+    ("phonons", "patch_symmetric_atoms"): 0,
     ("relax", "stress_tolerance"): None,
 }
 # ``pristine_spectrum``: data sets made before it had the parent's own pristine spectrum

@@ -23,13 +23,17 @@ class SupercellRangeError(ValueError):
     """No supercell of the parent has a number of atoms inside the requested range."""
 
 
-def _compactness(cell: np.ndarray) -> float:
-    """Smallest distance between opposite faces over the cube root of the volume (1 = cube)."""
+def _widths(cell: np.ndarray) -> list[float]:
+    """Distances between opposite faces: how far a site is from its nearest periodic images."""
     vol = abs(np.linalg.det(cell))
-    widths = [
+    return [
         vol / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)
     ]
-    return min(widths) / vol ** (1 / 3)
+
+
+def _compactness(cell: np.ndarray) -> float:
+    """Smallest distance between opposite faces over the cube root of the volume (1 = cube)."""
+    return min(_widths(cell)) / abs(np.linalg.det(cell)) ** (1 / 3)
 
 
 def _conventional(atoms: Atoms) -> Atoms:
@@ -52,6 +56,24 @@ def _factor_triples(low: int, high: int):
                 yield n1, n2, n3
 
 
+def _diagonal_multiples(atoms: Atoms, min_atoms: int, max_atoms: int):
+    """(matrix, atoms) of every diagonal multiple of ``atoms`` and of its conventional cell with
+    ``min_atoms`` to ``max_atoms`` atoms."""
+    bases = [np.eye(3, dtype=int)]
+    conv = _conventional(atoms)
+    if len(conv) != len(atoms):
+        exact = np.linalg.solve(atoms.cell[:].T, conv.cell[:].T).T
+        to_conv = np.rint(exact).astype(int)
+        # only a conventional cell that is a supercell of the given one (not a smaller cell
+        # hidden in an already repeated one) can serve as a base
+        if np.allclose(exact, to_conv, atol=1e-3) and round(abs(np.linalg.det(to_conv))) >= 1:
+            bases.append(to_conv)
+    for base_matrix in bases:
+        n_base = len(atoms) * round(abs(np.linalg.det(base_matrix)))
+        for n in _factor_triples(math.ceil(min_atoms / n_base), max_atoms // n_base):
+            yield np.diag(n) @ base_matrix, n_base * math.prod(n)
+
+
 def choose_supercell(
     atoms: Atoms, min_atoms: int, max_atoms: int, *, where: str = "parent"
 ) -> tuple[np.ndarray, Atoms]:
@@ -65,24 +87,11 @@ def choose_supercell(
             f"supercell range [{min_atoms}, {max_atoms}] is empty; "
             "set supercell.min_atoms ≤ supercell.max_atoms."
         )
-    bases = [(np.eye(3, dtype=int), atoms)]
-    conv = _conventional(atoms)
-    if len(conv) != len(atoms):
-        exact = np.linalg.solve(atoms.cell[:].T, conv.cell[:].T).T
-        to_conv = np.rint(exact).astype(int)
-        # only a conventional cell that is a supercell of the given one (not a smaller cell
-        # hidden in an already repeated one) can serve as a base
-        if np.allclose(exact, to_conv, atol=1e-3) and round(abs(np.linalg.det(to_conv))) >= 1:
-            bases.append((to_conv, atoms))
     best = None
-    for base_matrix, base in bases:
-        n_base = len(base) * round(abs(np.linalg.det(base_matrix)))
-        for n in _factor_triples(math.ceil(min_atoms / n_base), max_atoms // n_base):
-            count = n_base * math.prod(n)
-            matrix = np.diag(n) @ base_matrix
-            score = (-round(_compactness(matrix @ atoms.cell[:]), 6), count)
-            if best is None or score < best[0]:
-                best = (score, matrix)
+    for matrix, count in _diagonal_multiples(atoms, min_atoms, max_atoms):
+        score = (-round(_compactness(matrix @ atoms.cell[:]), 6), count)
+        if best is None or score < best[0]:
+            best = (score, matrix)
     if best is None:
         raise SupercellRangeError(
             f"{where}: no supercell of the {len(atoms)}-atom cell has between {min_atoms} and "
@@ -90,6 +99,47 @@ def choose_supercell(
         )
     matrix = best[1]
     return matrix, make_supercell(atoms, matrix, order="cell-major")
+
+
+def _keeps_rotations(rotations: np.ndarray, matrix: np.ndarray) -> bool:
+    """Whether every rotation (fractional, of the cell) maps the supercell ``matrix`` onto
+    itself."""
+    lattice = np.asarray(matrix, dtype=np.float64).T  # supercell vectors in the cell's basis
+    inverse = np.linalg.inv(lattice)
+    return all(np.allclose(k := inverse @ r @ lattice, np.rint(k), atol=1e-6) for r in rotations)
+
+
+def symmetric_supercell(
+    atoms: Atoms, min_atoms: int, max_atoms: int, min_width: float
+) -> tuple[np.ndarray, Atoms] | None:
+    """The smallest supercell of ``min_atoms`` to ``max_atoms`` atoms that keeps the crystal's
+    point group and puts periodic images at least ``min_width`` apart (then the most compact);
+    None if there is none. In such a cell a substituted site keeps its whole site symmetry (its
+    periodic images sit symmetrically), so a patch's displacements reduce by it."""
+    import spglib
+
+    rotations = np.unique(
+        spglib.get_symmetry(
+            (atoms.cell[:], atoms.get_scaled_positions(), atoms.numbers), symprec=1e-3
+        )["rotations"],
+        axis=0,
+    )
+    best = None
+    for matrix, count in _diagonal_multiples(atoms, min_atoms, max_atoms):
+        cell = matrix @ atoms.cell[:]
+        if min(_widths(cell)) < min_width - 1e-6 or not _keeps_rotations(rotations, matrix):
+            continue
+        score = (count, -round(_compactness(cell), 6))
+        if best is None or score < best[0]:
+            best = (score, matrix)
+    if best is None:
+        return None
+    return best[1], make_supercell(atoms, best[1], order="cell-major")
+
+
+def image_distance(cell: Atoms) -> float:
+    """The smallest distance between opposite faces of ``cell`` (Å)."""
+    return min(_widths(cell.cell[:]))
 
 
 @dataclass
