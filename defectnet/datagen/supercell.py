@@ -26,9 +26,7 @@ class SupercellRangeError(ValueError):
 def _widths(cell: np.ndarray) -> list[float]:
     """Distances between opposite faces: how far a site is from its nearest periodic images."""
     vol = abs(np.linalg.det(cell))
-    return [
-        vol / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)
-    ]
+    return [vol / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)]
 
 
 def _compactness(cell: np.ndarray) -> float:
