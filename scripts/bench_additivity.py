@@ -10,9 +10,11 @@ truth's settings (relaxed at zero pressure, `full` central differences); its Δ�
 each site of the cell by the supercell's symmetry operations, and the cell is rebuilt as
 pristine + Σ ΔΦ (exact singles) on the truth's q-mesh. Its difference spectrum (doped −
 pristine) against the truth's says what additivity alone costs; the twins' against the truth
-says what the library costs on top.
+says what the library costs on top. With ``pairs_within`` (Å) every two dopants that close are
+also computed together, and what they add by being together (ΔΦ of the pair less its two
+singles) is added too: how much of what the singles miss is pairwise.
 
-    python scripts/bench_additivity.py [cells='[quartz-SiO2/16]'] [docs=true]
+    python scripts/bench_additivity.py [cells='[quartz-SiO2/16]'] [pairs_within=3.5] [docs=true]
 """
 
 from __future__ import annotations
@@ -61,20 +63,54 @@ def site_map(cell: Atoms, symprec: float):
     return out
 
 
-def carrier(singles: dict, z: int, site: int, ops: list) -> tuple | None:
-    """A computed single of species ``z`` and the operation that carries it onto ``site``."""
-    for zz, source in singles:
-        for i, (_, perm) in enumerate(ops):
-            if zz == z and perm[source] == site:
-                return z, source, i
-    return None
-
-
 def carried(delta: np.ndarray, rotation: np.ndarray, perm: np.ndarray) -> np.ndarray:
-    """ΔΦ of a dopant at site s moved by one symmetry operation to site perm[s]."""
+    """ΔΦ computed with dopants at some sites, moved by one symmetry operation to their images."""
     out = np.empty_like(delta)
     out[np.ix_(perm, perm)] = np.einsum("ab,ijbc,dc->ijad", rotation, delta, rotation)
     return out
+
+
+class Exact:
+    """One host's supercell, its `full` force constants, and the exact ΔΦ of one dopant (or one
+    pair of dopants) alone in it, each computed once per symmetry orbit and carried to the
+    others."""
+
+    def __init__(self, supercell: Atoms, ff, method: FiniteDisplacement, relax: DictConfig):
+        self.supercell, self.ff, self.method, self.relax = supercell, ff, method, relax
+        start = time.perf_counter()
+        self.fc0 = self.force_constants(supercell)
+        log.info("pristine supercell: %.0f s", time.perf_counter() - start)
+        self.ops = site_map(supercell, method.symprec)
+        self.computed: dict[tuple, np.ndarray] = {}  # ((z, site), …) → ΔΦ
+
+    def force_constants(self, cell: Atoms) -> np.ndarray:
+        phonon = self.method.phonopy(cell, np.eye(3, dtype=int), self.ff)
+        return np.asarray(phonon.force_constants)
+
+    def delta(self, dopants: tuple[tuple[int, int], ...]) -> np.ndarray:
+        """ΔΦ of these (atomic number, site) substitutions alone in the supercell, less the
+        ΔΦ of each of them alone when there are several (what they add by being together)."""
+        for key, delta in self.computed.items():
+            if len(key) != len(dopants):
+                continue
+            for rotation, perm in self.ops:
+                if sorted((z, int(perm[s])) for z, s in key) == sorted(dopants):
+                    return carried(delta, rotation, perm)
+        cell = self.supercell.copy()
+        for z, site in dopants:
+            cell.numbers[site] = z
+        start = time.perf_counter()
+        relaxed = relax_with(self.ff, cell, self.relax).atoms
+        delta = self.force_constants(relaxed) - self.fc0
+        if len(dopants) > 1:
+            delta -= sum(self.delta((d,)) for d in dopants)
+        log.info(
+            "%s alone: %.0f s",
+            " + ".join(f"{cell[s].symbol} on {s}" for _, s in dopants),
+            time.perf_counter() - start,
+        )
+        self.computed[tuple(dopants)] = delta
+        return delta
 
 
 def spectrum_of(fc: np.ndarray, cell: Atoms, method: FiniteDisplacement, truth: DictConfig):
@@ -101,8 +137,7 @@ def main(cfg: DictConfig) -> None:
     if cfg.compile_potential:
         ff.compile()
     method = FiniteDisplacement(**{k: v for k, v in truth.phonons.items() if k != "_target_"})
-    eye = np.eye(3, dtype=int)
-    hosts: dict[str, tuple] = {}
+    hosts: dict[str, Exact] = {}
     rows = []
     for sample_id in cfg.cells:
         record = records[sample_id]
@@ -115,46 +150,36 @@ def main(cfg: DictConfig) -> None:
                 truth.supercell.max_atoms,
                 where=host_id,
             )
-            start = time.perf_counter()
-            fc0 = np.asarray(method.phonopy(supercell, eye, ff).force_constants)
-            log.info("%s pristine: %.0f s", host_id, time.perf_counter() - start)
-            hosts[host_id] = (supercell, fc0, site_map(supercell, method.symprec), {})
-        supercell, fc0, ops, singles = hosts[host_id]
+            hosts[host_id] = Exact(supercell, ff, method, truth.relax)
+        exact = hosts[host_id]
         doped = atoms_from_dict(record.structure)
-        sites = np.flatnonzero(doped.numbers != supercell.numbers)
+        sites = np.flatnonzero(doped.numbers != exact.supercell.numbers)
         assert len(sites) == sum(record.counts.values()), f"{sample_id}: atom order differs"
-        total = fc0.copy()
-        for site in sites:
-            z = int(doped.numbers[site])
-            key = carrier(singles, z, site, ops)
-            if key is None:
-                single = supercell.copy()
-                single.numbers[site] = z
-                start = time.perf_counter()
-                relaxed = relax_with(ff, single, truth.relax).atoms
-                phonon = method.phonopy(relaxed, eye, ff)
-                singles[(z, site)] = np.asarray(phonon.force_constants) - fc0
-                log.info(
-                    "%s: %s on site %d alone, %d force calls, %.0f s",
-                    sample_id,
-                    doped[site].symbol,
-                    site,
-                    method.n_calls(phonon),
-                    time.perf_counter() - start,
-                )
-                key = carrier(singles, z, site, ops)
-            z, source, op = key
-            rotation, perm = ops[op]
-            total += carried(singles[(z, source)], rotation, perm)
+        dopants = [(int(doped.numbers[s]), int(s)) for s in sites]
+        singles = exact.fc0 + sum(exact.delta((d,)) for d in dopants)
+        distances = exact.supercell.get_all_distances(mic=True)
+        close = [
+            (a, b)
+            for i, a in enumerate(dopants)
+            for b in dopants[i + 1 :]
+            if distances[a[1], b[1]] <= cfg.pairs_within
+        ]
+        pairs = singles + sum((exact.delta(pair) for pair in close), np.zeros_like(singles))
         truth_diff = np.asarray(record.doped) - np.asarray(record.pristine)
-        pristine = spectrum_of(fc0, supercell, method, truth)
-        summed = spectrum_of(total, doped, method, truth) - pristine
+        pristine = spectrum_of(exact.fc0, exact.supercell, method, truth)
         row = {
             "cell": sample_id,
             "dopants": ", ".join(f"{k} {100 * v:.1f} %" for k, v in record.concentrations.items()),
             "pristine check": agreement(pristine, np.asarray(record.pristine))["cosine"],
-            "exact singles": agreement(summed, truth_diff),
+            "exact singles": agreement(
+                spectrum_of(singles, doped, method, truth) - pristine, truth_diff
+            ),
+            "close pairs": len(close),
         }
+        if close:
+            row["+ exact pairs"] = agreement(
+                spectrum_of(pairs, doped, method, truth) - pristine, truth_diff
+            )
         for name, recs in twins.items():
             twin = recs.get(sample_id)
             if twin is not None and twin.status == "ok":
@@ -162,7 +187,7 @@ def main(cfg: DictConfig) -> None:
                 row[Path(name).name] = agreement(diff, truth_diff)
         log.info("%s", row)
         rows.append(row)
-    table = markdown(rows, [Path(n).name for n in cfg.twins])
+    table = markdown(rows, ["exact singles", "+ exact pairs", *(Path(n).name for n in cfg.twins)])
     print(table)
     if cfg.docs:
         path = Path(cfg.paths.root_dir) / "docs/benchmarks/additivity.md"
@@ -171,19 +196,22 @@ def main(cfg: DictConfig) -> None:
             f.write(head + table + "\n")
 
 
-def markdown(rows: list[dict], twins: list[str]) -> str:
+def markdown(rows: list[dict], cols: list[str]) -> str:
     """Difference spectrum against the truth, cosine / norm ratio, per cell."""
-    cols = ["exact singles", *twins]
     lines = [
-        "| cell | dopants | " + " | ".join(cols) + " |",
-        "|---|---|" + "---|" * len(cols),
+        "| cell | dopants | close pairs | " + " | ".join(cols) + " |",
+        "|---|---|---|" + "---|" * len(cols),
     ]
     for row in rows:
         cells = [
             f"{row[c]['cosine']:.2f} / {row[c]['norm_ratio']:.2f}" if c in row else "—"
             for c in cols
         ]
-        lines.append(f"| {row['cell']} | {row['dopants']} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {row['cell']} | {row['dopants']} | {row['close pairs']} | "
+            + " | ".join(cells)
+            + " |"
+        )
     return "\n".join(lines)
 
 
