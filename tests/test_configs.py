@@ -224,3 +224,14 @@ def test_the_wheel_ships_every_config_the_shipped_data_sets_and_the_pretrained_m
     for path in shipped:  # the shipped model's members and card
         relative = path.relative_to(ROOT_DIR / "defectnet").as_posix()
         assert any(fnmatch(relative, p) for p in tool["package-data"]["defectnet"]), relative
+
+
+def test_the_references_cost_line_says_how_this_run_shares_its_force_calls():
+    """The preset's minutes were measured with force calls on every core; a run that overrides
+    force_workers is told so beside the figure."""
+    from defectnet.datagen.references import expected_cost
+
+    cfg = compose_config("generate", ["generate=references", "force_workers=1"])
+    text = expected_cost(cfg, 3)
+    assert "measured: " in text and "this run: force_workers=1 on" in text
+    assert text.endswith(f"≈ {3 * float(cfg.cost.minutes_per_host):.0f} min")

@@ -12,6 +12,7 @@ change. The second cell tells a model what the dilute one cannot."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from tqdm import tqdm
 
 from defectnet.atomic import write_json_atomic
 from defectnet.datagen.context import Context
+from defectnet.datagen.force_pool import force_workers
 from defectnet.datagen.hosts import prepare_parent
 from defectnet.datagen.phonons import Modes
 from defectnet.datagen.records import read_json
@@ -87,12 +89,15 @@ def high_reference(ctx: Context, supercell: Atoms, cand, fraction: float, refere
 
 
 def expected_cost(cfg: DictConfig, n_hosts: int) -> str:
-    """What the hosts left to do will cost, from the preset's measured minutes per host."""
+    """What the hosts left to do will cost, from the preset's measured minutes per host, with
+    how this run shares its force calls beside how the figure was measured."""
     minutes = (cfg.get("cost") or {}).get("minutes_per_host")
     if minutes is None:
         return "no cost estimate (cost.minutes_per_host)"
+    workers = force_workers(cfg.get("force_workers", 1))
     return (
-        f"≈ {float(minutes):g} min each ({cfg.cost.measured_on}): "
+        f"≈ {float(minutes):g} min each (measured: {cfg.cost.measured_on}; this run: "
+        f"force_workers={workers} on {len(os.sched_getaffinity(0))} cores): "
         f"≈ {n_hosts * float(minutes):.0f} min"
     )
 
