@@ -55,8 +55,8 @@ def _factor_triples(low: int, high: int):
 
 
 def _diagonal_multiples(atoms: Atoms, min_atoms: int, max_atoms: int):
-    """(matrix, atoms) of every diagonal multiple of ``atoms`` and of its conventional cell with
-    ``min_atoms`` to ``max_atoms`` atoms."""
+    """(matrix, number of atoms) of every diagonal multiple of ``atoms`` and of its
+    conventional cell with ``min_atoms`` to ``max_atoms`` atoms."""
     bases = [np.eye(3, dtype=int)]
     conv = _conventional(atoms)
     if len(conv) != len(atoms):
