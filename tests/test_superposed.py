@@ -226,28 +226,38 @@ def test_a_stopped_library_build_resumes_without_recomputing_patches(si, matgl, 
     assert "2 host libraries to build, ≈ 30 min each (the config): ≈ 1.1 h" in text
 
 
+@pytest.fixture(scope="module")
+def gan(matgl):
+    """Relaxed wurtzite GaN (4-atom primitive cell)."""
+    host = relax(bulk("GaN", "wurtzite", a=3.19, c=5.19), matgl.calculator(), relax_cell=True)
+    return host.atoms
+
+
+def mg_on_ga(method, gan, matgl):
+    """The GaN library of ``method`` for Mg on Ga."""
+    return method.host_reference(
+        gan,
+        matgl,
+        host=gan,
+        candidates=[Candidate("Mg", "Ga", "p", "test", 1.0)],
+        relax=lambda atoms, fc: relax(atoms, matgl.calculator(), fmax=0.01, force_constants=fc),
+    )
+
+
 @pytest.mark.slow
-def test_a_patch_rotated_onto_an_equivalent_site_equals_one_computed_there(matgl):
+def test_a_patch_rotated_onto_an_equivalent_site_equals_one_computed_there(gan, matgl):
     """Wurtzite's two Ga atoms of the primitive cell are related by the 6₃ screw only: the
     library computes Mg@Ga once and rotates it onto the other site."""
-    from ase.build import bulk
 
     from defectnet.datagen.defect_library import host_site_of, make_patch, site_classes
     from defectnet.datagen.phonons import EmbeddedForceConstants, HostForceConstants
 
-    host = relax(bulk("GaN", "wurtzite", a=3.19, c=5.19), matgl.calculator(), relax_cell=True)
-    host = host.atoms
+    host = gan
     classes = site_classes(host)
     ga = [i for i, s in enumerate(host.get_chemical_symbols()) if s == "Ga"]
     assert classes.representative[classes.of_atom[ga[1]]] == classes.of_atom[ga[0]]
     method = SuperposedForceConstants(cutoff=2.5, patch_atoms=(16, 16))
-    library = method.host_reference(
-        host,
-        matgl,
-        host=host,
-        candidates=[Candidate("Mg", "Ga", "p", "test", 1.0)],
-        relax=lambda atoms, fc: relax(atoms, matgl.calculator(), fmax=0.01, force_constants=fc),
-    )
+    library = mg_on_ga(method, gan, matgl)
     assert len(library.patches) == 1
     _, dilute = choose_supercell(host, 16, 16)
     phonon = method.phonopy(dilute, EYE, matgl)
@@ -434,32 +444,22 @@ def test_the_outside_strain_is_the_mean_bond_strain_beyond_the_cutoff(si):
         outside_strain(grown, cell, np.ones(len(cell), bool))
 
 
-def test_a_dilute_cell_that_keeps_the_site_symmetry_needs_fewer_force_calls(matgl):
+def test_a_dilute_cell_that_keeps_the_site_symmetry_needs_fewer_force_calls(gan, matgl):
     """Wurtzite's most compact 24–30-atom cell breaks the hexagonal axis, so a Ga site there
     has no symmetry left and each near atom is displaced three ways; with
     ``patch_symmetric_atoms`` the patch comes from the 32-atom cell that keeps 3m, its periodic
     images no closer, at a fraction of the calls, and the dopant relaxes as its site allows
     (three equal basal bonds; the compact cell's lopsided images pull them apart)."""
-    from ase.build import bulk
 
     from defectnet.datagen.supercell import image_distance
 
-    host = relax(bulk("GaN", "wurtzite", a=3.19, c=5.19), matgl.calculator(), relax_cell=True)
-    host = host.atoms
     patches = {}
     for symmetric_atoms in (0, 40):
         method = SuperposedForceConstants(
             cutoff=2.5, patch_atoms=(24, 30), patch_symmetric_atoms=symmetric_atoms
         )
-        dilute = method.dilute_supercell(host)
-        library = method.host_reference(
-            dilute,
-            matgl,
-            host=host,
-            candidates=[Candidate("Mg", "Ga", "p", "test", 1.0)],
-            relax=lambda atoms, fc: relax(atoms, matgl.calculator(), fmax=0.01, force_constants=fc),
-        )
-        patches[symmetric_atoms] = (dilute, next(iter(library.patches.values())))
+        library = mg_on_ga(method, gan, matgl)
+        patches[symmetric_atoms] = (method.dilute_supercell(gan), *library.patches.values())
     (compact, plain), (symmetric, kept) = patches[0], patches[40]
     assert (len(compact), len(symmetric)) == (24, 32)
     assert image_distance(symmetric) >= image_distance(compact)
