@@ -38,7 +38,7 @@ from omegaconf import DictConfig
 from defectnet.cli import CONF_DIR
 from defectnet.datagen.calculators.matgl import MatGLForceField
 from defectnet.datagen.context import atoms_from_dict
-from defectnet.datagen.phonons import FiniteDisplacement, mesh_modes, to_phonopy_atoms
+from defectnet.datagen.phonons import FiniteDisplacement, cell_mesh_modes
 from defectnet.datagen.records import read_shards
 from defectnet.datagen.settings import grid_from_config
 from defectnet.datagen.simulate import relax_with
@@ -128,11 +128,7 @@ def within(delta: np.ndarray, distances: np.ndarray, sites: list[int], reach: fl
 
 def spectrum_of(fc: np.ndarray, cell: Atoms, method: FiniteDisplacement, truth: DictConfig):
     """The truth's spectrum route (q-mesh, resolution, weighting) for force constants ``fc``."""
-    from phonopy import Phonopy
-
-    phonon = Phonopy(to_phonopy_atoms(cell), supercell_matrix=np.eye(3), primitive_matrix=np.eye(3))
-    phonon.force_constants = fc
-    modes = mesh_modes(phonon, method.mesh, 0)
+    modes = cell_mesh_modes(fc, cell, method.mesh)
     weighting = truth.spectra.get("weighting", "total")
     return modes_spectrum(modes, grid_from_config(truth), float(truth.spectra.fwhm_mev), weighting)
 

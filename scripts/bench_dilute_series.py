@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from defectnet.atomic import write_text_atomic
 from defectnet.cli import CONF_DIR
-from defectnet.datagen.phonons import mesh_modes
+from defectnet.datagen.phonons import cell_mesh_modes
 from defectnet.datagen.recommender import Candidate
 from defectnet.datagen.references import single_dopant_cell
 from defectnet.datagen.simulate import relax_with
@@ -34,17 +34,6 @@ from defectnet.datagen.supercell import choose_supercell
 from defectnet.difference import agreement
 from defectnet.io import read_structure
 from defectnet.spectra import EnergyGrid, spectrum_from_modes
-
-
-def masses_only(doped, force_constants, mesh: float):
-    """Modes of the doped cell's masses on the pristine force constants."""
-    from phonopy import Phonopy
-
-    from defectnet.datagen.phonons import to_phonopy_atoms
-
-    phonon = Phonopy(to_phonopy_atoms(doped), np.eye(3, dtype=int), primitive_matrix=np.eye(3))
-    phonon.force_constants = force_constants
-    return mesh_modes(phonon, mesh, n_displacements=0)
 
 
 def stored_name(
@@ -110,7 +99,7 @@ def superposed_spectra(cfg, ff, method, host_cfg, prim, pristine, doped, spectru
     return {
         "superposed_doped": spectrum(method.doped_modes(estimate, library, ff)),
         "superposed_pristine": spectrum(method.doped_modes(pristine, library, ff)),
-        "masses_doped": spectrum(masses_only(doped, library.force_constants, method.mesh)),
+        "masses_doped": spectrum(cell_mesh_modes(library.force_constants, doped, method.mesh)),
     }
 
 

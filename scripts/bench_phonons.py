@@ -36,7 +36,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from defectnet.cli import CONF_DIR
-from defectnet.datagen.phonons import EmbeddedForceConstants, FiniteDisplacement, Modes
+from defectnet.datagen.phonons import (
+    EmbeddedForceConstants,
+    FiniteDisplacement,
+    Modes,
+    cell_mesh_modes,
+)
 from defectnet.datagen.recommender import recommend
 from defectnet.datagen.relax import relax
 from defectnet.datagen.supercell import choose_supercell, substitute
@@ -101,21 +106,10 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t0
 
 
-def modes_of(doped: Atoms, force_constants: np.ndarray, mesh: float) -> Modes:
-    """A cell's modes on the q-mesh from given force constants."""
-    from phonopy import Phonopy
-
-    from defectnet.datagen.phonons import mesh_modes, to_phonopy_atoms
-
-    phonon = Phonopy(to_phonopy_atoms(doped), np.eye(3, dtype=int), np.eye(3))
-    phonon.force_constants = force_constants
-    return mesh_modes(phonon, mesh, 0)
-
-
 def summed_modes(method, library, doped: Atoms) -> Modes:
     """A doped cell's modes from the plain sum of its single patches (no pair patch)."""
     fc = library.doped_force_constants(doped, method.sum_rule, method.patch_extent, pairs=False)
-    return modes_of(doped, fc, method.mesh)
+    return cell_mesh_modes(fc, doped, method.mesh)
 
 
 def host_library(cfg: DictConfig, ff, method, host_cfg, atoms, tag: str = ""):
@@ -208,7 +202,7 @@ def bench_superposed(cfg: DictConfig, ff, full: FiniteDisplacement) -> None:
             plain = spectrum(plain_modes)
             calls = library.library_calls
             paired = spectrum(method.doped_modes(doped, library, ff))  # new pair patches made
-            mass = spectrum(modes_of(doped, library.force_constants, method.mesh))
+            mass = spectrum(cell_mesh_modes(library.force_constants, doped, method.mesh))
             s, p, m = agreement(plain, ref), agreement(paired, ref), agreement(mass, ref)
             n_dop = int((doped.numbers != pristine.numbers).sum())
             rows.append((fraction, *s, *p, *m))

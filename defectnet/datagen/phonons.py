@@ -408,6 +408,27 @@ def mesh_modes(phonon, mesh: float, n_displacements: int, projections: bool = Fa
     return Modes(freqs.ravel(), weights.ravel(), n_displacements, len(phonon.unitcell), shares)
 
 
+def cell_mesh_modes(
+    force_constants: np.ndarray,
+    cell: Atoms,
+    mesh: float,
+    symprec: float = 1e-5,
+    projections: bool = False,
+) -> Modes:
+    """Modes on the q-mesh of a cell taken as its own primitive cell, from force constants
+    already made (a library's sum, a benchmark's rebuilt cell); no force call."""
+    from phonopy import Phonopy
+
+    phonon = Phonopy(
+        to_phonopy_atoms(cell),
+        supercell_matrix=np.eye(3, dtype=int),
+        primitive_matrix=np.eye(3),
+        symprec=symprec,
+    )
+    phonon.force_constants = force_constants
+    return mesh_modes(phonon, mesh, n_displacements=0, projections=projections)
+
+
 # ħ·sqrt(eV / (Å² · u)) in meV: a mass-weighted force-constant eigenvalue to a mode energy
 EV_A2_AMU_TO_MEV = 1e3 * units._hbar * np.sqrt(units._e / (1e-20 * units._amu)) / units._e
 
@@ -697,20 +718,9 @@ class SuperposedForceConstants(FiniteDisplacement):
         return library
 
     def doped_modes(self, doped: Atoms, reference, forcefield: ForceField) -> Modes:
-        from phonopy import Phonopy
-
         if reference is None:
             raise ValueError("superposed phonons need the host's defect library (host_reference)")
+        fc = reference.doped_force_constants(doped, self.sum_rule, self.patch_extent)
         if self.samples_at_gamma:
-            fc = reference.doped_force_constants(doped, self.sum_rule, self.patch_extent)
             return gamma_modes(fc, doped, projections=self.projections)
-        phonon = Phonopy(
-            to_phonopy_atoms(doped),
-            supercell_matrix=np.eye(3, dtype=int),
-            primitive_matrix=np.eye(3),
-            symprec=self.symprec,
-        )
-        phonon.force_constants = reference.doped_force_constants(
-            doped, self.sum_rule, self.patch_extent
-        )
-        return mesh_modes(phonon, self.mesh, n_displacements=0, projections=self.projections)
+        return cell_mesh_modes(fc, doped, self.mesh, self.symprec, self.projections)
