@@ -21,30 +21,12 @@ from pathlib import Path
 import hydra
 import numpy as np
 from omegaconf import DictConfig
-from phonopy import Phonopy
 
 from defectnet.cli import CONF_DIR
 from defectnet.datagen.context import atoms_from_dict
 from defectnet.datagen.defect_library import host_site_of, site_classes
-from defectnet.datagen.phonons import SuperposedForceConstants, to_phonopy_atoms
+from defectnet.datagen.phonons import SuperposedForceConstants, near_displacement_count
 from defectnet.datagen.supercell import image_distance
-
-
-def near_displacements(cell, site: int, cutoff: float) -> tuple[int, int]:
-    """One-sided displacements of the atoms within ``cutoff`` of a dopant on ``site``, and the
-    order of that site's symmetry in ``cell``."""
-    doped = cell.copy()
-    doped.numbers[site] = 1  # any other element marks the dopant
-    phonon = Phonopy(
-        to_phonopy_atoms(doped),
-        supercell_matrix=np.eye(3, dtype=int),
-        primitive_matrix=np.eye(3),
-        symprec=1e-4,
-    )
-    phonon.generate_displacements(distance=0.03, is_plusminus=False)
-    near = doped.get_distances(site, np.arange(len(doped)), mic=True) <= cutoff
-    order = len(np.unique(phonon.symmetry.dataset.rotations, axis=0))
-    return sum(1 for d in phonon.displacements if near[d[0]]), order
 
 
 def cost(host, cell, cutoff: float) -> tuple[int, int]:
@@ -54,7 +36,7 @@ def cost(host, cell, cutoff: float) -> tuple[int, int]:
     total, first = 0, None
     for kind in np.unique(classes.representative):
         site = int(np.flatnonzero(of_cell == kind)[0])
-        calls, order = near_displacements(cell, site, cutoff)
+        calls, order = near_displacement_count(cell, site, cutoff)
         total += calls * len(cell)
         first = first or order
     return total, first

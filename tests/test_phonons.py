@@ -3,11 +3,14 @@
 import numpy as np
 import pytest
 from ase.build import bulk
+from phonopy import Phonopy
 
 from defectnet.datagen.phonons import (
     EmbeddedForceConstants,
     FiniteDisplacement,
     HostForceConstants,
+    near_displacement_count,
+    to_phonopy_atoms,
 )
 from defectnet.datagen.relax import relax
 
@@ -61,6 +64,25 @@ def test_only_atoms_near_the_dopant_are_displaced(si64_ge, host, chgnet):
     _, n_calls = method.phonopy_doped(si64_ge, host, chgnet)
     full = FiniteDisplacement().phonopy(si64_ge, EYE, chgnet)
     assert 1 < n_calls < len(full.displacements)
+
+
+def test_an_embedded_calculation_is_costed_before_a_force_call():
+    """One dopant keeps diamond's Td site (one displacement of its own); a second one 3.8 Å
+    away leaves a mirror, so the pair's near atoms cost more than two single dopants'."""
+    cell = bulk("Si", "diamond", a=5.43, cubic=True).repeat((2, 2, 2))
+    second = cell.get_distances(0, np.arange(len(cell)), mic=True)
+    j = int(np.flatnonzero(np.isclose(second, 5.43 / np.sqrt(2)))[0])
+    assert near_displacement_count(cell, 0, 0.0) == (1, 24)
+    single, _ = near_displacement_count(cell, 0, 3.0)
+    pair, order = near_displacement_count(cell, [0, j], 3.0)
+    assert order == 2 and pair > 2 * single
+    # a cutoff beyond the cell: every displacement phonopy asks of the doped cell
+    whole, _ = near_displacement_count(cell, 0, 20.0)
+    doped = cell.copy()
+    doped[0].symbol = "Ge"
+    phonon = Phonopy(to_phonopy_atoms(doped), np.eye(3, dtype=int), primitive_matrix=np.eye(3))
+    phonon.generate_displacements(distance=0.03, is_plusminus=False)
+    assert whole == len(phonon.displacements)
 
 
 def test_embedded_force_constants_obey_sum_rule_and_index_symmetry(si64_ge, host, chgnet):

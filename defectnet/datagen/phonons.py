@@ -272,6 +272,33 @@ def translation_orbits(cell: Atoms, symprec: float) -> dict[int, tuple[int, np.n
     return orbit
 
 
+def near_displacement_count(
+    cell: Atoms, sites, cutoff: float, symprec: float = 1e-4
+) -> tuple[int, int]:
+    """What an embedded calculation of dopants on ``sites`` of the pristine ``cell`` costs before
+    a force call: phonopy's one-sided displacements of the atoms within ``cutoff`` of any of
+    them that the doped cell's symmetry does not supply (each a force call on the whole cell),
+    and the order of that cell's point group."""
+    from phonopy import Phonopy
+
+    doped = cell.copy()
+    sites = np.atleast_1d(sites)
+    for n, site in enumerate(sites):
+        doped.numbers[site] = int(cell.numbers.max()) + 1 + n  # marks: elements not in the cell
+    phonon = Phonopy(
+        to_phonopy_atoms(doped),
+        supercell_matrix=np.eye(3, dtype=int),
+        primitive_matrix=np.eye(3),
+        symprec=symprec,
+    )
+    phonon.generate_displacements(distance=0.03, is_plusminus=False)
+    near = np.zeros(len(doped), dtype=bool)
+    for site in sites:
+        near |= doped.get_distances(site, np.arange(len(doped)), mic=True) <= cutoff
+    order = len(np.unique(phonon.symmetry.dataset.rotations, axis=0))
+    return sum(1 for d in phonon.displacements if near[d[0]]), order
+
+
 class EmbeddedForceConstants(FiniteDisplacement):
     """Pristine force constants with the rows and columns near each dopant recomputed.
 
