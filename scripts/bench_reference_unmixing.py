@@ -25,7 +25,8 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from defectnet.cli import CONF_DIR
 from defectnet.data.datamodule import PDoSDataModule
 from defectnet.data.references import load_references, reference_columns
-from defectnet.evaluation import train_mean_predict
+from defectnet.difference import BANDS, band_label
+from defectnet.evaluation import nnls_unmix, train_mean_predict
 from defectnet.metrics import best_threshold, split_metrics
 
 FEATURES = (
@@ -103,10 +104,13 @@ def main(cfg: DictConfig) -> None:
         features, entries, nnls_pred = data[split]
         corrected = np.zeros_like(nnls_pred)
         corrected[entries[:, 0], entries[:, 1]] = np.clip(trees.predict(features), 0, 1)
+        batch = dm.split_tensors(split)
+        hosts = [references[dm.dataset.parents[i]] for i in batch.parent.tolist()]
         preds[split] = {
             "training mean": train_mean_predict(dm, split),
             "NNLS": nnls_pred,
             "NNLS + trees": corrected,
+            "NNLS, two-point": nnls_unmix(batch.spectra, batch.candidates, hosts),
         }
     truth = {s: dm.split_tensors(s) for s in splits[1:]}
     print(
@@ -133,6 +137,42 @@ def main(cfg: DictConfig) -> None:
                 f"| {method} | {split} | {m['rmse']:.4f} | {m['r2']:.2f} | {m['f1']:.2f} | "
                 f"{m['distractor_fpr']:.2f} |"
             )
+
+    evaluated = splits[1:]
+    print(
+        saturation_table(
+            np.concatenate([preds[s]["NNLS, two-point"] for s in evaluated]),
+            np.concatenate([truth[s].targets.numpy() for s in evaluated]),
+            np.concatenate([truth[s].candidates.numpy() for s in evaluated]),
+        )
+    )
+
+
+def saturation_table(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> str:
+    """Where NNLS's shares fall short: median share / truth per concentration band, the dopant
+    alone and among several; then the truth's total over NNLS's total by NNLS's total."""
+    present = (target > 0) & (mask > 0)
+    several = (target > 0).sum(axis=1) > 1
+    lines = [
+        "| dopant's concentration | alone: entries, median share / truth "
+        "| among several: entries, median share / truth |",
+        "|---|---|---|",
+    ]
+    for lo, hi in BANDS:
+        cells = []
+        for group in (~several, several):
+            keep = present & group[:, None] & (target >= lo) & (target < hi)
+            ratio = pred[keep] / target[keep]
+            cells.append(f"{keep.sum()}, {np.median(ratio):.2f}" if keep.any() else "0, —")
+        lines.append(f"| {band_label(lo, hi)} | " + " | ".join(cells) + " |")
+    lines += ["", "| NNLS total | samples | median true total / NNLS total |", "|---|---|---|"]
+    found, true = pred.sum(axis=1), target.sum(axis=1)
+    for lo, hi in ((0.01, 0.03), (0.03, 0.06), (0.06, 0.1), (0.1, 0.15), (0.15, 1.0)):
+        keep = (found >= lo) & (found < hi)
+        if keep.any():
+            ratio = np.median(true[keep] / found[keep])
+            lines.append(f"| {lo:g}–{hi:g} | {keep.sum()} | {ratio:.2f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
