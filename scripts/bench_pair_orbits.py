@@ -6,7 +6,7 @@ A library computes one pair patch per orbit of dopant pairs its samples hold wit
 kind and the bond vector up to that site's symmetry, as ``DefectLibrary.pair_at`` tells them
 apart). For every host of the set: its samples, those holding such a pair, the orbits, and for
 a few orbits (``costed``) the force calls one pair patch takes at each ``pair_cutoffs`` (one-sided
-displacements of the atoms that near either dopant, placed in the host's dilute cell), summed
+displacements of the atoms near either dopant, placed in the host's dilute cell), summed
 over the orbits and put in minutes of one core (``seconds_per_atom_call``).
 
     python scripts/bench_pair_orbits.py                          # pretrain_v3's samples
@@ -15,7 +15,6 @@ over the orbits and put in minutes of one core (``seconds_per_atom_call``).
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections import Counter
 from pathlib import Path
@@ -34,7 +33,7 @@ from defectnet.datagen.defect_library import (
     wrap_to_atoms,
 )
 from defectnet.datagen.phonons import SuperposedForceConstants, near_displacement_count
-from defectnet.datagen.records import Record
+from defectnet.datagen.records import Record, read_shards
 from defectnet.datagen.samples import sample_structure
 
 
@@ -67,21 +66,15 @@ def pair_orbits(records: list[Record], state: dict, reach: float) -> tuple[Count
     return orbits, with_pair
 
 
-def pair_calls(dilute, host, orbit, cutoffs) -> list[int]:
-    """Force calls of one pair patch of ``orbit`` in the ``dilute`` cell at each cutoff."""
+def pair_calls(dilute, kind_of: np.ndarray, orbit, cutoffs) -> list[int]:
+    """Force calls of one pair patch of ``orbit`` in the ``dilute`` cell (``kind_of``: each of
+    its atoms' kind of site) at each cutoff."""
     _, rep, _, vector = orbit
-    kind_of = site_classes(host).of_atom[host_site_of(dilute, host)]
     a = int(np.flatnonzero(kind_of == rep)[0])
     b = int(wrap_to_atoms(dilute, a, np.asarray(vector)[None])[0])
     if b < 0:
         raise ValueError(f"no atom at {vector} from site {a} of the dilute cell")
     return [near_displacement_count(dilute, [a, b], cutoff)[0] for cutoff in cutoffs]
-
-
-def read_records(path: Path) -> list[Record]:
-    with gzip.open(path, "rt") as fh:
-        records = [Record.from_dict(json.loads(line), str(path)) for line in fh]
-    return [r for r in records if r.status == "ok"]
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench/pair_orbits")
@@ -95,17 +88,20 @@ def main(cfg: DictConfig) -> None:
     print(f"pair orbits within {cfg.reach:g}× the nearest-neighbour distance, {cfg.preset}")
     print(f"| host | samples (with a pair) | pairs | orbits | {heads} |")
     print("|---|---|---|---|" + "---|" * len(cutoffs))
-    for path in sorted((root / "records").glob("*.jsonl.gz"))[:: cfg.every]:
-        records = read_records(path)
-        if not records:
-            continue
-        parent = records[0].provenance.parent_id
+    by_parent: dict[str, list[Record]] = {}
+    for record in read_shards(root / "records"):
+        if record.status == "ok":
+            by_parent.setdefault(record.provenance.parent_id, []).append(record)
+    for parent, records in sorted(by_parent.items())[:: cfg.every]:
         state = json.loads((root / "parents" / f"{parent}.json").read_text())
         orbits, with_pair = pair_orbits(records, state, cfg.reach)
         host = atoms_from_dict(state["structure"])
         dilute = method.dilute_supercell(host)
+        kind_of = site_classes(host).of_atom[host_site_of(dilute, host)]
         # the orbits most samples need first: what a library would compute first
-        costed = [pair_calls(dilute, host, o, cutoffs) for o, _ in orbits.most_common(cfg.costed)]
+        costed = [
+            pair_calls(dilute, kind_of, o, cutoffs) for o, _ in orbits.most_common(cfg.costed)
+        ]
         cells = []
         for calls in zip(*costed, strict=True) if costed else [[0]] * len(cutoffs):
             total = np.mean(calls) * len(orbits)
