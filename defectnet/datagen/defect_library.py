@@ -264,6 +264,14 @@ def nearest_neighbour_distance(atoms: Atoms) -> float:
     return float(distances[~np.eye(len(atoms), dtype=bool)].min())
 
 
+def atoms_near(atoms: Atoms, sites, cutoff: float) -> np.ndarray:
+    """Mask of the atoms within ``cutoff`` Å of any of ``sites`` (the sites included)."""
+    near = np.zeros(len(atoms), dtype=bool)
+    for site in np.atleast_1d(sites):
+        near |= atoms.get_distances(site, np.arange(len(atoms)), mic=True) <= cutoff
+    return near
+
+
 def wrap_to_atoms(atoms: Atoms, origin: int, vectors: np.ndarray, tol: float = 0.2) -> np.ndarray:
     """Index of the atom at ``positions[origin] + vector`` (periodic images folded) for each
     vector, or -1 where no atom is there."""
@@ -452,7 +460,7 @@ def make_patch(
     relaxed = result.atoms
     phonon, n_calls = embedded.phonopy_doped(relaxed, pristine_fc, forcefield)
     delta = np.asarray(phonon.force_constants) - pristine_fc.force_constants
-    near = dilute.get_distances(site, np.arange(len(dilute)), mic=True) <= embedded.cutoff
+    near = atoms_near(dilute, site, embedded.cutoff)
     eps = 0.0
     if strain is not None:
         delta, eps = remove_uniform_strain(delta, relaxed, dilute, near, strain, forcefield, free)
@@ -508,10 +516,7 @@ def make_pair_patch(
     relaxed = result.atoms
     phonon, n_calls = embedded.phonopy_doped(relaxed, pristine_fc, forcefield)
     rest = np.asarray(phonon.force_constants) - dilute.force_constants
-    reach = np.arange(len(cell))
-    near = (cell.get_distances(a, reach, mic=True) <= embedded.cutoff) | (
-        cell.get_distances(b, reach, mic=True) <= embedded.cutoff
-    )
+    near = atoms_near(cell, [a, b], embedded.cutoff)
     eps = 0.0
     if dilute.strain is not None:
         rest, eps = remove_uniform_strain(

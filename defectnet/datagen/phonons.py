@@ -25,6 +25,7 @@ import numpy as np
 from ase import Atoms, units
 
 from defectnet.datagen.calculators import ForceField
+from defectnet.datagen.defect_library import atoms_near
 from defectnet.errors import UserError
 from defectnet.spectra import THZ_TO_MEV
 
@@ -272,6 +273,19 @@ def translation_orbits(cell: Atoms, symprec: float) -> dict[int, tuple[int, np.n
     return orbit
 
 
+def own_cell_phonopy(cell: Atoms, symprec: float):
+    """A ``Phonopy`` of ``cell`` taken as its own primitive cell and supercell: a doped cell
+    has no smaller repeating unit."""
+    from phonopy import Phonopy
+
+    return Phonopy(
+        to_phonopy_atoms(cell),
+        supercell_matrix=np.eye(3, dtype=int),
+        primitive_matrix=np.eye(3),
+        symprec=symprec,
+    )
+
+
 def near_displacement_count(
     cell: Atoms, sites, cutoff: float, symprec: float = 1e-4
 ) -> tuple[int, int]:
@@ -279,22 +293,12 @@ def near_displacement_count(
     a force call: phonopy's one-sided displacements of the atoms within ``cutoff`` of any of
     them that the doped cell's symmetry does not supply (each a force call on the whole cell),
     and the order of that cell's point group."""
-    from phonopy import Phonopy
-
     doped = cell.copy()
-    sites = np.atleast_1d(sites)
-    for n, site in enumerate(sites):
+    for n, site in enumerate(np.atleast_1d(sites)):
         doped.numbers[site] = int(cell.numbers.max()) + 1 + n  # marks: elements not in the cell
-    phonon = Phonopy(
-        to_phonopy_atoms(doped),
-        supercell_matrix=np.eye(3, dtype=int),
-        primitive_matrix=np.eye(3),
-        symprec=symprec,
-    )
+    phonon = own_cell_phonopy(doped, symprec)
     phonon.generate_displacements(distance=0.03, is_plusminus=False)
-    near = np.zeros(len(doped), dtype=bool)
-    for site in sites:
-        near |= doped.get_distances(site, np.arange(len(doped)), mic=True) <= cutoff
+    near = atoms_near(doped, sites, cutoff)
     order = len(np.unique(phonon.symmetry.dataset.rotations, axis=0))
     return sum(1 for d in phonon.displacements if near[d[0]]), order
 
@@ -338,26 +342,15 @@ class EmbeddedForceConstants(FiniteDisplacement):
                 f"doped cell has {len(doped)} atoms, its pristine supercell "
                 f"{len(reference.numbers)}: only substitutions can be embedded."
             )
-        sites = np.flatnonzero(doped.numbers != reference.numbers)
-        near = np.zeros(len(doped), dtype=bool)
-        for site in sites:
-            near |= doped.get_distances(site, np.arange(len(doped)), mic=True) <= self.cutoff
-        return near
+        return atoms_near(doped, np.flatnonzero(doped.numbers != reference.numbers), self.cutoff)
 
     def phonopy_doped(
         self, doped: Atoms, reference: HostForceConstants, forcefield: ForceField
     ) -> tuple:
         """A ``Phonopy`` object of the doped cell holding the embedded force constants, and
         the number of force-field evaluations spent on it."""
-        from phonopy import Phonopy
-
         near = self.near_dopants(doped, reference)
-        phonon = Phonopy(
-            to_phonopy_atoms(doped),
-            supercell_matrix=np.eye(3, dtype=int),
-            primitive_matrix=np.eye(3),
-            symprec=self.symprec,
-        )
+        phonon = own_cell_phonopy(doped, self.symprec)
         corrected = self.plusminus == "corrected"
         phonon.generate_displacements(
             distance=self.displacement, is_plusminus=False if corrected else self.plusminus
@@ -444,14 +437,7 @@ def cell_mesh_modes(
 ) -> Modes:
     """Modes on the q-mesh of a cell taken as its own primitive cell, from force constants
     already made (a library's sum, a benchmark's rebuilt cell); no force call."""
-    from phonopy import Phonopy
-
-    phonon = Phonopy(
-        to_phonopy_atoms(cell),
-        supercell_matrix=np.eye(3, dtype=int),
-        primitive_matrix=np.eye(3),
-        symprec=symprec,
-    )
+    phonon = own_cell_phonopy(cell, symprec)
     phonon.force_constants = force_constants
     return mesh_modes(phonon, mesh, n_displacements=0, projections=projections)
 
