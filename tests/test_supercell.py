@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
+from defectnet.datagen.phonons import near_displacement_count
 from defectnet.datagen.recommender import Candidate
 from defectnet.datagen.supercell import (
     SupercellRangeError,
@@ -75,12 +76,7 @@ def test_uniform_site_counts_spread_over_the_range_and_bad_names_fail():
 
 def site_symmetry_order(cell, site: int) -> int:
     """Point operations of ``cell`` with one atom marked at ``site``."""
-    import spglib
-
-    marked = cell.numbers.copy()
-    marked[site] = 1
-    ops = spglib.get_symmetry((cell.cell[:], cell.get_scaled_positions(), marked), symprec=1e-4)
-    return len(np.unique(ops["rotations"], axis=0))
+    return near_displacement_count(cell, site, 0.0)[1]
 
 
 def test_a_dilute_cell_can_keep_the_dopants_site_symmetry():
