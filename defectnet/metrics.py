@@ -93,6 +93,7 @@ def split_metrics(
         "r2": float(1 - residual / spread) if spread > 0 else float("nan"),
         "mae": float(np.abs(pred - target)[sel].mean()),
         "distractor_fpr": float(called[distractor].mean()) if distractor.any() else float("nan"),
+        "rmse_absent": float(np.sqrt(err[distractor].mean())) if distractor.any() else float("nan"),
         "precision": tp / (tp + fp) if tp + fp else float("nan"),
         "recall": tp / (tp + fn) if tp + fn else float("nan"),
     }

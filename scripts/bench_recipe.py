@@ -12,6 +12,9 @@ threshold is its own (chosen on its val split); NNLS is scored on concentrations
 recipe trains one network per seed (``seeds``): the table gives the mean and the range.
 
     python scripts/bench_recipe.py [docs=true]
+
+Stopped part-way, the same command with ``hydra.run.dir=<its output folder>`` trains only the
+seeds that have no metrics.json yet.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from defectnet.data.cache import PDoSDataset, network_input, save_cache
 from defectnet.data.presets import preset_dataset, unconverged_samples
 from defectnet.data.references import load_references, reference_matrix
 from defectnet.evaluation import nnls_unmix
-from defectnet.metrics import split_metrics
+from defectnet.metrics import CONCENTRATION_BINS, split_metrics
 from defectnet.model.checkpoint import load_network
 
 log = logging.getLogger("bench_recipe")
@@ -83,8 +86,9 @@ def train(
             f"data.references={references}",
             f"hydra.run.dir={run}",
         ]
-        log.info("%s, seed %d: %d samples of %d parents", name, seed, len(ds), len(ds.parents))
-        subprocess.run(command, check=True, cwd=ROOT)
+        if not (run / "metrics.json").exists():  # a finished seed of a resumed run is kept
+            log.info("%s, seed %d: %d samples of %d parents", name, seed, len(ds), len(ds.parents))
+            subprocess.run(command, check=True, cwd=ROOT)
         best.append(sorted((run / "checkpoints").glob("best_epoch_*.ckpt"))[-1])
     return best
 
@@ -137,6 +141,28 @@ def own_table(trained: dict) -> str:
                 f"| {name} | {method} | {spread(figures, 'rmse', '{:.4f}')} "
                 f"| {spread(figures, 'r2', '{:.2f}')} |"
             )
+    return "\n".join(lines)
+
+
+def band_table(results: dict) -> str:
+    """RMSE per candidate entry by its true concentration (absent, then ``CONCENTRATION_BINS``):
+    where each method's error lies."""
+    edges = CONCENTRATION_BINS
+    bins = [("absent", "rmse_absent")]
+    bins += [
+        (f"{100 * lo:g}–{100 * hi:g} %", f"rmse_c{lo:g}-{hi:g}") for lo, hi in zip(edges, edges[1:])
+    ]
+    lines = [
+        "| recipe | spectra | method | " + " | ".join(b for b, _ in bins) + " |",
+        "|---|---|---|" + "---|" * len(bins),
+    ]
+    for (recipe, spectra, _, _), methods in results.items():
+        for method, runs in methods.items():
+            values = [
+                spread(runs, key, "{:.4f}") if all(key in r for r in runs) else "—"
+                for _, key in bins
+            ]
+            lines.append(f"| {recipe} | {spectra} | {method} | " + " | ".join(values) + " |")
     return "\n".join(lines)
 
 
@@ -199,8 +225,15 @@ def main(cfg: DictConfig) -> None:
         "every recipe's twin"
     )
     text = table(results)
+    bands = band_table(results)
     own = own_table(trained)
-    log.info("%s\n\n%s\n\non their own kind of spectra:\n%s", summary, text, own)
+    log.info(
+        "%s\n\n%s\n\nby true concentration:\n%s\n\non their own kind of spectra:\n%s",
+        summary,
+        text,
+        bands,
+        own,
+    )
     write_json_atomic(
         out / "metrics.json",
         {
@@ -222,6 +255,10 @@ def main(cfg: DictConfig) -> None:
 CPU: {summary}. Networks: the mean over seeds {list(cfg.seeds)} (range in brackets).
 
 {text}
+
+RMSE per candidate entry by its true concentration (where the error lies):
+
+{bands}
 
 On their own kind of spectra (superposed, the shared parents held out by each run's split):
 

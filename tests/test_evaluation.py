@@ -31,6 +31,8 @@ def test_split_metrics_count_what_they_say():
     m = split_metrics(pred, target, mask, threshold=0.01)
     assert m["precision"] == pytest.approx(0.5) and m["recall"] == pytest.approx(0.5)
     assert m["distractor_fpr"] == pytest.approx(1 / 4)
+    assert m["rmse_absent"] == pytest.approx(np.sqrt(0.05**2 / 4))  # the four absent entries
+    assert m["rmse_c0.1-0.25"] == pytest.approx(np.sqrt(0.199**2 / 2))
     assert m["rmse"] == pytest.approx(np.sqrt((0.05**2 + 0.199**2) / 6))
     assert m["rmse_n1"] == pytest.approx(m["rmse"])
     t_sel = target[mask > 0]
