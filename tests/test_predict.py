@@ -187,6 +187,11 @@ def test_foreign_and_old_checkpoints_are_refused(pretrained, tmp_path):
     torch.save(state, tmp_path / "hostile.ckpt")
     with pytest.raises(CheckpointError, match="'subprocess.Popen' is not one of DefectNet's"):
         load_network(tmp_path / "hostile.ckpt")
+    state = torch.load(pretrained, weights_only=True)
+    state["defectnet"]["network"]["share_gain"] = False  # a setting another version had
+    torch.save(state, tmp_path / "other_version.ckpt")
+    with pytest.raises(CheckpointError, match=r"does not have \(share_gain\); load it with"):
+        load_network(tmp_path / "other_version.ckpt")
 
 
 def test_the_model_recipe_travels_with_it_and_a_foreign_weighting_is_refused(

@@ -11,6 +11,7 @@ nothing is unpickled), so prediction needs no training config.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,7 +110,14 @@ def build_network(config: dict, where: str | Path) -> nn.Module:
         raise CheckpointError(
             f"{where}: network '{target}' does not exist in this DefectNet version ({exc})."
         ) from None
-    return cls(**{k: v for k, v in config.items() if k != "_target_"})
+    arguments = {k: v for k, v in config.items() if k != "_target_"}
+    unknown = sorted(set(arguments) - set(inspect.signature(cls).parameters))
+    if unknown:
+        raise CheckpointError(
+            f"{where}: the network was saved with settings this DefectNet version does not have "
+            f"({', '.join(unknown)}); load it with the version that trained it, or retrain."
+        )
+    return cls(**arguments)
 
 
 def read_checkpoint(path: str | Path, setting: str = "ckpt_path") -> dict:
