@@ -23,7 +23,7 @@ from scipy.optimize import nnls
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from defectnet.cli import CONF_DIR
-from defectnet.data.datamodule import PDoSDataModule
+from defectnet.data.datamodule import Batch, PDoSDataModule
 from defectnet.data.references import load_references, reference_columns
 from defectnet.difference import BANDS, band_label
 from defectnet.evaluation import nnls_unmix, train_mean_predict
@@ -42,17 +42,17 @@ FEATURES = (
 )
 
 
-def candidate_features(dm: PDoSDataModule, split: str, references: dict) -> tuple:
-    """Per candidate entry of a split: features [n, len(FEATURES)], (row, slot) of each entry
-    and the split's NNLS prediction [rows, 56]. Spectra sizes are relative to the pristine
-    spectrum's norm, so hosts of any energy scale compare."""
-    batch = dm.split_tensors(split)
+def candidate_features(batch: Batch, parents: list[str], references: dict) -> tuple:
+    """Per candidate entry of a split (``batch``, its rows' parents indexing ``parents``):
+    features [n, len(FEATURES)], (row, slot) of each entry and the split's NNLS prediction
+    [rows, 56]. Spectra sizes are relative to the pristine spectrum's norm, so hosts of any
+    energy scale compare."""
     mask = batch.candidates.numpy()
     nnls_pred = np.zeros(mask.shape)
     rows, features = [], []
     for row, parent_index in enumerate(batch.parent.tolist()):
         slots = np.flatnonzero(mask[row])
-        columns = reference_columns(references[dm.dataset.parents[parent_index]], slots)
+        columns = reference_columns(references[parents[parent_index]], slots)
         known = [c is not None for c in columns]
         width = batch.spectra.shape[-1]
         columns = [c if c is not None else np.zeros(width) for c in columns]
@@ -94,17 +94,17 @@ def main(cfg: DictConfig) -> None:
     if missing:
         raise SystemExit(f"{cfg.references}: no references for {missing}; run stage=references.")
     splits = ("train", "val", "test_id", "test_ood")
-    data = {s: candidate_features(dm, s, references) for s in splits}
+    truth = {s: dm.split_tensors(s) for s in splits}
+    data = {s: candidate_features(truth[s], dm.dataset.parents, references) for s in splits}
     trees = HistGradientBoostingRegressor(**cfg.trees, random_state=cfg.seed)
     features, entries, _ = data["train"]
-    train = dm.split_tensors("train")
-    trees.fit(features, train.targets.numpy()[entries[:, 0], entries[:, 1]])
+    trees.fit(features, truth["train"].targets.numpy()[entries[:, 0], entries[:, 1]])
     preds = {}
     for split in splits[1:]:
         features, entries, nnls_pred = data[split]
         corrected = np.zeros_like(nnls_pred)
         corrected[entries[:, 0], entries[:, 1]] = np.clip(trees.predict(features), 0, 1)
-        batch = dm.split_tensors(split)
+        batch = truth[split]
         hosts = [references[dm.dataset.parents[i]] for i in batch.parent.tolist()]
         preds[split] = {
             "training mean": train_mean_predict(dm, split),
@@ -112,7 +112,6 @@ def main(cfg: DictConfig) -> None:
             "NNLS + trees": corrected,
             "NNLS, two-point": nnls_unmix(batch.spectra, batch.candidates, hosts),
         }
-    truth = {s: dm.split_tensors(s) for s in splits[1:]}
     print(
         f"{cfg.data.path}: {len(dm.dataset.parents)} parents; test-OOD "
         f"{len(dm.splits.ood_parents)} parents; train {len(dm.splits.train)}, val "

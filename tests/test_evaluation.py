@@ -123,7 +123,9 @@ def test_nnls_unmixes_a_linear_mixture_exactly(tmp_path):
     spec = importlib.util.spec_from_file_location("bench_reference_unmixing", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    features, entries, bench_nnls = bench.candidate_features(dm, "test_id", {"host": ref})
+    features, entries, bench_nnls = bench.candidate_features(
+        dm.split_tensors("test_id"), dm.dataset.parents, {"host": ref}
+    )
     assert np.allclose(bench_nnls, pred, atol=1e-6) and len(entries) == 3 * n
     column = {name: k for k, name in enumerate(bench.FEATURES)}
     truth_at = targets[order][entries[:, 0], entries[:, 1]]
