@@ -26,7 +26,7 @@ from defectnet.atomic import write_json_atomic, write_text_atomic
 from defectnet.calibration import open_set_threshold, undoped_crystals, undoped_open_set
 from defectnet.data.datamodule import TEST_SPLITS, PDoSDataModule
 from defectnet.data.references import (
-    LEVELS,
+    TWO_POINT,
     ReferenceError,
     load_references,
     reference_columns,
@@ -41,18 +41,20 @@ from defectnet.runtime import finish_wandb, instantiate_all, log_once
 log = logging.getLogger(__name__)
 
 
-def nnls_unmix(spectra: torch.Tensor, mask: torch.Tensor, references: list[dict]) -> np.ndarray:
+def nnls_unmix(
+    spectra: torch.Tensor, mask: torch.Tensor, references: list[dict], levels=TWO_POINT
+) -> np.ndarray:
     """Unmix each difference spectrum (doped − pristine, ``spectra`` [N, 2, L]) as a
     non-negative mix of its host's single-dopant difference spectra scaled to unit
-    concentration, dilute and high-concentration (a dopant's concentration is its two shares
-    together: a two-point model of its response); ``references`` holds each row's host
-    references; candidates without a reference get 0."""
+    concentration at ``levels`` (by default dilute and high-concentration; a dopant's
+    concentration is its shares together: a two-point model of its response); ``references``
+    holds each row's host references; candidates without a reference get 0."""
     pred = np.zeros(mask.shape, dtype=np.float64)
     for row, ref in enumerate(references):
         offered = np.flatnonzero(mask[row].numpy())
         pairs = [
             (s, c)
-            for level in LEVELS
+            for level in levels
             for s, c in zip(offered, reference_columns(ref, offered, level))
             if c is not None
         ]
@@ -60,7 +62,7 @@ def nnls_unmix(spectra: torch.Tensor, mask: torch.Tensor, references: list[dict]
             continue
         diff = (spectra[row, 1] - spectra[row, 0]).numpy().astype(np.float64)
         conc, _ = nnls(np.stack([c for _, c in pairs], axis=1), diff)
-        # a dopant's shares of its dilute and high-concentration signatures add up
+        # a dopant's shares of its signatures at each level add up
         np.add.at(pred[row], [s for s, _ in pairs], conc)
     return np.clip(pred, 0, 1)
 

@@ -99,13 +99,22 @@ def test_parents_and_references_stages(generate_cfg):
     # a rerun resumes: nothing left to compute
     again = run_generation(generate_cfg("candidates=[Ge,C]", "stage=references", high))
     assert again["references"]["dopants"] == again["references"]["high"] == 0
+    # a level newly asked for is added to the references already made, the rest kept
+    dense = "reference_cells.dense_fraction=0.75"
+    more = run_generation(generate_cfg("candidates=[Ge,C]", "stage=references", high, dense))
+    assert more["references"]["dopants"] == more["references"]["high"] == 0
+    assert more["references"]["dense"] == 2
+    kept = json.loads((Path(cfg.out_dir) / "references" / "diamond-Si.json").read_text())
+    for d, entry in ref["dopants"].items():
+        assert {k: v for k, v in kept["dopants"][d].items() if k != "dense"} == entry
+    assert kept["dopants"]["Ge"]["dense"]["concentration"] == pytest.approx(6 / 8)
 
 
 def test_high_concentration_cell_replaces_the_asked_sites():
-    from defectnet.datagen.references import high_count, many_dopant_cell
+    from defectnet.datagen.references import many_dopant_cell, site_count
 
     cell = bulk("GaAs", "zincblende", 5.65, cubic=True).repeat(2)  # 32 Ga, 32 As
-    assert high_count(cell, "Ga", 0.1) == 6 and high_count(cell, "Ga", 0.9) == 32
+    assert site_count(cell, "Ga", 0.1) == 6 and site_count(cell, "Ga", 0.9) == 32
     doped = many_dopant_cell(cell, "In", "Ga", 6, seed=0)
     symbols = doped.get_chemical_symbols()
     assert symbols.count("In") == 6 and symbols.count("Ga") == 26 and symbols.count("As") == 32

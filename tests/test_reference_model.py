@@ -8,9 +8,10 @@ from omegaconf import open_dict
 from scipy.optimize import nnls
 
 from defectnet.data.datamodule import Batch, PDoSDataModule, SpectrumAugmentation
-from defectnet.data.references import host_references, load_references
+from defectnet.data.references import LEVELS, TWO_POINT, host_references, load_references
 from defectnet.elements import DOPANTS, candidate_vector, composition_vector
 from defectnet.errors import UserError
+from defectnet.evaluation import nnls_unmix
 from defectnet.model.checkpoint import load_network
 from defectnet.model.reference_defectnet import ReferenceDefectNet
 from defectnet.model.unmixing import nonnegative_unmix
@@ -41,7 +42,8 @@ def test_in_network_unmixing_matches_scipy_nnls_on_the_active_columns():
 def _two_dopant_host():
     """A host with Ge and C references (Sn offered without one) and exact mixtures: C responds
     linearly, Ge quadratically in its concentration c (0.01 (c A + c² Q)), with a dilute and a
-    high-concentration reference for Ge and a dilute one for C."""
+    high-concentration reference for Ge (and a dense one, which two-level networks do not read)
+    and a dilute one for C."""
     e = EnergyGrid().energies
     peak = lambda at, w: np.exp(-0.5 * ((e - at) / w) ** 2)  # noqa: E731
     pristine = peak(60, 8) / (peak(60, 8).sum() * EnergyGrid().step)
@@ -58,7 +60,7 @@ def _two_dopant_host():
         "parent_id": "host",
         "pristine": pristine.tolist(),
         "dopants": {
-            "Ge": entry("Ge", 1 / 64) | {"high": entry("Ge", 0.1)},
+            "Ge": entry("Ge", 1 / 64) | {"high": entry("Ge", 0.1), "dense": entry("Ge", 0.25)},
             "C": entry("C", 1 / 64),
         },
     }
@@ -75,11 +77,11 @@ def test_an_untrained_network_answers_two_point_nnls_and_needs_references(tmp_pa
     ref, spectra, mask, truth = _two_dopant_host()
     (tmp_path / "host.json").write_text(__import__("json").dumps(ref))
     references = host_references(tmp_path, ["host"], 100).expand(len(truth), -1, -1)
-    assert references.shape == (len(truth), 2 * 56, 100)
+    assert references.shape == (len(truth), 3 * 56, 100)  # every level; the network reads two
     net = ReferenceDefectNet().eval()
     with torch.no_grad():
         conc, attention = net(spectra, mask, references)
-        dilute_only, _ = net(spectra, mask, references * (torch.arange(112) < 56)[:, None])
+        dilute_only, _ = net(spectra, mask, references * (torch.arange(168) < 56)[:, None])
     ge, c, sn = (DOPANTS.index(s) for s in ("Ge", "C", "Sn"))
     # between its two reference concentrations a quadratic response is unmixed exactly
     assert np.allclose(conc[:, ge].numpy(), [a for a, _ in truth], atol=2e-4)
@@ -93,11 +95,32 @@ def test_an_untrained_network_answers_two_point_nnls_and_needs_references(tmp_pa
         net(spectra, mask, references[:, :56])
 
 
+def test_a_network_reads_the_levels_it_was_built_with(tmp_path):
+    ref, spectra, mask, truth = _two_dopant_host()
+    (tmp_path / "host.json").write_text(__import__("json").dumps(ref))
+    references = host_references(tmp_path, ["host"], 100).expand(len(truth), -1, -1)
+    no_high = references * ((torch.arange(168) < 56) | (torch.arange(168) >= 112))[:, None]
+    three, two = ReferenceDefectNet(levels=LEVELS).eval(), ReferenceDefectNet().eval()
+    with torch.no_grad():
+        # untrained, each answers NNLS over its own levels' references
+        for net, levels in ((three, LEVELS), (two, TWO_POINT)):
+            want = nnls_unmix(spectra[:, :2], mask, [ref] * len(truth), levels)
+            assert np.allclose(net(spectra, mask, references)[0].numpy(), want, atol=2e-4)
+        # without the high-concentration rows the dilute and dense ones still span Ge's
+        # quadratic response; a two-level network has only the dilute one left
+        ge = DOPANTS.index("Ge")
+        read = three(spectra, mask, no_high)[0][:, ge]
+        assert np.allclose(read, [a for a, _ in truth], atol=2e-4)
+        assert abs(two(spectra, mask, no_high)[0][0, ge].item() - 0.05) > 2e-3
+    with pytest.raises(UserError, match="model.levels"):
+        ReferenceDefectNet(levels=["dilute", "sparse"])
+
+
 def test_samples_carry_their_hosts_references_through_augmentation():
     dm = PDoSDataModule(str(DEMO_CACHE), batch_size=16, references=str(DEMO_REFERENCES))
     dm.setup()
     batch = dm.split_tensors("train")
-    assert batch.references.shape == (len(dm.splits.train), 2 * 56, 100)
+    assert batch.references.shape == (len(dm.splits.train), 3 * 56, 100)
     want = host_references(DEMO_REFERENCES, dm.dataset.parents, 100)[batch.parent]
     assert torch.equal(batch.references, want)
     loaded = load_references(DEMO_REFERENCES)
@@ -105,7 +128,7 @@ def test_samples_carry_their_hosts_references_through_augmentation():
     offered = [s for s in loaded[parent]["dopants"]]
     assert batch.references[0, DOPANTS.index(offered[0])].abs().sum() > 0
     loader = next(iter(dm.train_dataloader()))
-    assert isinstance(loader, Batch) and loader.references.shape[1:] == (2 * 56, 100)
+    assert isinstance(loader, Batch) and loader.references.shape[1:] == (3 * 56, 100)
     # a stretched sample's difference is still its concentration times the stretched reference
     augment = SpectrumAugmentation(max_energy_stretch=0.2, energy_step=dm.dataset.grid.step)
     pristine = batch.spectra[:1, 0]

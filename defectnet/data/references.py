@@ -2,14 +2,15 @@
 network read about an unseen host.
 
 ``defectnet-generate stage=references`` writes, per parent, the pristine PDoS and, per dopant,
-the PDoS of a cell with one dopant site and (``"high"``) of a cell with about 10 % of all atoms
-substituted. A difference from the pristine scaled to unit concentration is the dopant's
-signature in that host at that concentration; a sample's own difference is, to first order, the
-concentration-weighted sum of its dopants' dilute signatures, and the high-concentration
-signature shows how a dopant's response bends away from linear as its concentration grows.
+the PDoS of a cell with one dopant site and of cells with a fraction of all atoms substituted
+(``"high"``: about 10 %; ``"dense"``: about 20 %, where it was asked for). A difference from the
+pristine scaled to unit concentration is the dopant's signature in that host at that
+concentration; a sample's own difference is, to first order, the concentration-weighted sum of
+its dopants' dilute signatures, and the denser signatures show how a dopant's response bends
+away from linear as its concentration grows.
 
-A host's references as a tensor (``reference_matrix``) are ``LEVELS`` blocks of 56 rows: the
-dilute signatures, then the high-concentration ones; a zero row means "no such reference".
+A host's references as a tensor (``reference_matrix``) are one block of 56 rows per level of
+``LEVELS``; a zero row means "no such reference". A model reads the levels it was built with.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def load_references(folder: str | Path) -> dict[str, dict]:
 
 
 # the concentration levels of a host's references, in the order of reference_matrix's blocks
-LEVELS = ("dilute", "high")
+LEVELS = ("dilute", "high", "dense")
+# what two-point NNLS and the reference-informed network read unless told otherwise
+TWO_POINT = ("dilute", "high")
 
 
 def reference_columns(ref: dict, slots, level: str = "dilute") -> list[np.ndarray | None]:
@@ -50,8 +53,8 @@ def reference_columns(ref: dict, slots, level: str = "dilute") -> list[np.ndarra
     ``LEVELS``, from a host's references; None where the host has no such reference."""
     pristine = np.asarray(ref["pristine"])
     entries = [ref["dopants"].get(DOPANTS[slot]) for slot in slots]
-    if level == "high":
-        entries = [e.get("high") if e is not None else None for e in entries]
+    if level != "dilute":  # the denser cells are entries inside the dilute one
+        entries = [e.get(level) if e is not None else None for e in entries]
     return [
         (np.asarray(e["spectrum"]) - pristine) / e["concentration"] if e is not None else None
         for e in entries

@@ -2,12 +2,13 @@
 NNLS baseline unmixes difference spectra with and the reference-informed network reads
 (``references/<id>.json``, resumable).
 
-Per candidate two cells: one substituted site (the dilute, linear response) and, with
-``reference_cells.high_fraction`` > 0, that fraction of all atoms substituted. A dopant's
-difference spectrum stops growing linearly with its concentration: on the 116-parent pretraining
-set a lone dopant at 5–12 % gives a least-squares share of 0.73 of its true concentration
-against its dilute reference (0.64 at 12–25 %, 1.00 below 1 %), and a host-specific shape
-change. The second cell tells a model what the dilute one cannot."""
+Per candidate one substituted site (the dilute, linear response) and, per denser level with
+``reference_cells.<level>_fraction`` > 0 (``high``, ``dense``), that fraction of all atoms
+substituted. A dopant's difference spectrum stops growing linearly with its concentration: on the
+116-parent pretraining set a lone dopant at 5–12 % gives a least-squares share of 0.73 of its
+true concentration against its dilute reference (0.64 at 12–25 %, 1.00 below 1 %), and a
+host-specific shape change. The denser cells tell a model what the dilute one cannot. A rerun
+with a level newly asked for adds it to the references already made."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from defectnet.atomic import write_json_atomic
+from defectnet.data.references import LEVELS
 from defectnet.datagen.context import Context
 from defectnet.datagen.force_pool import force_workers
 from defectnet.datagen.hosts import prepare_parent
@@ -33,6 +35,7 @@ from defectnet.datagen.shards import check_output_dir, check_shard, make_context
 from defectnet.errors import UserError
 
 log = logging.getLogger(__name__)
+DENSER = LEVELS[1:]  # the levels made of many substituted sites, each its own fraction
 
 
 def single_dopant_cell(supercell: Atoms, dopant: str, replaces: str) -> Atoms:
@@ -57,9 +60,9 @@ def many_dopant_cell(supercell: Atoms, dopant: str, replaces: str, count: int, s
     return cell
 
 
-def high_count(supercell: Atoms, replaces: str, fraction: float) -> int:
-    """Sites substituted in the high-concentration cell: ``fraction`` of all atoms, capped at
-    the replaced sublattice."""
+def site_count(supercell: Atoms, replaces: str, fraction: float) -> int:
+    """Sites substituted in a denser reference cell: ``fraction`` of all atoms, capped at the
+    replaced sublattice."""
     return min(round(fraction * len(supercell)), supercell.get_chemical_symbols().count(replaces))
 
 
@@ -71,11 +74,11 @@ def simulate(ctx: Context, cell: Atoms, count: int, reference) -> tuple[dict, Mo
     return {"concentration": count / len(cell), "spectrum": ctx.spectrum(modes).tolist()}, modes
 
 
-def high_reference(ctx: Context, supercell: Atoms, cand, fraction: float, reference) -> dict:
-    """The high-concentration cell's entry: ``fraction`` of all atoms substituted, or half as
-    many when that many sites leave the summed defect patches unstable (as a sample with too
-    many imaginary modes is dropped); the entry keeps the concentration it was made at."""
-    count = high_count(supercell, cand.replaces, fraction)
+def dense_reference(ctx: Context, supercell: Atoms, cand, fraction: float, reference) -> dict:
+    """A denser reference cell's entry: ``fraction`` of all atoms substituted, or half as many
+    when that many sites leave the summed defect patches unstable (as a sample with too many
+    imaginary modes is dropped); the entry keeps the concentration it was made at."""
+    count = site_count(supercell, cand.replaces, fraction)
     while True:
         if count < 2:
             raise UnstableSample(f"no stable cell with 2 or more {cand.replaces} sites replaced")
@@ -102,13 +105,25 @@ def expected_cost(cfg: DictConfig, n_hosts: int) -> str:
     )
 
 
+def complete(path: Path, fractions: dict[str, float]) -> bool:
+    """Whether a host's references hold (or have given up on) every cell asked for."""
+    if not path.exists():
+        return False
+    ref = read_json(path)
+    return all(
+        level in entry or d in ref.get(f"failed_{level}", {})
+        for d, entry in ref["dopants"].items()
+        for level in fractions
+    )
+
+
 def make_references(cfg: DictConfig) -> dict:
     """Single-dopant spectra: for every ok parent of this shard and every candidate of its host,
-    one site of the doped supercell substituted (and, under ``"high"``, the high-concentration
-    cell), relaxed and simulated like a sample.
+    one site of the doped supercell substituted (and, under ``"high"`` and ``"dense"``, the
+    denser cells asked for), relaxed and simulated like a sample.
 
     Stored per parent in ``references/<id>.json`` (rewritten atomically after each cell, so a
-    rerun resumes, and fills in the high cells of references made before them).
+    rerun resumes, and fills in the denser cells of references made before them).
     """
     shard, num_shards = check_shard(cfg)
     out_dir = Path(cfg.out_dir)
@@ -116,11 +131,15 @@ def make_references(cfg: DictConfig) -> dict:
     h, *legacy = accepted_hashes(cfg)
     mine = shard_parents(cfg, shard, num_shards)
     ctx = make_context(cfg, out_dir, h)
-    stats = {"parents": 0, "dopants": 0, "failed": 0, "high": 0, "failed_high": 0}
-    fraction = float(cfg.reference_cells.high_fraction)
-    todo = [p for p in mine if not (out_dir / "references" / f"{p.id}.json").exists()]
+    fractions = {
+        level: float(cfg.reference_cells.get(f"{level}_fraction") or 0) for level in DENSER
+    }
+    fractions = {level: f for level, f in fractions.items() if f > 0}
+    stats = {"parents": 0, "dopants": 0, "failed": 0}
+    stats |= {k: 0 for level in fractions for k in (level, f"failed_{level}")}
+    todo = [p for p in mine if not complete(out_dir / "references" / f"{p.id}.json", fractions)]
     log.info(
-        "references: %d hosts in this shard, %d not started; %s",
+        "references: %d hosts in this shard, %d not complete; %s",
         len(mine),
         len(todo),
         expected_cost(cfg, len(todo)),
@@ -146,7 +165,6 @@ def make_references(cfg: DictConfig) -> dict:
             "dopants": {},
             "failed": {},
         }
-        ref.setdefault("failed_high", {})
         for cand in candidates:
             d = cand.dopant
             if d not in ref["dopants"] and d not in ref["failed"]:
@@ -159,16 +177,17 @@ def make_references(cfg: DictConfig) -> dict:
                     ref["failed"][d] = f"{type(exc).__name__}: {exc}"
                     stats["failed"] += 1
                 write_json_atomic(path, ref)
-            done = "high" in ref["dopants"].get(d, {}) or d in ref["failed_high"]
-            if fraction <= 0 or d not in ref["dopants"] or done:
-                continue
-            try:
-                high = high_reference(ctx, supercell, cand, fraction, reference)
-                ref["dopants"][d]["high"] = high
-                stats["high"] += 1
-            except Exception as exc:  # recorded with its reason, then the run goes on
-                ref["failed_high"][d] = f"{type(exc).__name__}: {exc}"
-                stats["failed_high"] += 1
-            write_json_atomic(path, ref)
+            for level, fraction in fractions.items():
+                failed = ref.setdefault(f"failed_{level}", {})
+                if d not in ref["dopants"] or level in ref["dopants"][d] or d in failed:
+                    continue
+                try:
+                    entry = dense_reference(ctx, supercell, cand, fraction, reference)
+                    ref["dopants"][d][level] = entry
+                    stats[level] += 1
+                except Exception as exc:  # recorded with its reason, then the run goes on
+                    failed[d] = f"{type(exc).__name__}: {exc}"
+                    stats[f"failed_{level}"] += 1
+                write_json_atomic(path, ref)
         stats["parents"] += 1
     return stats

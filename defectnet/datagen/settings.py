@@ -31,6 +31,7 @@ RUNTIME_KEYS = (
     "compile_potential",
     "force_workers",
     "also_accepts",
+    "reference_cells",  # which reference cells stage=references adds; each entry keeps its own c
 )
 
 
@@ -50,7 +51,6 @@ IMPLIED = {
 TOP_IMPLIED = {
     "balance_prototypes": False,
     "sample_stability": {"imaginary_tolerance_mev": 3.0, "max_imaginary_fraction": None},
-    "reference_cells": {"high_fraction": 0.1},
 }
 
 
