@@ -110,12 +110,18 @@ def split_metrics(
     undoped = ~(present & sel).any(axis=1) & sel.any(axis=1)
     if undoped.any():  # samples with nothing in them: share read as empty (nothing called)
         out["undoped_read_empty"] = float((~(called & sel).any(axis=1))[undoped].mean())
-    edges = CONCENTRATION_BINS
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for key, (lo, hi) in concentration_bands().items():
         cell = present & sel & (target >= lo) & (target < hi)
         if cell.any():
-            out[f"rmse_c{lo:g}-{hi:g}"] = float(np.sqrt(err[cell].mean()))
+            out[key] = float(np.sqrt(err[cell].mean()))
     return out
+
+
+def concentration_bands() -> dict[str, tuple[float, float]]:
+    """``split_metrics``' key of each band of ``CONCENTRATION_BINS`` (``rmse_c0.01-0.03``) and
+    its edges."""
+    edges = CONCENTRATION_BINS
+    return {f"rmse_c{lo:g}-{hi:g}": (lo, hi) for lo, hi in zip(edges[:-1], edges[1:])}
 
 
 def coverage(

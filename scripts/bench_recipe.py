@@ -36,9 +36,9 @@ from defectnet.atomic import write_json_atomic, write_text_atomic
 from defectnet.cli import CONF_DIR
 from defectnet.data.cache import PDoSDataset, network_input, save_cache
 from defectnet.data.presets import preset_dataset, unconverged_samples
-from defectnet.data.references import load_references, reference_matrix
+from defectnet.data.references import LEVELS, load_references, reference_matrix
 from defectnet.evaluation import nnls_unmix
-from defectnet.metrics import CONCENTRATION_BINS, split_metrics
+from defectnet.metrics import concentration_bands, split_metrics
 from defectnet.model.checkpoint import load_network
 
 log = logging.getLogger("bench_recipe")
@@ -107,12 +107,14 @@ def read(checkpoints: list[Path], ds: PDoSDataset, references: dict[str, dict]) 
         pred = net(x, ds.mask, matrices)[0].numpy()
         networks.append(split_metrics(pred, target, mask, thresholds.guided))
     spectra = torch.stack([ds.pristine, ds.doped], dim=1)
-    unmixed = nnls_unmix(spectra, ds.mask, [references[h] for h in hosts])
-    return {
-        "network": networks,
-        "NNLS, two-point": [split_metrics(unmixed, target, mask, 0.0)],
-        "predict zero": [split_metrics(np.zeros_like(target), target, mask, 0.0)],
-    }
+    own = [references[h] for h in hosts]
+    methods = {"network": networks}
+    methods["NNLS, two-point"] = [split_metrics(nnls_unmix(spectra, ds.mask, own), target, mask, 0)]
+    if any(LEVELS[-1] in e for ref in own for e in ref["dopants"].values()):
+        unmixed = nnls_unmix(spectra, ds.mask, own, LEVELS)
+        methods["NNLS, three-point"] = [split_metrics(unmixed, target, mask, 0.0)]
+    methods["predict zero"] = [split_metrics(np.zeros_like(target), target, mask, 0.0)]
+    return methods
 
 
 def own_test(checkpoint: Path) -> dict[str, dict]:
@@ -145,13 +147,10 @@ def own_table(trained: dict) -> str:
 
 
 def band_table(results: dict) -> str:
-    """RMSE per candidate entry by its true concentration (absent, then ``CONCENTRATION_BINS``):
-    where each method's error lies."""
-    edges = CONCENTRATION_BINS
+    """RMSE per candidate entry by its true concentration (absent, then the bands of
+    ``metrics.concentration_bands``): where each method's error lies."""
     bins = [("absent", "rmse_absent")]
-    bins += [
-        (f"{100 * lo:g}–{100 * hi:g} %", f"rmse_c{lo:g}-{hi:g}") for lo, hi in zip(edges, edges[1:])
-    ]
+    bins += [(f"{100 * lo:g}–{100 * hi:g} %", k) for k, (lo, hi) in concentration_bands().items()]
     lines = [
         "| recipe | spectra | method | " + " | ".join(b for b, _ in bins) + " |",
         "|---|---|---|" + "---|" * len(bins),
