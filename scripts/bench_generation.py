@@ -15,14 +15,13 @@ import numpy as np
 from ase.build import bulk
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from phonopy import Phonopy
 
 from defectnet.cli import CONF_DIR, calculator_config
 from defectnet.datagen.phonons import (
     FiniteDisplacement,
     from_phonopy_atoms,
     mesh_modes,
-    to_phonopy_atoms,
+    own_cell_phonopy,
 )
 from defectnet.datagen.relax import relax
 from defectnet.datagen.supercell import choose_supercell
@@ -52,9 +51,7 @@ def doped_sample_time(ff, n_atoms: int, cfg: DictConfig) -> dict:
     relaxed = relax(cell, ff.calculator(), fmax=cfg.relax.fmax, steps=cfg.relax.steps)
     t_relax = time.perf_counter() - t0
     method: FiniteDisplacement = instantiate(cfg.phonons)
-    phonon = Phonopy(
-        to_phonopy_atoms(relaxed.atoms), np.eye(3, dtype=int), primitive_matrix=np.eye(3)
-    )
+    phonon = own_cell_phonopy(relaxed.atoms, method.symprec)
     phonon.generate_displacements(distance=method.displacement, is_plusminus=method.plusminus)
     n_disp = len(phonon.supercells_with_displacements)
     t1 = time.perf_counter()

@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from defectnet.atomic import write_text_atomic
 from defectnet.cli import CONF_DIR
 from defectnet.datagen.defect_library import StrainResponse, local_sum_rule
-from defectnet.datagen.phonons import mesh_modes, to_phonopy_atoms
+from defectnet.datagen.phonons import mesh_modes, own_cell_phonopy
 from defectnet.datagen.references import single_dopant_cell
 from defectnet.datagen.simulate import relax_with
 from defectnet.datagen.supercell import choose_supercell
@@ -79,6 +79,7 @@ def host_rows(cfg, fc: dict, grid: EnergyGrid) -> tuple[dict[str, dict], float, 
     from phonopy.harmonic.force_constants import symmetrize_force_constants
 
     n = len(fc["numbers"])
+    full = instantiate(cfg.full)
     doped = Atoms(numbers=fc["numbers"], positions=fc["positions"], cell=fc["cell"], pbc=True)
     pristine = doped.copy()
     pristine.set_atomic_numbers(fc["pristine_numbers"])
@@ -88,15 +89,10 @@ def host_rows(cfg, fc: dict, grid: EnergyGrid) -> tuple[dict[str, dict], float, 
         if restore_sum_rule:  # a cut ΔΦ breaks it, as a patch does (sum_rule=local)
             constants = local_sum_rule(constants)
             symmetrize_force_constants(constants, level=2)
-        phonon = to_phonopy(atoms)
+        phonon = own_cell_phonopy(atoms, full.symprec)
         phonon.force_constants = constants
-        modes = mesh_modes(phonon, instantiate(cfg.full).mesh, 0)
+        modes = mesh_modes(phonon, full.mesh, 0)
         return spectrum_from_modes(modes.energies_mev, grid, cfg.spectra.fwhm_mev, modes.weights)
-
-    def to_phonopy(atoms):
-        from phonopy import Phonopy
-
-        return Phonopy(to_phonopy_atoms(atoms), EYE, primitive_matrix=np.eye(3))
 
     base = spectrum(pristine, fc["fc_pristine"])
     free_atoms = Atoms(numbers=fc["numbers"], positions=fc["positions"], cell=fc["free_cell"])
