@@ -30,7 +30,6 @@ from pathlib import Path
 
 import hydra
 import numpy as np
-import spglib
 from ase import Atoms
 from hydra import compose
 from omegaconf import DictConfig
@@ -39,7 +38,7 @@ from defectnet.atomic import write_text_atomic
 from defectnet.cli import CONF_DIR
 from defectnet.datagen.calculators.matgl import MatGLForceField
 from defectnet.datagen.context import atoms_from_dict
-from defectnet.datagen.phonons import FiniteDisplacement, cell_mesh_modes
+from defectnet.datagen.phonons import FiniteDisplacement, cell_mesh_modes, symmetry_permutations
 from defectnet.datagen.records import read_shards
 from defectnet.datagen.settings import grid_from_config
 from defectnet.datagen.simulate import relax_with
@@ -52,19 +51,11 @@ log = logging.getLogger("bench_additivity")
 
 def site_map(cell: Atoms, symprec: float):
     """Each symmetry operation of ``cell`` as (Cartesian rotation, atom permutation)."""
-    ops = spglib.get_symmetry(
-        (cell.cell[:], cell.get_scaled_positions(), cell.numbers), symprec=symprec
-    )
-    frac = cell.get_scaled_positions()
     lattice = cell.cell[:].T  # columns are the lattice vectors
-    out = []
-    for rot, trans in zip(ops["rotations"], ops["translations"], strict=True):
-        moved = frac @ rot.T + trans
-        diff = moved[:, None, :] - frac[None, :, :]
-        diff -= np.round(diff)
-        perm = np.argmin(np.linalg.norm(diff @ lattice.T, axis=2), axis=1)
-        out.append((lattice @ rot @ np.linalg.inv(lattice), perm))
-    return out
+    return [
+        (lattice @ rotation @ np.linalg.inv(lattice), perm)
+        for rotation, perm in symmetry_permutations(cell, symprec)
+    ]
 
 
 def carried(delta: np.ndarray, rotation: np.ndarray, perm: np.ndarray) -> np.ndarray:

@@ -251,20 +251,27 @@ class OneSidedError:
         return out
 
 
-def translation_orbits(cell: Atoms, symprec: float) -> dict[int, tuple[int, np.ndarray]]:
-    """For each atom, the first atom of its orbit under ``cell``'s pure lattice translations
-    and the permutation ``perm`` of that translation (atom j moves onto ``perm[j]``;
-    ``perm[representative]`` is the atom)."""
+def symmetry_permutations(cell: Atoms, symprec: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each symmetry operation of ``cell`` as its rotation (fractional coordinates) and the
+    permutation of the atoms it makes (atom j moves onto ``perm[j]``)."""
     import spglib
 
     frac = cell.get_scaled_positions()
     data = spglib.get_symmetry((cell.cell[:], frac, cell.numbers), symprec=symprec)
-    perms = []
-    for rotation, shift in zip(data["rotations"], data["translations"]):
-        if np.array_equal(rotation, np.eye(3, dtype=int)):
-            diff = (frac + shift)[:, None, :] - frac[None, :, :]
-            diff -= np.round(diff)
-            perms.append(np.argmin(np.linalg.norm(diff @ cell.cell[:], axis=2), axis=1))
+    out = []
+    for rotation, shift in zip(data["rotations"], data["translations"], strict=True):
+        diff = (frac @ rotation.T + shift)[:, None, :] - frac[None, :, :]
+        diff -= np.round(diff)
+        out.append((rotation, np.argmin(np.linalg.norm(diff @ cell.cell[:], axis=2), axis=1)))
+    return out
+
+
+def translation_orbits(cell: Atoms, symprec: float) -> dict[int, tuple[int, np.ndarray]]:
+    """For each atom, the first atom of its orbit under ``cell``'s pure lattice translations
+    and the permutation ``perm`` of that translation (atom j moves onto ``perm[j]``;
+    ``perm[representative]`` is the atom)."""
+    identity = np.eye(3, dtype=int)
+    perms = [p for r, p in symmetry_permutations(cell, symprec) if np.array_equal(r, identity)]
     orbit: dict[int, tuple[int, np.ndarray]] = {}
     for rep in range(len(cell)):
         if rep not in orbit:
