@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from defectnet.atomic import write_json_atomic
 from defectnet.data.datamodule import TEST_SPLITS, PDoSDataModule
-from defectnet.errors import UserError
+from defectnet.errors import UserError, instantiate_checked
 from defectnet.metrics import masked_rmse
 from defectnet.model.checkpoint import entry_thresholds, network_from_checkpoint
 from defectnet.model.lit_module import DefectNetModule
@@ -198,7 +198,7 @@ def train(cfg: DictConfig) -> dict:
     dm: PDoSDataModule = instantiate(cfg.data)
     if cfg.get("init_from"):
         build_from_checkpoint(cfg)
-    module: DefectNetModule = instantiate(cfg.model)
+    module: DefectNetModule = instantiate_checked(cfg.model)
     callbacks = instantiate_all(cfg.get("callbacks"))
     loggers = instantiate_all(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

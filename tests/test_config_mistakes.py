@@ -155,6 +155,15 @@ def test_training_settings_are_refused_before_a_step(tmp_path, capsys, overrides
     assert not list((tmp_path / "run").glob("**/*.ckpt"))
 
 
+def test_unknown_reference_levels_are_refused_before_a_step(tmp_path, capsys):
+    overrides = ["experiment=quickstart", "logger=none", "+model.model.levels=[dilute,sparse]"]
+    cfg = compose_config("train", overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+    refused(train, cfg, capsys, "model.model.levels: ['dilute', 'sparse']")
+    assert not list((tmp_path / "run").glob("**/*.ckpt"))
+
+
 class Payload:
     def __reduce__(self):
         return (print, ("payload ran",))

@@ -112,7 +112,7 @@ def test_a_network_reads_the_levels_it_was_built_with(tmp_path):
         read = three(spectra, mask, no_high)[0][:, ge]
         assert np.allclose(read, [a for a, _ in truth], atol=2e-4)
         assert abs(two(spectra, mask, no_high)[0][0, ge].item() - 0.05) > 2e-3
-    with pytest.raises(UserError, match="model.levels"):
+    with pytest.raises(UserError, match="model.model.levels"):
         ReferenceDefectNet(levels=["dilute", "sparse"])
 
 

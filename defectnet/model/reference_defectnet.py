@@ -69,7 +69,7 @@ class ReferenceDefectNet(nn.Module):
         super().__init__()
         if not levels or set(levels) - set(LEVELS):
             raise UserError(
-                f"model.levels: {list(levels)} — each must be one of {list(LEVELS)} "
+                f"model.model.levels: {list(levels)} — each must be one of {list(LEVELS)} "
                 "(data.references.LEVELS), at least one."
             )
         self.levels = list(levels)
