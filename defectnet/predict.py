@@ -185,11 +185,17 @@ def model_to_use(cfg: DictConfig):
 
 
 def host_signatures(networks, cfg: DictConfig, grid: EnergyGrid, names: list[str]):
-    """The host's single-dopant references [1, 56, L] and its parent id, for a model that reads
-    them (``ReferenceDefectNet``); (None, None) for a spectrum-only model."""
+    """The host's single-dopant references [1, LEVELS × 56, L] and its parent id, for a model
+    that reads them (``ReferenceDefectNet``; a warning where it reads a level the host's
+    references lack); (None, None) for a spectrum-only model."""
     if not any(getattr(net, "reads_references", False) for net in networks):
         return None, None
-    from defectnet.data.references import ReferenceError, reference_matrix, references_for_host
+    from defectnet.data.references import (
+        LEVELS,
+        ReferenceError,
+        reference_matrix,
+        references_for_host,
+    )
 
     if not wants_references(cfg):
         raise ReferenceError(
@@ -206,6 +212,24 @@ def host_signatures(networks, cfg: DictConfig, grid: EnergyGrid, names: list[str
             ", ".join(missing),
             ref["parent_id"],
         )
+    read = {level for net in networks for level in getattr(net, "levels", ())}
+    blocks = matrix.unflatten(0, (len(LEVELS), -1))
+    for level in sorted(read - {"dilute"}, key=LEVELS.index):
+        lacking = [
+            n
+            for n in names
+            if n not in missing and not blocks[LEVELS.index(level), DOPANTS.index(n)].any()
+        ]
+        if lacking:
+            log.warning(
+                "references: %s has no %s reference for %s, which the model reads; it reads "
+                "less there (add them: defectnet-generate generate=references "
+                "parents.folder=<its structure> stage=references reference_cells.%s_fraction=…)",
+                ref["parent_id"],
+                level,
+                ", ".join(lacking),
+                level,
+            )
     return matrix[None], ref["parent_id"]
 
 

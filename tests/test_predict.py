@@ -8,16 +8,19 @@ import pytest
 import torch
 from ase.build import bulk
 from ase.io import write
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from defectnet.data.cache import load_cache
+from defectnet.data.references import LEVELS
 from defectnet.elements import DOPANTS, PROPOSABLE, UnknownElementError
 from defectnet.ensemble import normal_quantile
 from defectnet.errors import UserError
 from defectnet.io import SpectrumFileError
 from defectnet.model.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_network
 from defectnet.model.pretrained import ship
-from defectnet.predict import predict
+from defectnet.model.reference_defectnet import ReferenceDefectNet
+from defectnet.predict import host_signatures, predict
+from defectnet.spectra import EnergyGrid
 
 from .conftest import DEMO_CACHE, DEMO_REFERENCES, compose_config
 
@@ -117,6 +120,17 @@ def test_a_reference_informed_model_finds_the_hosts_references_by_formula(
     assert again["references"] == "zincblende-GaAs"
     with pytest.raises(UserError, match="no single-dopant references for host GaN"):
         run(tmp_path, reference_checkpoint, "host=GaN", *files, f"references={DEMO_REFERENCES}")
+
+
+def test_a_level_the_hosts_references_lack_is_named(caplog):
+    cfg = OmegaConf.create({"references": str(DEMO_REFERENCES), "host": "GaAs"})
+    two, three = ReferenceDefectNet(), ReferenceDefectNet(levels=LEVELS)
+    with caplog.at_level("WARNING"):
+        matrix, parent = host_signatures([two], cfg, EnergyGrid(), ["Zn"])
+        assert matrix.shape == (1, 3 * 56, 100) and parent == "zincblende-GaAs"
+        assert "dense reference" not in caplog.text
+        host_signatures([three], cfg, EnergyGrid(), ["Zn"])
+    assert "zincblende-GaAs has no dense reference for Zn, which the model reads" in caplog.text
 
 
 def test_open_set_offers_every_non_host_element(pretrained, gaas_files, tmp_path):
