@@ -26,6 +26,7 @@ from defectnet.atomic import write_json_atomic, write_text_atomic
 from defectnet.calibration import open_set_threshold, undoped_crystals, undoped_open_set
 from defectnet.data.datamodule import TEST_SPLITS, PDoSDataModule
 from defectnet.data.references import (
+    LEVELS,
     TWO_POINT,
     ReferenceError,
     load_references,
@@ -67,8 +68,10 @@ def nnls_unmix(
     return np.clip(pred, 0, 1)
 
 
-def nnls_predict(dm: PDoSDataModule, split: str, references: dict[str, dict]) -> np.ndarray:
-    """``nnls_unmix`` of a split, each sample against its parent's references."""
+def nnls_predict(
+    dm: PDoSDataModule, split: str, references: dict[str, dict], levels=TWO_POINT
+) -> np.ndarray:
+    """``nnls_unmix`` of a split, each sample against its parent's references at ``levels``."""
     batch = dm.split_tensors(split)
     parents = [dm.dataset.parents[i] for i in batch.parent.tolist()]
     missing = sorted(set(parents) - set(references))
@@ -77,7 +80,7 @@ def nnls_predict(dm: PDoSDataModule, split: str, references: dict[str, dict]) ->
             f"no single-dopant references for parent '{missing[0]}'; run stage=references "
             "for the data set's preset."
         )
-    return nnls_unmix(batch.spectra, batch.candidates, [references[p] for p in parents])
+    return nnls_unmix(batch.spectra, batch.candidates, [references[p] for p in parents], levels)
 
 
 def per_sample_table(dm: PDoSDataModule, split: str, pred: np.ndarray) -> list[dict]:
@@ -113,10 +116,15 @@ def split_truth(dm: PDoSDataModule, split: str) -> tuple[np.ndarray, np.ndarray]
 
 def baseline_methods(dm: PDoSDataModule, references: dict | None) -> dict[str, Callable]:
     """What every model is compared with, as functions of a split: two-point NNLS on the hosts'
-    single-dopant references (when there are any) and the training mean."""
+    single-dopant references (when there are any; three-point too where they hold the dense
+    level) and the training mean."""
     methods = {}
     if references:
         methods["NNLS"] = cached_by_split(lambda s: nnls_predict(dm, s, references))
+        if any(LEVELS[-1] in e for ref in references.values() for e in ref["dopants"].values()):
+            methods["NNLS, three-point"] = cached_by_split(
+                lambda s: nnls_predict(dm, s, references, LEVELS)
+            )
     methods["training mean"] = lambda s: train_mean_predict(dm, s)
     return methods
 
