@@ -71,12 +71,12 @@ def test_mgb2_is_p6mmm_and_its_supercell_holds_18_mg_sites():
 def test_parents_and_references_stages(generate_cfg):
     # half the sites of the 8-atom cell in the high-concentration cell (the default 10 % would
     # be less than two sites here)
-    high = "reference_cells.high_fraction=0.5"
-    cfg = generate_cfg("candidates=[Ge,C]", "stage=parents", "num_shards=2", "shard=1", high)
+    high = ("reference_cells.high_fraction=0.5", "reference_cells.dense_fraction=0")
+    cfg = generate_cfg("candidates=[Ge,C]", "stage=parents", "num_shards=2", "shard=1", *high)
     assert run_generation(cfg)["parents"] == {}  # the one parent belongs to shard 0
-    cfg = generate_cfg("candidates=[Ge,C]", "stage=parents", high)
+    cfg = generate_cfg("candidates=[Ge,C]", "stage=parents", *high)
     assert run_generation(cfg)["parents"] == {"ok": 1}
-    out = run_generation(generate_cfg("candidates=[Ge,C]", "stage=references", high))
+    out = run_generation(generate_cfg("candidates=[Ge,C]", "stage=references", *high))
     assert out["references"] == {
         "parents": 1,
         "dopants": 2,
@@ -97,11 +97,11 @@ def test_parents_and_references_stages(generate_cfg):
     assert centroid(ge["high"]["spectrum"]) < centroid(ge["spectrum"]) < centroid(ref["pristine"])
     assert not (Path(cfg.out_dir) / "records").exists()
     # a rerun resumes: nothing left to compute
-    again = run_generation(generate_cfg("candidates=[Ge,C]", "stage=references", high))
+    again = run_generation(generate_cfg("candidates=[Ge,C]", "stage=references", *high))
     assert again["references"]["dopants"] == again["references"]["high"] == 0
     # a level newly asked for is added to the references already made, the rest kept
-    dense = "reference_cells.dense_fraction=0.75"
-    more = run_generation(generate_cfg("candidates=[Ge,C]", "stage=references", high, dense))
+    dense = ("reference_cells.high_fraction=0.5", "reference_cells.dense_fraction=0.75")
+    more = run_generation(generate_cfg("candidates=[Ge,C]", "stage=references", *dense))
     assert more["references"]["dopants"] == more["references"]["high"] == 0
     assert more["references"]["dense"] == 2
     kept = json.loads((Path(cfg.out_dir) / "references" / "diamond-Si.json").read_text())
