@@ -156,7 +156,7 @@ def test_training_settings_are_refused_before_a_step(tmp_path, capsys, overrides
 
 
 def test_unknown_reference_levels_are_refused_before_a_step(tmp_path, capsys):
-    overrides = ["experiment=quickstart", "logger=none", "+model.model.levels=[dilute,sparse]"]
+    overrides = ["experiment=quickstart", "logger=none", "model.model.levels=[dilute,sparse]"]
     cfg = compose_config("train", overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "run")
