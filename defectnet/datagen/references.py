@@ -23,7 +23,6 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from defectnet.atomic import write_json_atomic
-from defectnet.data.references import LEVELS
 from defectnet.datagen.context import Context
 from defectnet.datagen.force_pool import force_workers
 from defectnet.datagen.hosts import prepare_parent
@@ -35,7 +34,6 @@ from defectnet.datagen.shards import check_output_dir, check_shard, make_context
 from defectnet.errors import UserError
 
 log = logging.getLogger(__name__)
-DENSER = LEVELS[1:]  # the levels made of many substituted sites, each its own fraction
 
 
 def single_dopant_cell(supercell: Atoms, dopant: str, replaces: str) -> Atoms:
@@ -131,8 +129,11 @@ def make_references(cfg: DictConfig) -> dict:
     h, *legacy = accepted_hashes(cfg)
     mine = shard_parents(cfg, shard, num_shards)
     ctx = make_context(cfg, out_dir, h)
+    # each denser level by its config key, reference_cells.<level>_fraction (0: not made)
     fractions = {
-        level: float(cfg.reference_cells.get(f"{level}_fraction") or 0) for level in DENSER
+        key.removesuffix("_fraction"): float(value or 0)
+        for key, value in cfg.reference_cells.items()
+        if key.endswith("_fraction")
     }
     fractions = {level: f for level, f in fractions.items() if f > 0}
     stats = {"parents": 0, "dopants": 0, "failed": 0}
