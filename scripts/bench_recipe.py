@@ -94,6 +94,15 @@ def train(
 
 
 @torch.no_grad()
+def holding(references: dict[str, dict], levels: list[str]) -> set[str]:
+    """The hosts whose every reference holds each of ``levels`` (``require_levels``)."""
+    return {
+        host
+        for host, ref in references.items()
+        if all(level == "dilute" or level in e for e in ref["dopants"].values() for level in levels)
+    }
+
+
 def read(checkpoints: list[Path], ds: PDoSDataset, references: dict[str, dict]) -> dict:
     """Each network's figures on ``ds`` (a list, one per checkpoint) and NNLS's, every cell with
     its host's ``references``."""
@@ -187,16 +196,17 @@ def main(cfg: DictConfig) -> None:
     out = Path(cfg.paths.output_dir)
     recipes = cfg.recipes
     pretrain = {name: preset_dataset(r.pretrain) for name, r in recipes.items()}
+    levels = list(cfg.require_levels)
     shared = set.intersection(
         *(
-            set(pretrain[name].parents) & set(load_references(r.references))
+            set(pretrain[name].parents) & holding(load_references(r.references), levels)
             for name, r in recipes.items()
         )
     )
     if not shared:
         raise SystemExit("bench_recipe: no pretraining parent is in every recipe's set yet")
     realism_refs = {name: load_references(r.realism_references) for name, r in recipes.items()}
-    covered = set.intersection(*(set(refs) for refs in realism_refs.values()))
+    covered = set.intersection(*(holding(refs, levels) for refs in realism_refs.values()))
     full = preset_dataset(cfg.full)
     unconverged = unconverged_samples(cfg.full)
     twins = {name: preset_dataset(r.twins) for name, r in recipes.items()}
@@ -220,8 +230,8 @@ def main(cfg: DictConfig) -> None:
                 results[key] = read(checkpoints, ds_read, refs)
     summary = (
         f"{len(shared)} shared pretraining parents; {len(cells)} relaxed `full` cells of "
-        f"{len(covered)} hosts every recipe has references for, {len(twin_cells)} of them with "
-        "every recipe's twin"
+        f"{len(covered)} hosts every recipe has references for (levels {', '.join(levels)}), "
+        f"{len(twin_cells)} of them with every recipe's twin"
     )
     text = table(results)
     bands = band_table(results)
