@@ -93,7 +93,6 @@ def train(
     return best
 
 
-@torch.no_grad()
 def holding(references: dict[str, dict], levels: list[str]) -> set[str]:
     """The hosts whose every reference holds each of ``levels`` (``require_levels``)."""
     return {
@@ -103,6 +102,7 @@ def holding(references: dict[str, dict], levels: list[str]) -> set[str]:
     }
 
 
+@torch.no_grad()
 def read(checkpoints: list[Path], ds: PDoSDataset, references: dict[str, dict]) -> dict:
     """Each network's figures on ``ds`` (a list, one per checkpoint) and NNLS's, every cell with
     its host's ``references``."""
