@@ -29,6 +29,7 @@ from defectnet.data.references import (
     LEVELS,
     TWO_POINT,
     ReferenceError,
+    holds_level,
     load_references,
     reference_columns,
 )
@@ -121,7 +122,7 @@ def baseline_methods(dm: PDoSDataModule, references: dict | None) -> dict[str, C
     methods = {}
     if references:
         methods["NNLS"] = cached_by_split(lambda s: nnls_predict(dm, s, references))
-        if any(LEVELS[-1] in e for ref in references.values() for e in ref["dopants"].values()):
+        if any(holds_level(ref, "dense") for ref in references.values()):
             methods["NNLS, three-point"] = cached_by_split(
                 lambda s: nnls_predict(dm, s, references, LEVELS)
             )

@@ -36,7 +36,13 @@ from defectnet.atomic import write_json_atomic, write_text_atomic
 from defectnet.cli import CONF_DIR
 from defectnet.data.cache import PDoSDataset, network_input, save_cache
 from defectnet.data.presets import preset_dataset, unconverged_samples
-from defectnet.data.references import LEVELS, load_references, reference_matrix
+from defectnet.data.references import (
+    LEVELS,
+    holds_level,
+    level_entry,
+    load_references,
+    reference_matrix,
+)
 from defectnet.evaluation import nnls_unmix
 from defectnet.metrics import concentration_bands, split_metrics
 from defectnet.model.checkpoint import load_network
@@ -98,7 +104,9 @@ def holding(references: dict[str, dict], levels: list[str]) -> set[str]:
     return {
         host
         for host, ref in references.items()
-        if all(level == "dilute" or level in e for e in ref["dopants"].values() for level in levels)
+        if all(
+            level_entry(e, level) is not None for e in ref["dopants"].values() for level in levels
+        )
     }
 
 
@@ -119,7 +127,7 @@ def read(checkpoints: list[Path], ds: PDoSDataset, references: dict[str, dict]) 
     own = [references[h] for h in hosts]
     methods = {"network": networks}
     methods["NNLS, two-point"] = [split_metrics(nnls_unmix(spectra, ds.mask, own), target, mask, 0)]
-    if any(LEVELS[-1] in e for ref in own for e in ref["dopants"].values()):
+    if any(holds_level(ref, "dense") for ref in own):
         unmixed = nnls_unmix(spectra, ds.mask, own, LEVELS)
         methods["NNLS, three-point"] = [split_metrics(unmixed, target, mask, 0.0)]
     methods["predict zero"] = [split_metrics(np.zeros_like(target), target, mask, 0.0)]

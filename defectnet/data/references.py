@@ -48,13 +48,24 @@ LEVELS = ("dilute", "high", "dense")
 TWO_POINT = ("dilute", "high")
 
 
+def level_entry(entry: dict | None, level: str) -> dict | None:
+    """A dopant's reference cell at one ``level``: its entry itself for the dilute cell, the
+    denser cells being entries inside it; None where there is none."""
+    if entry is None or level == "dilute":
+        return entry
+    return entry.get(level)
+
+
+def holds_level(ref: dict, level: str) -> bool:
+    """Whether any dopant of a host's references has a cell at ``level``."""
+    return any(level_entry(e, level) is not None for e in ref["dopants"].values())
+
+
 def reference_columns(ref: dict, slots, level: str = "dilute") -> list[np.ndarray | None]:
     """Each offered dopant's difference spectrum at unit concentration at one ``level`` of
     ``LEVELS``, from a host's references; None where the host has no such reference."""
     pristine = np.asarray(ref["pristine"])
-    entries = [ref["dopants"].get(DOPANTS[slot]) for slot in slots]
-    if level != "dilute":  # the denser cells are entries inside the dilute one
-        entries = [e.get(level) if e is not None else None for e in entries]
+    entries = [level_entry(ref["dopants"].get(DOPANTS[slot]), level) for slot in slots]
     return [
         (np.asarray(e["spectrum"]) - pristine) / e["concentration"] if e is not None else None
         for e in entries
