@@ -130,6 +130,17 @@ def test_compiling_the_network_leaves_the_data_sets_hash(generate_cfg):
     assert settings_hash(generate_cfg("compile_potential=true")) == settings_hash(generate_cfg())
 
 
+def test_the_device_a_potential_runs_on_leaves_the_data_sets_hash(generate_cfg):
+    from defectnet.datagen.settings import settings_hash
+
+    cpu = settings_hash(generate_cfg())
+    assert settings_hash(generate_cfg("calculator.device=cuda")) == cpu
+    assert settings_hash(generate_cfg("calculator=sevenn", "calculator.device=cuda")) == (
+        settings_hash(generate_cfg("calculator=sevenn"))
+    )
+    assert settings_hash(generate_cfg("calculator=sevenn")) != cpu
+
+
 def test_matgl_model_is_a_folder_or_a_shipped_name_never_a_download(tmp_path):
     from defectnet.datagen.calculators.matgl import MATGL_SHIPPED, matgl_model_folder
 
