@@ -26,7 +26,7 @@ from defectnet.atomic import write_json_atomic, write_text_atomic
 from defectnet.calibration import open_set_threshold, undoped_crystals, undoped_open_set
 from defectnet.data.datamodule import TEST_SPLITS, PDoSDataModule
 from defectnet.data.references import (
-    LEVELS,
+    THREE_POINT,
     TWO_POINT,
     ReferenceError,
     holds_level,
@@ -124,7 +124,7 @@ def baseline_methods(dm: PDoSDataModule, references: dict | None) -> dict[str, C
         methods["NNLS"] = cached_by_split(lambda s: nnls_predict(dm, s, references))
         if any(holds_level(ref, "dense") for ref in references.values()):
             methods["NNLS, three-point"] = cached_by_split(
-                lambda s: nnls_predict(dm, s, references, LEVELS)
+                lambda s: nnls_predict(dm, s, references, THREE_POINT)
             )
     methods["training mean"] = lambda s: train_mean_predict(dm, s)
     return methods

@@ -37,7 +37,7 @@ from defectnet.cli import CONF_DIR
 from defectnet.data.cache import PDoSDataset, network_input, save_cache
 from defectnet.data.presets import preset_dataset, unconverged_samples
 from defectnet.data.references import (
-    LEVELS,
+    THREE_POINT,
     holds_level,
     level_entry,
     load_references,
@@ -128,7 +128,7 @@ def read(checkpoints: list[Path], ds: PDoSDataset, references: dict[str, dict]) 
     methods = {"network": networks}
     methods["NNLS, two-point"] = [split_metrics(nnls_unmix(spectra, ds.mask, own), target, mask, 0)]
     if any(holds_level(ref, "dense") for ref in own):
-        unmixed = nnls_unmix(spectra, ds.mask, own, LEVELS)
+        unmixed = nnls_unmix(spectra, ds.mask, own, THREE_POINT)
         methods["NNLS, three-point"] = [split_metrics(unmixed, target, mask, 0.0)]
     methods["predict zero"] = [split_metrics(np.zeros_like(target), target, mask, 0.0)]
     return methods

@@ -108,6 +108,16 @@ def test_parents_and_references_stages(generate_cfg):
     for d, entry in ref["dopants"].items():
         assert {k: v for k, v in kept["dopants"][d].items() if k != "dense"} == entry
     assert kept["dopants"]["Ge"]["dense"]["concentration"] == pytest.approx(6 / 8)
+    # the alloy level: its own cell, relaxed and computed whole, with its own pristine spectrum
+    alloy = (*dense, "reference_cells.alloy_fraction=0.5", "reference_cells.alloy_atoms=[16,16]")
+    more = run_generation(generate_cfg("candidates=[Ge,C]", "stage=references", *alloy))
+    assert more["references"]["alloy"] == 2 and more["references"]["dense"] == 0
+    final = json.loads((Path(cfg.out_dir) / "references" / "diamond-Si.json").read_text())
+    ge = final["dopants"]["Ge"]["alloy"]
+    assert ge["atoms"] == 16 and ge["concentration"] == pytest.approx(8 / 16)
+    assert centroid(ge["spectrum"]) < centroid(ge["pristine"])
+    others = {k: v for k, v in final["dopants"]["Ge"].items() if k != "alloy"}
+    assert others == kept["dopants"]["Ge"]
 
 
 def test_high_concentration_cell_replaces_the_asked_sites():

@@ -11,7 +11,7 @@ from ase.io import write
 from omegaconf import OmegaConf, open_dict
 
 from defectnet.data.cache import load_cache
-from defectnet.data.references import LEVELS
+from defectnet.data.references import LEVELS, THREE_POINT
 from defectnet.elements import DOPANTS, PROPOSABLE, UnknownElementError
 from defectnet.ensemble import normal_quantile
 from defectnet.errors import UserError
@@ -124,10 +124,10 @@ def test_a_reference_informed_model_finds_the_hosts_references_by_formula(
 
 def test_a_level_the_hosts_references_lack_is_named(caplog):
     cfg = OmegaConf.create({"references": str(DEMO_REFERENCES), "host": "GaAs"})
-    two, three = ReferenceDefectNet(), ReferenceDefectNet(levels=LEVELS)
+    two, three = ReferenceDefectNet(), ReferenceDefectNet(levels=THREE_POINT)
     with caplog.at_level("WARNING"):
         matrix, parent = host_signatures([two], cfg, EnergyGrid(), ["Zn"])
-        assert matrix.shape == (1, 3 * 56, 100) and parent == "zincblende-GaAs"
+        assert matrix.shape == (1, len(LEVELS) * 56, 100) and parent == "zincblende-GaAs"
         assert "dense reference" not in caplog.text
         host_signatures([three], cfg, EnergyGrid(), ["Zn"])
     assert "zincblende-GaAs has no dense reference for Zn, which the model reads" in caplog.text

@@ -8,7 +8,15 @@ from omegaconf import open_dict
 from scipy.optimize import nnls
 
 from defectnet.data.datamodule import Batch, PDoSDataModule, SpectrumAugmentation
-from defectnet.data.references import LEVELS, TWO_POINT, host_references, load_references
+from defectnet.data.references import (
+    LEVELS,
+    THREE_POINT,
+    TWO_POINT,
+    host_references,
+    load_references,
+    reference_columns,
+    reference_matrix,
+)
 from defectnet.elements import DOPANTS, candidate_vector, composition_vector
 from defectnet.errors import UserError
 from defectnet.evaluation import nnls_unmix
@@ -77,11 +85,12 @@ def test_an_untrained_network_answers_two_point_nnls_and_needs_references(tmp_pa
     ref, spectra, mask, truth = _two_dopant_host()
     (tmp_path / "host.json").write_text(__import__("json").dumps(ref))
     references = host_references(tmp_path, ["host"], 100).expand(len(truth), -1, -1)
-    assert references.shape == (len(truth), 3 * 56, 100)  # every level; the network reads two
+    assert references.shape == (len(truth), len(LEVELS) * 56, 100)  # every level; it reads two
     net = ReferenceDefectNet().eval()
     with torch.no_grad():
         conc, attention = net(spectra, mask, references)
-        dilute_only, _ = net(spectra, mask, references * (torch.arange(168) < 56)[:, None])
+        dilute = (torch.arange(len(LEVELS) * 56) < 56)[:, None]
+        dilute_only, _ = net(spectra, mask, references * dilute)
     ge, c, sn = (DOPANTS.index(s) for s in ("Ge", "C", "Sn"))
     # between its two reference concentrations a quadratic response is unmixed exactly
     assert np.allclose(conc[:, ge].numpy(), [a for a, _ in truth], atol=2e-4)
@@ -99,11 +108,12 @@ def test_a_network_reads_the_levels_it_was_built_with(tmp_path):
     ref, spectra, mask, truth = _two_dopant_host()
     (tmp_path / "host.json").write_text(__import__("json").dumps(ref))
     references = host_references(tmp_path, ["host"], 100).expand(len(truth), -1, -1)
-    no_high = references * ((torch.arange(168) < 56) | (torch.arange(168) >= 112))[:, None]
-    three, two = ReferenceDefectNet(levels=LEVELS).eval(), ReferenceDefectNet().eval()
+    rows = torch.arange(len(LEVELS) * 56)
+    no_high = references * ((rows < 56) | (rows >= 112))[:, None]
+    three, two = ReferenceDefectNet(levels=THREE_POINT).eval(), ReferenceDefectNet().eval()
     with torch.no_grad():
         # untrained, each answers NNLS over its own levels' references
-        for net, levels in ((three, LEVELS), (two, TWO_POINT)):
+        for net, levels in ((three, THREE_POINT), (two, TWO_POINT)):
             want = nnls_unmix(spectra[:, :2], mask, [ref] * len(truth), levels)
             assert np.allclose(net(spectra, mask, references)[0].numpy(), want, atol=2e-4)
         # without the high-concentration rows the dilute and dense ones still span Ge's
@@ -116,11 +126,27 @@ def test_a_network_reads_the_levels_it_was_built_with(tmp_path):
         ReferenceDefectNet(levels=["dilute", "sparse"])
 
 
+def test_an_alloy_cell_is_read_against_its_own_pristine_spectrum():
+    # an alloy entry's cell is not the host's supercell: its difference is from the pristine
+    # spectrum of its own cell, which it carries
+    ref, *_ = _two_dopant_host()
+    ge = ref["dopants"]["Ge"]
+    own = 1.1 * np.asarray(ref["pristine"])
+    spectrum = np.asarray(ge["dense"]["spectrum"]) + own - np.asarray(ref["pristine"])
+    ge["alloy"] = {"concentration": 0.25, "spectrum": spectrum.tolist(), "pristine": own.tolist()}
+    slot = DOPANTS.index("Ge")
+    (dense,), (alloy,) = (reference_columns(ref, [slot], lv) for lv in ("dense", "alloy"))
+    assert np.allclose(alloy, dense)
+    rows = reference_matrix(ref, 100).unflatten(0, (len(LEVELS), -1))
+    assert torch.allclose(rows[LEVELS.index("alloy"), slot], rows[LEVELS.index("dense"), slot])
+    assert not rows[LEVELS.index("alloy"), DOPANTS.index("C")].any()
+
+
 def test_samples_carry_their_hosts_references_through_augmentation():
     dm = PDoSDataModule(str(DEMO_CACHE), batch_size=16, references=str(DEMO_REFERENCES))
     dm.setup()
     batch = dm.split_tensors("train")
-    assert batch.references.shape == (len(dm.splits.train), 3 * 56, 100)
+    assert batch.references.shape == (len(dm.splits.train), len(LEVELS) * 56, 100)
     want = host_references(DEMO_REFERENCES, dm.dataset.parents, 100)[batch.parent]
     assert torch.equal(batch.references, want)
     loaded = load_references(DEMO_REFERENCES)
@@ -128,7 +154,7 @@ def test_samples_carry_their_hosts_references_through_augmentation():
     offered = [s for s in loaded[parent]["dopants"]]
     assert batch.references[0, DOPANTS.index(offered[0])].abs().sum() > 0
     loader = next(iter(dm.train_dataloader()))
-    assert isinstance(loader, Batch) and loader.references.shape[1:] == (3 * 56, 100)
+    assert isinstance(loader, Batch) and loader.references.shape[1:] == (len(LEVELS) * 56, 100)
     # a stretched sample's difference is still its concentration times the stretched reference
     augment = SpectrumAugmentation(max_energy_stretch=0.2, energy_step=dm.dataset.grid.step)
     pristine = batch.spectra[:1, 0]

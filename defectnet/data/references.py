@@ -3,7 +3,11 @@ network read about an unseen host.
 
 ``defectnet-generate stage=references`` writes, per parent, the pristine PDoS and, per dopant,
 the PDoS of a cell with one dopant site and of cells with a fraction of all atoms substituted
-(``"high"``: about 10 %; ``"dense"``: about 20 %, where it was asked for). A difference from the
+(``"high"``: about 10 %; ``"dense"``: about 20 %, where it was asked for), all made with the
+host's phonon method in its supercell, and, where asked for, an ``"alloy"`` cell: about 20 % in a
+small cell relaxed and computed with every displacement, which holds the dopants' interactions
+with one another that the superposed denser cells lack (such an entry carries its own pristine
+spectrum, of the same small cell). A difference from the
 pristine scaled to unit concentration is the dopant's signature in that host at that
 concentration; a sample's own difference is, to first order, the concentration-weighted sum of
 its dopants' dilute signatures, and the denser signatures show how a dopant's response bends
@@ -43,9 +47,11 @@ def load_references(folder: str | Path) -> dict[str, dict]:
 
 
 # the concentration levels of a host's references, in the order of reference_matrix's blocks
-LEVELS = ("dilute", "high", "dense")
+LEVELS = ("dilute", "high", "dense", "alloy")
 # what two-point NNLS and the reference-informed network read unless told otherwise
 TWO_POINT = ("dilute", "high")
+# three-point NNLS: the levels made with the host's own phonon method
+THREE_POINT = ("dilute", "high", "dense")
 
 
 def level_entry(entry: dict | None, level: str) -> dict | None:
@@ -64,10 +70,12 @@ def holds_level(ref: dict, level: str) -> bool:
 def reference_columns(ref: dict, slots, level: str = "dilute") -> list[np.ndarray | None]:
     """Each offered dopant's difference spectrum at unit concentration at one ``level`` of
     ``LEVELS``, from a host's references; None where the host has no such reference."""
-    pristine = np.asarray(ref["pristine"])
     entries = [level_entry(ref["dopants"].get(DOPANTS[slot]), level) for slot in slots]
     return [
-        (np.asarray(e["spectrum"]) - pristine) / e["concentration"] if e is not None else None
+        (np.asarray(e["spectrum"]) - np.asarray(e.get("pristine", ref["pristine"])))
+        / e["concentration"]
+        if e is not None
+        else None
         for e in entries
     ]
 

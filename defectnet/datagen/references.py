@@ -7,11 +7,16 @@ Per candidate one substituted site (the dilute, linear response) and, per denser
 substituted. A dopant's difference spectrum stops growing linearly with its concentration: on the
 116-parent pretraining set a lone dopant at 5–12 % gives a least-squares share of 0.73 of its
 true concentration against its dilute reference (0.64 at 12–25 %, 1.00 below 1 %), and a
-host-specific shape change. The denser cells tell a model what the dilute one cannot. A rerun
-with a level newly asked for adds it to the references already made."""
+host-specific shape change. The denser cells tell a model what the dilute one cannot. They are
+made with the host's phonon method; under the superposed method that sums each dopant's own
+patch, so the dopants' interactions with one another are missing. The ``alloy`` level
+(``reference_cells.alloy_fraction``) holds them: a small cell (``alloy_atoms``) with that fraction
+substituted, relaxed, every displacement computed (``alloy_phonons``). A rerun with a level
+newly asked for adds it to the references already made."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -19,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm import tqdm
 
@@ -31,6 +37,7 @@ from defectnet.datagen.records import read_json
 from defectnet.datagen.samples import UnstableSample, check_stability
 from defectnet.datagen.settings import accepted_hashes
 from defectnet.datagen.shards import check_output_dir, check_shard, make_context, shard_parents
+from defectnet.datagen.supercell import choose_supercell
 from defectnet.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -87,6 +94,38 @@ def dense_reference(ctx: Context, supercell: Atoms, cand, fraction: float, refer
             return entry
         except UnstableSample:
             count //= 2
+
+
+def alloy_reference(ctx: Context, host: Atoms, cand, settings: DictConfig, pristine: dict) -> dict:
+    """An alloy reference cell's entry: ``settings.alloy_fraction`` of all atoms of a cell of
+    ``settings.alloy_atoms`` (a range) substituted, relaxed, and its phonons computed with every
+    displacement on a q-mesh (``settings.alloy_phonons``), halved like the dense cell while
+    unstable. The entry carries the pristine spectrum of the same cell and method
+    (``pristine``, computed once per host and kept there), which its difference is taken from."""
+    phonons = instantiate(settings.alloy_phonons)
+    phonons.projections = ctx.phonons.projections
+    lo, hi = settings.alloy_atoms
+    matrix, cell = choose_supercell(host, lo, hi, where="reference_cells.alloy_atoms")
+    if "spectrum" not in pristine:
+        pristine["spectrum"] = ctx.spectrum(phonons.modes(host, matrix, ctx.forcefield)).tolist()
+    count = site_count(cell, cand.replaces, float(settings.alloy_fraction))
+    while True:
+        if count < 2:
+            raise UnstableSample(f"no stable cell with 2 or more {cand.replaces} sites replaced")
+        doped = many_dopant_cell(cell, cand.dopant, cand.replaces, count, int(ctx.cfg.seed))
+        relaxed = ctx.relax(doped, ctx.cfg.relax).atoms
+        modes = phonons.modes(relaxed, np.eye(3, dtype=int), ctx.forcefield)
+        try:
+            check_stability(modes, ctx.cfg.sample_stability)
+            break
+        except UnstableSample:
+            count //= 2
+    return {
+        "concentration": count / len(cell),
+        "spectrum": ctx.spectrum(modes).tolist(),
+        "pristine": pristine["spectrum"],
+        "atoms": len(cell),
+    }
 
 
 def expected_cost(cfg: DictConfig, n_hosts: int) -> str:
@@ -157,21 +196,24 @@ def make_references(cfg: DictConfig) -> dict:
                 "restore that config, or delete the references folder to recompute it."
             )
         host, candidates, supercell, _ = ctx.host_setup(parent, state)
-        reference = ctx.host_reference(parent, host, candidates, supercell)
+        # the host's library (kept by ctx once built), built only when a cell here needs it
+        reference = functools.partial(ctx.host_reference, parent, host, candidates, supercell)
+
         ref = ref or {
             "parent_id": parent.id,
             "formula": parent.formula,
             "settings_hash": h,
-            "pristine": ctx.pristine_spectrum(parent, state, supercell, reference),
+            "pristine": ctx.pristine_spectrum(parent, state, supercell, reference()),
             "dopants": {},
             "failed": {},
         }
+        alloy_pristine = {}
         for cand in candidates:
             d = cand.dopant
             if d not in ref["dopants"] and d not in ref["failed"]:
                 try:
                     cell = single_dopant_cell(supercell, d, cand.replaces)
-                    entry, _ = simulate(ctx, cell, 1, reference)
+                    entry, _ = simulate(ctx, cell, 1, reference())
                     ref["dopants"][d] = {"replaces": cand.replaces} | entry
                     stats["dopants"] += 1
                 except Exception as exc:  # recorded with its reason, then the run goes on
@@ -183,7 +225,11 @@ def make_references(cfg: DictConfig) -> dict:
                 if d not in ref["dopants"] or level in ref["dopants"][d] or d in failed:
                     continue
                 try:
-                    entry = dense_reference(ctx, supercell, cand, fraction, reference)
+                    if level == "alloy":
+                        settings = cfg.reference_cells
+                        entry = alloy_reference(ctx, host, cand, settings, alloy_pristine)
+                    else:
+                        entry = dense_reference(ctx, supercell, cand, fraction, reference())
                     ref["dopants"][d][level] = entry
                     stats[level] += 1
                 except Exception as exc:  # recorded with its reason, then the run goes on
