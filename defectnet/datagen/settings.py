@@ -33,9 +33,6 @@ RUNTIME_KEYS = (
     "also_accepts",
     "reference_cells",  # which reference cells stage=references adds; each entry keeps its own c
 )
-# Nested keys that say where a component runs, not what it computes: hashed at the value every
-# data set was made with, so a shard made on a GPU resumes and joins those made on CPU.
-RUNTIME_VALUES = {("calculator", "device"): "cpu"}
 
 
 # Settings added after data sets were made with their implied value: at that value they stay
@@ -126,9 +123,6 @@ def accepted_hashes(cfg: DictConfig) -> tuple[str, ...]:
 def _hash(cfg: DictConfig, component: Callable[[str, str], str]) -> str:
     data = OmegaConf.to_container(cfg, resolve=True)
     data = {k: v for k, v in data.items() if k not in RUNTIME_KEYS and k != "hydra"}
-    for (section, key), value in RUNTIME_VALUES.items():
-        if key in (data.get(section) or {}):
-            data[section][key] = value
     for (section, key), value in IMPLIED.items():
         if data.get(section, {}).get(key, value) == value:
             data.get(section, {}).pop(key, None)

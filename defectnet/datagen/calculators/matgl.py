@@ -100,18 +100,5 @@ class MatGLForceField(ForceField):
         if self._calc is None:
             from matgl.ext.ase import PESCalculator
 
-            device = self.device
-
-            class OnDevice(PESCalculator):
-                """matgl builds each graph on torch's default device: on a GPU that device is
-                made the default for the call alone (matgl's own advice is to set it for the
-                whole process, which would move every other tensor of the run too)."""
-
-                def calculate(self, *args, **kwargs):
-                    import torch
-
-                    with torch.device(device):
-                        super().calculate(*args, **kwargs)
-
-            self._calc = OnDevice(self.potential, stress_unit="eV/A3")
+            self._calc = PESCalculator(self.potential, stress_unit="eV/A3")
         return self._calc
