@@ -115,6 +115,7 @@ def test_parents_and_references_stages(generate_cfg):
     final = json.loads((Path(cfg.out_dir) / "references" / "diamond-Si.json").read_text())
     ge = final["dopants"]["Ge"]["alloy"]
     assert ge["atoms"] == 16 and ge["concentration"] == pytest.approx(8 / 16)
+    assert ge["volume_change"] > 0.01  # Ge's larger bonds widen half-Ge silicon's lattice
     assert centroid(ge["spectrum"]) < centroid(ge["pristine"])
     others = {k: v for k, v in final["dopants"]["Ge"].items() if k != "alloy"}
     assert others == kept["dopants"]["Ge"]

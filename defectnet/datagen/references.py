@@ -9,9 +9,10 @@ substituted. A dopant's difference spectrum stops growing linearly with its conc
 true concentration against its dilute reference (0.64 at 12–25 %, 1.00 below 1 %), and a
 host-specific shape change. The denser cells tell a model what the dilute one cannot. They are
 made with the host's phonon method; under the superposed method that sums each dopant's own
-patch, so the dopants' interactions with one another are missing. The ``alloy`` level
-(``reference_cells.alloy_fraction``) holds them: a small cell (``alloy_atoms``) with that fraction
-substituted, relaxed, every displacement computed (``alloy_phonons``). A rerun with a level
+patch, so the dopants' interactions with one another are missing, and the cell keeps the host's
+lattice. The ``alloy`` level (``reference_cells.alloy_fraction``) holds both: a small cell
+(``alloy_atoms``) with that fraction substituted, relaxed with its cell (``alloy_relax``), every
+displacement computed (``alloy_phonons``). A rerun with a level
 newly asked for adds it to the references already made."""
 
 from __future__ import annotations
@@ -98,10 +99,12 @@ def dense_reference(ctx: Context, supercell: Atoms, cand, fraction: float, refer
 
 def alloy_reference(ctx: Context, host: Atoms, cand, settings: DictConfig, pristine: dict) -> dict:
     """An alloy reference cell's entry: ``settings.alloy_fraction`` of all atoms of a cell of
-    ``settings.alloy_atoms`` (a range) substituted, relaxed, and its phonons computed with every
+    ``settings.alloy_atoms`` (a range) substituted, relaxed with ``settings.alloy_relax`` (the
+    cell too: so many dopants move the lattice parameter), and its phonons computed with every
     displacement on a q-mesh (``settings.alloy_phonons``), halved like the dense cell while
     unstable. The entry carries the pristine spectrum of the same cell and method
-    (``pristine``, computed once per host and kept there), which its difference is taken from."""
+    (``pristine``, computed once per host and kept there), which its difference is taken from,
+    and how much the relaxation changed the cell's volume."""
     phonons = instantiate(settings.alloy_phonons)
     phonons.projections = ctx.phonons.projections
     lo, hi = settings.alloy_atoms
@@ -113,7 +116,7 @@ def alloy_reference(ctx: Context, host: Atoms, cand, settings: DictConfig, prist
         if count < 2:
             raise UnstableSample(f"no stable cell with 2 or more {cand.replaces} sites replaced")
         doped = many_dopant_cell(cell, cand.dopant, cand.replaces, count, int(ctx.cfg.seed))
-        relaxed = ctx.relax(doped, ctx.cfg.relax).atoms
+        relaxed = ctx.relax(doped, settings.alloy_relax).atoms
         modes = phonons.modes(relaxed, np.eye(3, dtype=int), ctx.forcefield)
         try:
             check_stability(modes, ctx.cfg.sample_stability)
@@ -125,6 +128,7 @@ def alloy_reference(ctx: Context, host: Atoms, cand, settings: DictConfig, prist
         "spectrum": ctx.spectrum(modes).tolist(),
         "pristine": pristine["spectrum"],
         "atoms": len(cell),
+        "volume_change": relaxed.get_volume() / cell.get_volume() - 1,
     }
 
 
