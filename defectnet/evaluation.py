@@ -26,7 +26,7 @@ from defectnet.atomic import write_json_atomic, write_text_atomic
 from defectnet.calibration import open_set_threshold, undoped_crystals, undoped_open_set
 from defectnet.data.datamodule import TEST_SPLITS, PDoSDataModule
 from defectnet.data.references import (
-    THREE_POINT,
+    NNLS_VARIANTS,
     TWO_POINT,
     ReferenceError,
     holds_level,
@@ -117,15 +117,16 @@ def split_truth(dm: PDoSDataModule, split: str) -> tuple[np.ndarray, np.ndarray]
 
 def baseline_methods(dm: PDoSDataModule, references: dict | None) -> dict[str, Callable]:
     """What every model is compared with, as functions of a split: two-point NNLS on the hosts'
-    single-dopant references (when there are any; three-point too where they hold the dense
-    level) and the training mean."""
+    single-dopant references (when there are any; each of ``NNLS_VARIANTS`` too where they
+    hold its levels) and the training mean."""
     methods = {}
     if references:
         methods["NNLS"] = cached_by_split(lambda s: nnls_predict(dm, s, references))
-        if any(holds_level(ref, "dense") for ref in references.values()):
-            methods["NNLS, three-point"] = cached_by_split(
-                lambda s: nnls_predict(dm, s, references, THREE_POINT)
-            )
+        for name, levels in NNLS_VARIANTS.items():
+            if any(holds_level(ref, levels[-1]) for ref in references.values()):
+                methods[name] = cached_by_split(
+                    lambda s, levels=levels: nnls_predict(dm, s, references, levels)
+                )
     methods["training mean"] = lambda s: train_mean_predict(dm, s)
     return methods
 

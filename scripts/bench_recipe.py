@@ -37,7 +37,7 @@ from defectnet.cli import CONF_DIR
 from defectnet.data.cache import PDoSDataset, network_input, save_cache
 from defectnet.data.presets import preset_dataset, unconverged_samples
 from defectnet.data.references import (
-    THREE_POINT,
+    NNLS_VARIANTS,
     holds_level,
     level_entry,
     load_references,
@@ -127,9 +127,10 @@ def read(checkpoints: list[Path], ds: PDoSDataset, references: dict[str, dict]) 
     own = [references[h] for h in hosts]
     methods = {"network": networks}
     methods["NNLS, two-point"] = [split_metrics(nnls_unmix(spectra, ds.mask, own), target, mask, 0)]
-    if any(holds_level(ref, "dense") for ref in own):
-        unmixed = nnls_unmix(spectra, ds.mask, own, THREE_POINT)
-        methods["NNLS, three-point"] = [split_metrics(unmixed, target, mask, 0.0)]
+    for name, levels in NNLS_VARIANTS.items():
+        if any(holds_level(ref, levels[-1]) for ref in own):
+            unmixed = nnls_unmix(spectra, ds.mask, own, levels)
+            methods[name] = [split_metrics(unmixed, target, mask, 0.0)]
     methods["predict zero"] = [split_metrics(np.zeros_like(target), target, mask, 0.0)]
     return methods
 

@@ -52,6 +52,8 @@ LEVELS = ("dilute", "high", "dense", "alloy")
 TWO_POINT = ("dilute", "high")
 # three-point NNLS: the levels made with the host's own phonon method
 THREE_POINT = ("dilute", "high", "dense")
+# NNLS read beside the two-point one wherever the references hold the last of its levels
+NNLS_VARIANTS = {"NNLS, three-point": THREE_POINT, "NNLS, alloy": ("dilute", "high", "alloy")}
 
 
 def level_entry(entry: dict | None, level: str) -> dict | None:
