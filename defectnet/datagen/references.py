@@ -202,7 +202,6 @@ def make_references(cfg: DictConfig) -> dict:
         host, candidates, supercell, _ = ctx.host_setup(parent, state)
         # the host's library (kept by ctx once built), built only when a cell here needs it
         reference = functools.partial(ctx.host_reference, parent, host, candidates, supercell)
-
         ref = ref or {
             "parent_id": parent.id,
             "formula": parent.formula,
