@@ -7,11 +7,11 @@ the PDoS of a cell with one dopant site and of cells with a fraction of all atom
 host's phonon method in its supercell, and, where asked for, an ``"alloy"`` cell: about 20 % in a
 small cell relaxed with its lattice and computed with every displacement, which holds the
 dopants' interactions with one another and the lattice they settle to, which the superposed
-denser cells lack (such an entry carries its own pristine spectrum, of the same small cell). A difference from the
-pristine scaled to unit concentration is the dopant's signature in that host at that
-concentration; a sample's own difference is, to first order, the concentration-weighted sum of
-its dopants' dilute signatures, and the denser signatures show how a dopant's response bends
-away from linear as its concentration grows.
+denser cells lack (such an entry carries its own pristine spectrum, of the same small cell). A
+difference from the pristine scaled to unit concentration is the dopant's signature in that host
+at that concentration; a sample's own difference is, to first order, the concentration-weighted
+sum of its dopants' dilute signatures, and the denser signatures show how a dopant's response
+bends away from linear as its concentration grows.
 
 A host's references as a tensor (``reference_matrix``) are one block of 56 rows per level of
 ``LEVELS``; a zero row means "no such reference". A model reads the levels it was built with.
