@@ -97,20 +97,23 @@ def dense_reference(ctx: Context, supercell: Atoms, cand, fraction: float, refer
             count //= 2
 
 
-def alloy_reference(ctx: Context, host: Atoms, cand, settings: DictConfig, pristine: dict) -> dict:
+def alloy_reference(ctx: Context, host: Atoms, cand, settings: DictConfig, small: dict) -> dict:
     """An alloy reference cell's entry: ``settings.alloy_fraction`` of all atoms of a cell of
     ``settings.alloy_atoms`` (a range) substituted, relaxed with ``settings.alloy_relax`` (the
     cell too: so many dopants move the lattice parameter), and its phonons computed with every
     displacement on a q-mesh (``settings.alloy_phonons``), halved like the dense cell while
-    unstable. The entry carries the pristine spectrum of the same cell and method
-    (``pristine``, computed once per host and kept there), which its difference is taken from,
-    and how much the relaxation changed the cell's volume."""
-    phonons = instantiate(settings.alloy_phonons)
-    phonons.projections = ctx.phonons.projections
-    lo, hi = settings.alloy_atoms
-    matrix, cell = choose_supercell(host, lo, hi, where="reference_cells.alloy_atoms")
-    if "spectrum" not in pristine:
-        pristine["spectrum"] = ctx.spectrum(phonons.modes(host, matrix, ctx.forcefield)).tolist()
+    unstable. The entry carries the pristine spectrum of the same cell and method, which its
+    difference is taken from, and how much the relaxation changed the cell's volume. The small
+    cell, its phonon method and its pristine spectrum are made at a host's first candidate and
+    kept in ``small`` for the others."""
+    if not small:
+        phonons = instantiate(settings.alloy_phonons)
+        phonons.projections = ctx.phonons.projections
+        lo, hi = settings.alloy_atoms
+        matrix, cell = choose_supercell(host, lo, hi, where="reference_cells.alloy_atoms")
+        pristine = ctx.spectrum(phonons.modes(host, matrix, ctx.forcefield)).tolist()
+        small.update(phonons=phonons, cell=cell, pristine=pristine)
+    phonons, cell = small["phonons"], small["cell"]
     count = site_count(cell, cand.replaces, float(settings.alloy_fraction))
     while True:
         if count < 2:
@@ -126,7 +129,7 @@ def alloy_reference(ctx: Context, host: Atoms, cand, settings: DictConfig, prist
     return {
         "concentration": count / len(cell),
         "spectrum": ctx.spectrum(modes).tolist(),
-        "pristine": pristine["spectrum"],
+        "pristine": small["pristine"],
         "atoms": len(cell),
         "volume_change": relaxed.get_volume() / cell.get_volume() - 1,
     }
@@ -210,7 +213,7 @@ def make_references(cfg: DictConfig) -> dict:
             "dopants": {},
             "failed": {},
         }
-        alloy_pristine = {}
+        alloy_cell = {}  # the host's small alloy cell, made at its first alloy candidate
         for cand in candidates:
             d = cand.dopant
             if d not in ref["dopants"] and d not in ref["failed"]:
@@ -230,7 +233,7 @@ def make_references(cfg: DictConfig) -> dict:
                 try:
                     if level == "alloy":
                         settings = cfg.reference_cells
-                        entry = alloy_reference(ctx, host, cand, settings, alloy_pristine)
+                        entry = alloy_reference(ctx, host, cand, settings, alloy_cell)
                     else:
                         entry = dense_reference(ctx, supercell, cand, fraction, reference())
                     ref["dopants"][d][level] = entry
