@@ -50,13 +50,16 @@ def test_force_workers_takes_a_count_or_auto(value):
 
 
 KILLED_PARENT = """
-import numpy as np, sys, time
+import numpy as np, signal, sys, time
 from ase.build import bulk
 from defectnet.datagen.calculators.matgl import MatGLForceField
 from defectnet.datagen.force_pool import ForcePool
 if __name__ == "__main__":
+    # Ctrl-C as a terminal's foreground command has it: a test run started in the background
+    # of a script ignores SIGINT, and every process it starts inherits that
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     rng = np.random.default_rng(0)
-    cells = [bulk("Si", "diamond", a=5.43, cubic=True) * (2, 2, 2) for _ in range(400)]
+    cells = [bulk("Si", "diamond", a=5.43, cubic=True) * (2, 2, 2) for _ in range(1200)]
     for cell in cells:
         cell.positions += rng.normal(0, 0.02, cell.positions.shape)
     pool = ForcePool(MatGLForceField(), {MATGL!r}, processes=2)
@@ -108,10 +111,10 @@ def test_ctrl_c_stops_the_workers_at_once(tmp_path):
         start_new_session=True,
     )
     workers = [int(pid) for pid in parent.stdout.readline().split()]
-    time.sleep(2)  # into the batch of 400 cells
+    time.sleep(2)  # into the batch of 1200 cells
     os.killpg(parent.pid, signal.SIGINT)
     try:
-        parent.wait(timeout=60)
+        parent.wait(timeout=30)  # the whole batch takes minutes
     except subprocess.TimeoutExpired:
         os.killpg(parent.pid, signal.SIGKILL)
         raise AssertionError("the interrupted command waited for its workers' chunks") from None
