@@ -9,6 +9,7 @@ from scipy.optimize import nnls
 
 from defectnet.data.datamodule import Batch, PDoSDataModule, SpectrumAugmentation
 from defectnet.data.references import (
+    FAITHFUL_DENSE,
     LEVELS,
     NNLS_VARIANTS,
     THREE_POINT,
@@ -144,6 +145,24 @@ def test_an_alloy_cell_is_read_against_its_own_pristine_spectrum():
     # the NNLS that reads it (a baseline wherever references hold it) reads it as such
     read = {k: nnls_unmix(spectra[:, :2], mask, [ref] * 3, v) for k, v in NNLS_VARIANTS.items()}
     assert np.allclose(read["NNLS, alloy"], read["NNLS, three-point"], atol=1e-6)
+
+
+def test_an_alloy_cell_stands_in_for_the_dense_one_only_where_a_dopant_has_it():
+    # a network trained on superposed cells reads a real crystal's spectrum with the alloy cell
+    # (relaxed, computed in full) in its dense slot; a dopant without one keeps its dense cell
+    ref, _, _, _ = _two_dopant_host()
+    ref["dopants"]["C"]["dense"] = ref["dopants"]["C"] | {"concentration": 0.2}
+    ge = ref["dopants"]["Ge"]
+    alloy = 1.3 * np.asarray(ge["dense"]["spectrum"]) - 0.3 * np.asarray(ref["pristine"])
+    ge["alloy"] = {"concentration": 0.25, "spectrum": alloy.tolist(), "pristine": ref["pristine"]}
+    plain = reference_matrix(ref, 100).unflatten(0, (len(LEVELS), -1))
+    read = reference_matrix(ref, 100, stand_ins=FAITHFUL_DENSE).unflatten(0, (len(LEVELS), -1))
+    ge_slot, c_slot, dense = DOPANTS.index("Ge"), DOPANTS.index("C"), LEVELS.index("dense")
+    assert torch.allclose(read[dense, ge_slot], plain[LEVELS.index("alloy"), ge_slot])
+    assert torch.allclose(read[dense, ge_slot], 1.3 * plain[dense, ge_slot])
+    assert torch.equal(read[dense, c_slot], plain[dense, c_slot]) and plain[dense, c_slot].any()
+    others = [i for i in range(len(LEVELS)) if i != dense]
+    assert torch.equal(read[others], plain[others])
 
 
 def test_samples_carry_their_hosts_references_through_augmentation():

@@ -54,6 +54,9 @@ TWO_POINT = ("dilute", "high")
 THREE_POINT = ("dilute", "high", "dense")
 # NNLS read beside the two-point one wherever the references hold the last of its levels
 NNLS_VARIANTS = {"NNLS, three-point": THREE_POINT, "NNLS, alloy": ("dilute", "high", "alloy")}
+# for spectra of real crystals: the relaxed alloy cell computed in full, read in the slot of
+# the superposed dense cell a network was trained with (both hold about 20 % of the dopant)
+FAITHFUL_DENSE = {"dense": "alloy"}
 
 
 def level_entry(entry: dict | None, level: str) -> dict | None:
@@ -95,18 +98,26 @@ def reference_overlap(ref: dict) -> float:
     return float(np.median(cosines[~np.eye(len(unit), dtype=bool)]))
 
 
-def reference_matrix(ref: dict, n_points: int, where: str = "references") -> torch.Tensor:
+def reference_matrix(
+    ref: dict, n_points: int, where: str = "references", stand_ins: dict[str, str] | None = None
+) -> torch.Tensor:
     """[LEVELS × 56, n_points]: every vocabulary dopant's unit-concentration difference spectrum
     in one host at each level, zeros where it has none (the network reads a zero row as "no
-    reference")."""
+    reference"). ``stand_ins`` ({level: other level}, e.g. ``FAITHFUL_DENSE``) fills a level's
+    rows from the other level wherever a dopant has that one."""
     if len(ref["pristine"]) != n_points:
         raise ReferenceError(
             f"{where}: parent '{ref['parent_id']}' has references on {len(ref['pristine'])} "
             f"energy points, the data set on {n_points}; compute them with the data set's preset."
         )
     out = torch.zeros(len(LEVELS), N_DOPANTS, n_points)
+    stand_ins = stand_ins or {}
     for level, block in zip(LEVELS, out):
-        for slot, column in enumerate(reference_columns(ref, range(N_DOPANTS), level)):
+        columns = reference_columns(ref, range(N_DOPANTS), level)
+        if level in stand_ins:
+            others = reference_columns(ref, range(N_DOPANTS), stand_ins[level])
+            columns = [c if other is None else other for c, other in zip(columns, others)]
+        for slot, column in enumerate(columns):
             if column is not None:
                 block[slot] = torch.as_tensor(column, dtype=out.dtype)
     return out.flatten(0, 1)
