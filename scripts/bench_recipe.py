@@ -122,20 +122,25 @@ def read(checkpoints: list[Path], ds: PDoSDataset, references: dict[str, dict]) 
     x = network_input(ds.pristine, ds.doped, ds.composition)
     target, mask = ds.targets.numpy(), ds.mask.numpy()
     own = [references[h] for h in hosts]
-    readings = {"network": matrices}
+    faithful = None
     if any(holds_level(ref, FAITHFUL_DENSE["dense"]) for ref in own):
-        readings[NETWORK_FAITHFUL] = torch.stack(
+        faithful = torch.stack(
             [
                 reference_matrix(references[h], ds.grid.n_points, stand_ins=FAITHFUL_DENSE)
                 for h in hosts
             ]
         )
-    methods = {name: [] for name in readings}
+    methods = {"network": []}
     for checkpoint in checkpoints:
         net, _, thresholds = load_network(checkpoint)
+        readings = {"network": matrices}
+        if faithful is not None and "dense" in net.levels:
+            readings[NETWORK_FAITHFUL] = faithful
         for name, rows in readings.items():
             pred = net(x, ds.mask, rows)[0].numpy()
-            methods[name].append(split_metrics(pred, target, mask, thresholds.guided))
+            methods.setdefault(name, []).append(
+                split_metrics(pred, target, mask, thresholds.guided)
+            )
     spectra = torch.stack([ds.pristine, ds.doped], dim=1)
     methods["NNLS, two-point"] = [split_metrics(nnls_unmix(spectra, ds.mask, own), target, mask, 0)]
     for name, levels in NNLS_VARIANTS.items():
