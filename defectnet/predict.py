@@ -187,13 +187,16 @@ def model_to_use(cfg: DictConfig):
 def host_signatures(networks, cfg: DictConfig, grid: EnergyGrid, names: list[str]):
     """The host's single-dopant references [1, LEVELS × 56, L] and its parent id, for a model
     that reads them (``ReferenceDefectNet``; a warning where it reads a level the host's
-    references lack); (None, None) for a spectrum-only model."""
+    references lack; ``reference_stand_ins`` fills a level from another wherever a dopant has
+    that one); (None, None) for a spectrum-only model."""
     if not any(getattr(net, "reads_references", False) for net in networks):
         return None, None
     from defectnet.data.references import (
         LEVELS,
         ReferenceError,
+        holds_level,
         reference_matrix,
+        reference_stand_ins,
         references_for_host,
     )
 
@@ -204,7 +207,18 @@ def host_signatures(networks, cfg: DictConfig, grid: EnergyGrid, names: list[str
         )
 
     ref = references_for_host(cfg.references, str(cfg.host))
-    matrix = reference_matrix(ref, grid.n_points, "references")
+    stand_ins = reference_stand_ins(cfg.get("reference_stand_ins"))
+    matrix = reference_matrix(ref, grid.n_points, "references", stand_ins)
+    read = {level for net in networks for level in getattr(net, "levels", ())}
+    for level, other in stand_ins.items():
+        if level in read and holds_level(ref, other):
+            log.info(
+                "references: %s's %s cells read in place of its %s ones, where a dopant has one "
+                "(reference_stand_ins)",
+                ref["parent_id"],
+                other,
+                level,
+            )
     missing = [n for n in names if not matrix[DOPANTS.index(n)].any()]
     if missing:
         log.info(
@@ -212,7 +226,6 @@ def host_signatures(networks, cfg: DictConfig, grid: EnergyGrid, names: list[str
             ", ".join(missing),
             ref["parent_id"],
         )
-    read = {level for net in networks for level in getattr(net, "levels", ())}
     blocks = matrix.unflatten(0, (len(LEVELS), -1))
     for level in sorted(read - {"dilute"}, key=LEVELS.index):
         lacking = [

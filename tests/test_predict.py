@@ -133,6 +133,29 @@ def test_a_level_the_hosts_references_lack_is_named(caplog):
     assert "zincblende-GaAs has no dense reference for Zn, which the model reads" in caplog.text
 
 
+def test_a_real_crystals_spectrum_is_read_with_the_alloy_cell_in_the_dense_slot(tmp_path, caplog):
+    ref = json.loads((DEMO_REFERENCES / "zincblende-GaAs.json").read_text())
+    zn = ref["dopants"]["Zn"]
+    pristine = np.asarray(ref["pristine"])
+    spectrum = pristine + 0.2 * np.roll(np.asarray(zn["spectrum"]) - pristine, 3)
+    zn["alloy"] = {"concentration": 0.2, "spectrum": spectrum.tolist(), "pristine": ref["pristine"]}
+    (tmp_path / "GaAs.json").write_text(json.dumps(ref))
+    three = ReferenceDefectNet(levels=THREE_POINT)
+    cfg = compose_config("predict", ["host=GaAs", f"references={tmp_path / 'GaAs.json'}"])
+    with caplog.at_level("INFO"):
+        matrix, _ = host_signatures([three], cfg, EnergyGrid(), ["Zn"])
+    rows = matrix[0].unflatten(0, (len(LEVELS), -1))
+    slot = DOPANTS.index("Zn")
+    assert torch.allclose(rows[LEVELS.index("dense"), slot], rows[LEVELS.index("alloy"), slot])
+    assert "alloy cells read in place of its dense ones" in caplog.text
+    cfg.reference_stand_ins = None  # each level as made: Zn has no dense cell in the demo
+    matrix, _ = host_signatures([three], cfg, EnergyGrid(), ["Zn"])
+    assert not matrix[0].unflatten(0, (len(LEVELS), -1))[LEVELS.index("dense"), slot].any()
+    cfg.reference_stand_ins = {"dense": "alloys"}
+    with pytest.raises(UserError, match="reference_stand_ins: {'dense': 'alloys'}"):
+        host_signatures([three], cfg, EnergyGrid(), ["Zn"])
+
+
 def test_open_set_offers_every_non_host_element(pretrained, gaas_files, tmp_path):
     folder, *_ = gaas_files
     summary = run(

@@ -98,6 +98,18 @@ def reference_overlap(ref: dict) -> float:
     return float(np.median(cosines[~np.eye(len(unit), dtype=bool)]))
 
 
+def reference_stand_ins(setting) -> dict[str, str]:
+    """``reference_stand_ins`` ({level: level read in its place}, or null for none), checked."""
+    stand_ins = dict(setting or {})
+    wrong = {k: v for k, v in stand_ins.items() if k not in LEVELS or v not in LEVELS}
+    if wrong:
+        raise ReferenceError(
+            f"reference_stand_ins: {wrong} — each key and value must be one of {list(LEVELS)} "
+            f"(e.g. {FAITHFUL_DENSE}), or null for none."
+        )
+    return stand_ins
+
+
 def reference_matrix(
     ref: dict, n_points: int, where: str = "references", stand_ins: dict[str, str] | None = None
 ) -> torch.Tensor:
