@@ -235,3 +235,9 @@ def test_the_references_cost_line_says_how_this_run_shares_its_force_calls():
     text = expected_cost(cfg, 3)
     assert "measured: " in text and "this run: force_workers=1 on" in text
     assert text.endswith(f"≈ {3 * float(cfg.cost.minutes_per_host):.0f} min")
+    # alloy cells added to hosts with references cost those cells, not a host's library
+    text = expected_cost(cfg, 1, alloy_cells=8)
+    each = float(cfg.cost.minutes_per_alloy_cell)
+    assert "; 8 alloy cells of hosts with references, ≈" in text
+    assert text.endswith(f"≈ {float(cfg.cost.minutes_per_host) + 8 * each:.0f} min")
+    assert expected_cost(cfg, 0, alloy_cells=8).startswith("8 alloy cells")

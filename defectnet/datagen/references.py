@@ -135,18 +135,39 @@ def alloy_reference(ctx: Context, host: Atoms, cand, settings: DictConfig, small
     }
 
 
-def expected_cost(cfg: DictConfig, n_hosts: int) -> str:
+def expected_cost(cfg: DictConfig, n_hosts: int, alloy_cells: int = 0) -> str:
     """What the hosts left to do will cost, from the preset's measured minutes per host, with
-    how this run shares its force calls beside how the figure was measured."""
-    minutes = (cfg.get("cost") or {}).get("minutes_per_host")
-    if minutes is None:
-        return "no cost estimate (cost.minutes_per_host)"
+    how this run shares its force calls beside how the figure was measured; and the alloy
+    cells still to make in hosts whose other references exist (``cost.minutes_per_alloy_cell``:
+    each is a small cell computed in full, its own cost, no library)."""
+    cost = cfg.get("cost") or {}
     workers = force_workers(cfg.get("force_workers", 1))
-    return (
-        f"≈ {float(minutes):g} min each (measured: {cfg.cost.measured_on}; this run: "
-        f"force_workers={workers} on {len(os.sched_getaffinity(0))} cores): "
-        f"≈ {n_hosts * float(minutes):.0f} min"
-    )
+    run = f"this run: force_workers={workers} on {len(os.sched_getaffinity(0))} cores"
+    parts, total = [], 0.0
+    if n_hosts:
+        if cost.get("minutes_per_host") is None:
+            return "no cost estimate (cost.minutes_per_host)"
+        minutes = float(cost.minutes_per_host)
+        parts.append(f"≈ {minutes:g} min each (measured: {cost.measured_on}; {run})")
+        total += n_hosts * minutes
+    if alloy_cells and cost.get("minutes_per_alloy_cell") is not None:
+        minutes = float(cost.minutes_per_alloy_cell)
+        parts.append(
+            f"{alloy_cells} alloy cells of hosts with references, ≈ {minutes:g} min each "
+            f"(measured: {cost.alloy_measured_on}; {run})"
+        )
+        total += alloy_cells * minutes
+    if not parts:
+        return "nothing to do"
+    return "; ".join(parts) + f": ≈ {total:.0f} min"
+
+
+def alloy_cells_to_make(path: Path) -> int:
+    """The alloy cells a host's stored references still lack (a candidate given up on is
+    not counted)."""
+    ref = read_json(path)
+    failed = ref.get("failed_alloy", {})
+    return sum("alloy" not in e and d not in failed for d, e in ref["dopants"].items())
 
 
 def complete(path: Path, fractions: dict[str, float]) -> bool:
@@ -185,11 +206,18 @@ def make_references(cfg: DictConfig) -> dict:
     stats = {"parents": 0, "dopants": 0, "failed": 0}
     stats |= {k: 0 for level in fractions for k in (level, f"failed_{level}")}
     todo = [p for p in mine if not complete(out_dir / "references" / f"{p.id}.json", fractions)]
+    paths = [out_dir / "references" / f"{p.id}.json" for p in todo]
+    # a host whose references exist and lack only alloy cells costs those cells, not a library
+    only_alloy = [
+        path
+        for path in paths
+        if "alloy" in fractions and path.exists() and complete(path, fractions.keys() - {"alloy"})
+    ]
     log.info(
         "references: %d hosts in this shard, %d not complete; %s",
         len(mine),
         len(todo),
-        expected_cost(cfg, len(todo)),
+        expected_cost(cfg, len(todo) - len(only_alloy), sum(map(alloy_cells_to_make, only_alloy))),
     )
     for parent in tqdm(mine, desc="references", disable=not cfg.get("progress", True)):
         state = prepare_parent(ctx, parent)
