@@ -150,7 +150,9 @@ def expected_cost(cfg: DictConfig, n_hosts: int, alloy_cells: int = 0) -> str:
         minutes = float(cost.minutes_per_host)
         parts.append(f"≈ {minutes:g} min each (measured: {cost.measured_on}; {run})")
         total += n_hosts * minutes
-    if alloy_cells and cost.get("minutes_per_alloy_cell") is not None:
+    if alloy_cells:
+        if cost.get("minutes_per_alloy_cell") is None:
+            return "no cost estimate (cost.minutes_per_alloy_cell)"
         minutes = float(cost.minutes_per_alloy_cell)
         parts.append(
             f"{alloy_cells} alloy cells of hosts with references, ≈ {minutes:g} min each "
@@ -162,24 +164,29 @@ def expected_cost(cfg: DictConfig, n_hosts: int, alloy_cells: int = 0) -> str:
     return "; ".join(parts) + f": ≈ {total:.0f} min"
 
 
-def alloy_cells_to_make(path: Path) -> int:
-    """The alloy cells a host's stored references still lack (a candidate given up on is
+def cells_missing(ref: dict, level: str) -> int:
+    """The cells at ``level`` a host's references still lack (a candidate given up on there is
     not counted)."""
-    ref = read_json(path)
-    failed = ref.get("failed_alloy", {})
-    return sum("alloy" not in e and d not in failed for d, e in ref["dopants"].items())
+    failed = ref.get(f"failed_{level}", {})
+    return sum(level not in entry and d not in failed for d, entry in ref["dopants"].items())
 
 
-def complete(path: Path, fractions: dict[str, float]) -> bool:
-    """Whether a host's references hold (or have given up on) every cell asked for."""
-    if not path.exists():
-        return False
-    ref = read_json(path)
-    return all(
-        level in entry or d in ref.get(f"failed_{level}", {})
-        for d, entry in ref["dopants"].items()
-        for level in fractions
-    )
+def complete(path: Path, levels) -> bool:
+    """Whether a host's references hold (or have given up on) every cell of ``levels``."""
+    return path.exists() and not any(cells_missing(read_json(path), level) for level in levels)
+
+
+def work_left(paths: list[Path], levels) -> tuple[int, int]:
+    """The hosts of ``paths`` (their references, incomplete) still to make, and the alloy cells
+    of those that lack nothing else: such a host costs its alloy cells, not a library."""
+    hosts, alloy_cells = 0, 0
+    for path in paths:
+        ref = read_json(path) if "alloy" in levels and path.exists() else None
+        if ref is not None and not any(cells_missing(ref, lv) for lv in levels if lv != "alloy"):
+            alloy_cells += cells_missing(ref, "alloy")
+        else:
+            hosts += 1
+    return hosts, alloy_cells
 
 
 def make_references(cfg: DictConfig) -> dict:
@@ -205,19 +212,13 @@ def make_references(cfg: DictConfig) -> dict:
     fractions = {level: f for level, f in fractions.items() if f > 0}
     stats = {"parents": 0, "dopants": 0, "failed": 0}
     stats |= {k: 0 for level in fractions for k in (level, f"failed_{level}")}
-    todo = [p for p in mine if not complete(out_dir / "references" / f"{p.id}.json", fractions)]
-    paths = [out_dir / "references" / f"{p.id}.json" for p in todo]
-    # a host whose references exist and lack only alloy cells costs those cells, not a library
-    only_alloy = [
-        path
-        for path in paths
-        if "alloy" in fractions and path.exists() and complete(path, fractions.keys() - {"alloy"})
-    ]
+    paths = [out_dir / "references" / f"{p.id}.json" for p in mine]
+    todo = [path for path in paths if not complete(path, fractions)]
     log.info(
         "references: %d hosts in this shard, %d not complete; %s",
         len(mine),
         len(todo),
-        expected_cost(cfg, len(todo) - len(only_alloy), sum(map(alloy_cells_to_make, only_alloy))),
+        expected_cost(cfg, *work_left(todo, fractions)),
     )
     for parent in tqdm(mine, desc="references", disable=not cfg.get("progress", True)):
         state = prepare_parent(ctx, parent)
