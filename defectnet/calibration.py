@@ -1,18 +1,21 @@
 """Calibration of an evaluated model on the validation split: where presence is called (given
 candidates and the open set, with a measurement's noise), and whether undoped crystals read as
-undoped. Counting noise (``data.datamodule.counting_noise``) stands in for a measurement's."""
+undoped. Counting noise (``data.datamodule.counting_noise``) stands in for a measurement's.
+Where `full` cells of training hosts are given (``full_cells_threshold``), presence is also
+called where it holds its bound on spectra as faithful as a measurement's."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from defectnet.data.cache import network_input
+from defectnet.data.cache import PDoSDataset, network_input
 from defectnet.data.datamodule import Batch, PDoSDataModule, counting_noise, open_set_mask
+from defectnet.data.references import FAITHFUL_DENSE, ReferenceError, reference_matrix
 from defectnet.detection import detection_limits
 from defectnet.elements import DOPANTS
 from defectnet.ensemble import EnsemblePrediction
-from defectnet.metrics import best_threshold
+from defectnet.metrics import best_threshold, split_metrics
 
 
 @torch.no_grad()
@@ -173,3 +176,45 @@ def undoped_open_set(
             for i, k in enumerate(held)
         }
     return out
+
+
+@torch.no_grad()
+def full_cells_threshold(
+    networks, cells: PDoSDataset, references: dict[str, dict] | None, weight: float, max_fpr
+) -> dict:
+    """The guided presence threshold chosen on ``cells``, `full` doped cells of training hosts
+    (generate=presence_calibration), with the ensemble's rule (mean less ``weight`` spreads):
+    the best F1 at distractor FPR ≤ ``max_fpr``, and what it gives there. The val split's
+    threshold is chosen on superposed spectra, whose difference signal is cleaner than a `full`
+    cell's or a measurement's; on the realism hosts' `full` cells it called 0.29 of the absent
+    candidates present at a 0.15 bound, where a threshold chosen on other hosts' `full` cells
+    kept 0.15 (docs/benchmarks/recipe.md). A model that reads references reads each host's
+    (``references``) with the alloy cell in the dense slot, as defectnet-predict does."""
+    hosts = cells.parent_ids
+    rows = None
+    if any(getattr(net, "reads_references", False) for net in networks):
+        missing = sorted(set(hosts) - set(references or {}))
+        if missing:
+            raise ReferenceError(
+                f"presence.full_cells_references: no references for {', '.join(missing)}; "
+                "make them with defectnet-generate stage=references for those hosts."
+            )
+        rows = torch.stack(
+            [
+                reference_matrix(references[h], cells.grid.n_points, stand_ins=FAITHFUL_DENSE)
+                for h in hosts
+            ]
+        )
+    x = network_input(cells.pristine, cells.doped, cells.composition)
+    members = np.stack([net(x, cells.mask, rows)[0].numpy() for net in networks])
+    answer = EnsemblePrediction.from_members(members)
+    target, mask = cells.targets.numpy(), cells.mask.numpy()
+    score = answer.presence(weight)
+    threshold = best_threshold(score, target, mask, max_fpr)
+    there = split_metrics(answer.mean, target, mask, threshold, score)
+    return {
+        "threshold": threshold,
+        "cells": len(cells),
+        "hosts": sorted(set(hosts)),
+        **{k: there[k] for k in ("rmse", "r2", "f1", "distractor_fpr")},
+    }

@@ -23,7 +23,12 @@ from omegaconf import DictConfig
 from scipy.optimize import nnls
 
 from defectnet.atomic import write_json_atomic, write_text_atomic
-from defectnet.calibration import open_set_threshold, undoped_crystals, undoped_open_set
+from defectnet.calibration import (
+    full_cells_threshold,
+    open_set_threshold,
+    undoped_crystals,
+    undoped_open_set,
+)
 from defectnet.data.datamodule import TEST_SPLITS, PDoSDataModule
 from defectnet.data.references import (
     NNLS_VARIANTS,
@@ -240,6 +245,35 @@ def calibrate(ev: Evaluation) -> dict:
     return out
 
 
+def on_full_cells(ev: Evaluation, val_threshold: float) -> dict:
+    """The presence threshold chosen on ``presence.full_cells`` (`full` cells of training
+    hosts, read with ``presence.full_cells_references``) at the val rule's spread weight and
+    FPR bound, and the figures there."""
+    from defectnet.data.presets import converged_dataset
+
+    presence = ev.cfg.presence
+    refs = presence.get("full_cells_references")
+    out = full_cells_threshold(
+        ev.networks,
+        converged_dataset(str(presence.full_cells)),
+        load_references(refs) if refs else None,
+        ev.weight,
+        presence.max_distractor_fpr,
+    )
+    log.info(
+        "presence on %d `full` cells of %s (generate=%s): threshold %.4f, F1 %.2f, distractor "
+        "FPR %.2f (val's threshold %.4f)",
+        out["cells"],
+        ", ".join(out["hosts"]),
+        presence.full_cells,
+        out["threshold"],
+        out["f1"],
+        out["distractor_fpr"],
+        val_threshold,
+    )
+    return {"preset": str(presence.full_cells), **out}
+
+
 def score_split(ev: Evaluation, split: str, cal: dict, results: dict, extra: dict) -> None:
     """Every method's metrics on one test split; the ensemble's interval coverage and the
     open-set identification beside the guided one (into ``results`` and ``extra``)."""
@@ -316,6 +350,9 @@ def evaluate(cfg: DictConfig) -> dict:
     }
     if len(ev.networks) > 1 and ev.has_val:
         extra["interval_scale"] = cal["scale"]
+    if cfg.presence.get("full_cells"):
+        extra["full_cells"] = on_full_cells(ev, thresholds[ev.name])
+        extra["presence"]["full_cells_threshold"] = extra["full_cells"]["threshold"]
     figures = []
     for split in (s for s in TEST_SPLITS if len(getattr(ev.dm.splits, s))):
         score_split(ev, split, cal, results, extra)

@@ -140,6 +140,10 @@ def candidate_list(host: str, candidates) -> tuple[list[str], bool]:
     return [e for e in PROPOSABLE if e not in host_elements], True
 
 
+# where the card's guided threshold was chosen (presence_rule)
+THRESHOLD_SOURCES = ("full_cells", "val")
+
+
 def check_settings(cfg: DictConfig) -> None:
     """Settings refused before any file is read or model loaded."""
     level = float(cfg.interval)
@@ -159,6 +163,10 @@ def check_settings(cfg: DictConfig) -> None:
             f"noise_level={cfg.noise_level}: the spectrum's counting noise at its peak as a "
             "fraction of the peak, in [0, 1): e.g. noise_level=0.03 for a measurement, "
             "noise_level=0 for a simulated spectrum."
+        )
+    if cfg.get("threshold_from", "full_cells") not in THRESHOLD_SOURCES:
+        raise UserError(
+            f"threshold_from={cfg.threshold_from}: choose {' or '.join(THRESHOLD_SOURCES)}."
         )
     formula_composition(str(cfg.host))  # names a malformed host formula
 
@@ -294,14 +302,25 @@ def interval_scale(cfg: DictConfig, card: dict) -> float:
     return float(card.get("interval_scale", 1.0))
 
 
+def card_threshold(rule: dict, open_set: bool, source: str = "full_cells") -> float:
+    """A card's presence threshold: the open set's, or with given candidates the one chosen on
+    `full` cells where the card records it and ``source`` asks for it, else val's."""
+    if open_set:
+        return float(rule["open_set_threshold"])
+    if source == "full_cells" and "full_cells_threshold" in rule:
+        return float(rule["full_cells_threshold"])
+    return float(rule["threshold"])
+
+
 def presence_rule(cfg: DictConfig, card: dict, thresholds, open_set: bool) -> tuple[float, float]:
-    """(spread weight, threshold) that call presence: the card's ensemble rule (chosen on val
-    by defectnet-evaluate), else the members' own thresholds on their mean; ``threshold=``
-    overrides the threshold."""
+    """(spread weight, threshold) that call presence: the card's ensemble rule (chosen by
+    defectnet-evaluate: with given candidates on `full` cells of training hosts where the card
+    records it and ``threshold_from=full_cells``, else on val), else the members' own
+    thresholds on their mean; ``threshold=`` overrides the threshold."""
     rule = card.get("presence")
     if rule:
         weight = float(rule["spread_weight"])
-        threshold = float(rule["open_set_threshold" if open_set else "threshold"])
+        threshold = card_threshold(rule, open_set, cfg.get("threshold_from", "full_cells"))
     else:
         weight, threshold = 0.0, thresholds.open_set if open_set else thresholds.guided
     if cfg.get("threshold") is not None:

@@ -7,9 +7,10 @@ differences), read against the pristine spectrum of the same supercell;
 host's defect library). Every method is scored
 on the cells both sets hold, on each kind of spectrum, so the approximation's share of any error
 shows: the shipped reference-informed and spectrum-only ensembles (with the presence rule and
-interval widening of their cards), one member, two-point NNLS on the hosts' references, the
-pretraining mean and "predict zero". NNLS's and the mean's presence thresholds are chosen on
-the pretraining val split, where the shipped models' were. Then, per cell, the difference
+interval widening of their cards, as defectnet-predict applies them: the threshold chosen on
+`full` cells of training hosts where a card records one), one member, two-point NNLS on the
+hosts' references, the pretraining mean and "predict zero". NNLS's and the mean's presence
+thresholds are chosen on the pretraining val split. Then, per cell, the difference
 spectrum (doped − pristine) of the superposed twin and of the linear sum of the host's dilute
 references against ``full``'s: cosine and norm ratio by total dopant fraction. Prints the
 tables and writes them (metrics.json) with every cell's answers (cells.csv) to its run folder;
@@ -55,6 +56,7 @@ from defectnet.evaluation import nnls_unmix
 from defectnet.metrics import best_threshold, coverage, split_metrics
 from defectnet.model.checkpoint import load_network
 from defectnet.model.pretrained import REFERENCE_MODEL, card_in, members_in, pretrained_dir
+from defectnet.predict import card_threshold
 
 log = logging.getLogger("bench_realism")
 KINDS = ("full", "superposed")
@@ -165,7 +167,7 @@ class Methods:
             out[name] = Answer(
                 answer.mean,
                 answer.presence(rule["spread_weight"]),
-                rule["threshold"],
+                card_threshold(rule, open_set=False),
                 answer.interval(self.cfg.interval, scale) if scale else None,
             )
         net, threshold = self.member
@@ -547,7 +549,8 @@ The cells are `generate={cfg.full}` (full finite displacements of every doped ce
 {relaxed}; {steps}; 96–128 atoms, pristine spectrum from the same supercell); their
 superposed twins are `generate={cfg.superposed}`; references `{cfg.references}`; ensembles
 {ensembles}. Presence:
-each ensemble's card rule; one member its own threshold; NNLS and the mean at thresholds
+each ensemble's card rule (its threshold chosen on `full` cells of training hosts where the
+card records one, else on val); one member its own threshold; NNLS and the mean at thresholds
 chosen on the pretraining val split (distractor FPR ≤ {cfg.presence.max_distractor_fpr}).
 "Undoped read": hosts whose pristine spectrum, given as the doped one with every candidate its
 cells offer, has nothing called present.

@@ -8,7 +8,9 @@ two-point NNLS read the realism set's ``full`` cells (those whose relaxation con
 hosts every recipe has references for) and the recipe's own twins of them, each with the
 recipe's references. Same parents, same training, same cells: only the recipe differs, so a
 partly made set can already be compared with the one it replaces. The network's presence
-threshold is its own (chosen on its val split); NNLS is scored on concentrations only. Each
+threshold is its own (chosen on its val split) and, with ``calibration`` (a preset of `full`
+cells of pretraining hosts, generate=presence_calibration), also the one chosen on those cells;
+NNLS is scored on concentrations only. Each
 recipe trains one network per seed (``seeds``): the table gives the mean and the range.
 
     python scripts/bench_recipe.py [docs=true]
@@ -35,7 +37,7 @@ from omegaconf import DictConfig
 from defectnet.atomic import write_json_atomic, write_text_atomic
 from defectnet.cli import CONF_DIR
 from defectnet.data.cache import PDoSDataset, network_input, save_cache
-from defectnet.data.presets import preset_dataset, unconverged_samples
+from defectnet.data.presets import converged_dataset, preset_dataset, unconverged_samples
 from defectnet.data.references import (
     FAITHFUL_DENSE,
     NNLS_VARIANTS,
@@ -45,7 +47,7 @@ from defectnet.data.references import (
     reference_matrix,
 )
 from defectnet.evaluation import nnls_unmix
-from defectnet.metrics import concentration_bands, split_metrics
+from defectnet.metrics import best_threshold, concentration_bands, split_metrics
 from defectnet.model.checkpoint import load_network
 
 log = logging.getLogger("bench_recipe")
@@ -57,12 +59,16 @@ Each recipe (conf/bench/recipe.yaml) trains one reference-informed network
 (`experiment=pretrain_references`) on the shared parents of its pretraining set with their
 references, then it and two-point NNLS read the realism set's `full` cells and the recipe's own
 superposed twins of them, with the realism hosts' references made the recipe's way. F1 and FPR
-at the network's own val threshold; NNLS on concentrations only; predicting zero for scale.
+at the network's own val threshold, and where a row says so at the one chosen on `full` cells of
+training hosts (generate=presence_calibration); NNLS on concentrations only; predicting zero for
+scale.
 Newest run first.
 """
 PRESENCE = (("element F1", "f1", "{:.2f}"), ("distractor FPR", "distractor_fpr", "{:.2f}"))
 # the network read with FAITHFUL_DENSE's stand-in, where the realism references hold it
 NETWORK_FAITHFUL = "network, alloy cell read as dense"
+# a network scored at the presence threshold chosen on the calibration cells (``calibration``)
+CALIBRATED = "threshold from training hosts' `full` cells"
 
 
 def rows_of(ds: PDoSDataset, keep) -> list[int]:
@@ -113,34 +119,63 @@ def holding(references: dict[str, dict], levels: list[str]) -> set[str]:
     }
 
 
-@torch.no_grad()
-def read(checkpoints: list[Path], ds: PDoSDataset, references: dict[str, dict]) -> dict:
-    """Each network's figures on ``ds`` (a list, one per checkpoint) and NNLS's, every cell with
-    its host's ``references``."""
+def readings(net, ds: PDoSDataset, references: dict[str, dict]) -> dict[str, torch.Tensor]:
+    """The reference rows ``net`` reads each cell of ``ds`` with: its host's ``references`` as
+    made and, for a network that reads the dense level, with FAITHFUL_DENSE's stand-in where the
+    references hold it."""
     hosts = [ds.parents[k] for k in ds.parent_index.tolist()]
-    matrices = torch.stack([reference_matrix(references[h], ds.grid.n_points) for h in hosts])
-    x = network_input(ds.pristine, ds.doped, ds.composition)
-    target, mask = ds.targets.numpy(), ds.mask.numpy()
-    own = [references[h] for h in hosts]
-    faithful = None
-    if any(holds_level(ref, FAITHFUL_DENSE["dense"]) for ref in own):
-        faithful = torch.stack(
+    rows = {
+        "network": torch.stack([reference_matrix(references[h], ds.grid.n_points) for h in hosts])
+    }
+    if "dense" in net.levels and any(
+        holds_level(references[h], FAITHFUL_DENSE["dense"]) for h in hosts
+    ):
+        rows[NETWORK_FAITHFUL] = torch.stack(
             [
                 reference_matrix(references[h], ds.grid.n_points, stand_ins=FAITHFUL_DENSE)
                 for h in hosts
             ]
         )
+    return rows
+
+
+def answers(net, ds: PDoSDataset, rows: torch.Tensor) -> np.ndarray:
+    return net(network_input(ds.pristine, ds.doped, ds.composition), ds.mask, rows)[0].numpy()
+
+
+@torch.no_grad()
+def read(
+    checkpoints: list[Path],
+    ds: PDoSDataset,
+    references: dict[str, dict],
+    calibration: tuple[PDoSDataset, dict[str, dict]] | None = None,
+    max_fpr: float | None = None,
+) -> dict:
+    """Each network's figures on ``ds`` (a list, one per checkpoint) and NNLS's, every cell with
+    its host's ``references``. With ``calibration`` (`full` cells of training hosts and their
+    references) each network reading is scored a second time at the presence threshold chosen
+    on those cells (best F1 at distractor FPR ≤ ``max_fpr``), beside its own val threshold."""
+    target, mask = ds.targets.numpy(), ds.mask.numpy()
+    own = [references[ds.parents[k]] for k in ds.parent_index.tolist()]
     methods = {"network": []}
     for checkpoint in checkpoints:
         net, _, thresholds = load_network(checkpoint)
-        readings = {"network": matrices}
-        if faithful is not None and "dense" in net.levels:
-            readings[NETWORK_FAITHFUL] = faithful
-        for name, rows in readings.items():
-            pred = net(x, ds.mask, rows)[0].numpy()
+        calibrating = readings(net, *calibration) if calibration is not None else {}
+        for name, rows in readings(net, ds, references).items():
+            pred = answers(net, ds, rows)
             methods.setdefault(name, []).append(
                 split_metrics(pred, target, mask, thresholds.guided)
             )
+            if name in calibrating:
+                cells = calibration[0]
+                found = answers(net, cells, calibrating[name])
+                threshold = best_threshold(
+                    found, cells.targets.numpy(), cells.mask.numpy(), max_fpr
+                )
+                scored = split_metrics(pred, target, mask, threshold)
+                methods.setdefault(f"{name}, {CALIBRATED}", []).append(
+                    {**scored, "threshold": threshold}
+                )
     spectra = torch.stack([ds.pristine, ds.doped], dim=1)
     methods["NNLS, two-point"] = [split_metrics(nnls_unmix(spectra, ds.mask, own), target, mask, 0)]
     for name, levels in NNLS_VARIANTS.items():
@@ -239,6 +274,7 @@ def main(cfg: DictConfig) -> None:
     twins = {name: preset_dataset(r.twins) for name, r in recipes.items()}
     cells = {i for i in full.meta["sample_ids"] if i not in unconverged and host_of(i) in covered}
     twin_cells = cells.intersection(*(set(t.meta["sample_ids"]) for t in twins.values()))
+    calibration_cells = converged_dataset(cfg.calibration) if cfg.calibration else None
     results, trained = {}, {}
     for name, r in recipes.items():
         ds = pretrain[name]
@@ -246,6 +282,9 @@ def main(cfg: DictConfig) -> None:
         checkpoints = train(cfg, name, subset, r.references, out, r.get("train", []))
         trained[name] = [{"checkpoint": str(c), "test_ood": own_test(c)} for c in checkpoints]
         refs = realism_refs[name]
+        calibration = None
+        if calibration_cells is not None and r.get("calibration_references"):
+            calibration = (calibration_cells, load_references(r.calibration_references))
         sets = {"full": full.select(rows_of(full, cells.__contains__))}
         if twin_cells != cells:  # the twins hold fewer cells: full on those too, to compare
             sets["full, the twins' cells"] = full.select(rows_of(full, twin_cells.__contains__))
@@ -254,7 +293,9 @@ def main(cfg: DictConfig) -> None:
             if len(ds_read):
                 hosts = len({ds_read.parents[k] for k in ds_read.parent_index.tolist()})
                 key = (name, spectra, len(ds_read), hosts)
-                results[key] = read(checkpoints, ds_read, refs)
+                results[key] = read(
+                    checkpoints, ds_read, refs, calibration, cfg.presence.max_distractor_fpr
+                )
     summary = (
         f"{len(shared)} shared pretraining parents; {len(cells)} relaxed `full` cells of "
         f"{len(covered)} hosts every recipe has references for (levels {', '.join(levels)}), "

@@ -8,10 +8,10 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from defectnet.calibration import undoped_crystals
-from defectnet.data.cache import PDoSDataset, save_cache
+from defectnet.calibration import full_cells_threshold, undoped_crystals
+from defectnet.data.cache import PDoSDataset, load_cache, save_cache
 from defectnet.data.datamodule import Batch, PDoSDataModule, SpectrumAugmentation, open_set_mask
-from defectnet.data.references import load_references
+from defectnet.data.references import ReferenceError, load_references
 from defectnet.elements import DOPANTS, candidate_vector, composition_vector
 from defectnet.evaluation import evaluate, nnls_predict
 from defectnet.metrics import best_threshold, coverage, split_metrics
@@ -191,6 +191,7 @@ def test_evaluate_compares_the_methods_and_writes_figures(ensemble, mlp_checkpoi
             f"ckpt_path=[{ensemble[0]},{ensemble[1]}]",
             f"mlp_ckpt={mlp_checkpoint}",
             f"references={DEMO_REFERENCES}",
+            "presence.full_cells=demo_hosts8",  # stands in for `full` cells of training hosts
         ],
     )
     with open_dict(cfg):
@@ -214,6 +215,10 @@ def test_evaluate_compares_the_methods_and_writes_figures(ensemble, mlp_checkpoi
     rule = metrics["presence"]  # what the model card takes (scripts/ship_model.py)
     assert rule["spread_weight"] == cfg.presence.spread_weight
     assert rule["threshold"] == metrics["thresholds"]["DefectNet (ensemble of 2)"]
+    on_full = metrics["full_cells"]  # the threshold chosen on presence.full_cells, beside val's
+    assert rule["full_cells_threshold"] == on_full["threshold"] > 0
+    assert on_full["cells"] == len(load_cache(DEMO_CACHE)) and len(on_full["hosts"]) == 8
+    assert on_full["distractor_fpr"] <= cfg.presence.max_distractor_fpr
     undoped = metrics["undoped_crystals"]  # every parent, its held-out ones marked
     assert {p for p, u in undoped.items() if u["held_out"]} == set(metrics["ood_parents"])
     assert len(undoped) == 8 and all(u["max_prediction"] >= 0 for u in undoped.values())
@@ -305,3 +310,31 @@ def test_open_set_threshold_is_chosen_with_noise_and_never_zero():
     reads = undoped_open_set(nets, dm, with_noise, 0.0, [0.03])["3%"]
     assert set(reads) == set(dm.splits.ood_parents)
     assert all(isinstance(r["read_undoped"], bool) for r in reads.values())
+
+
+class _Answers(torch.nn.Module):
+    """Gives fixed answers on the offered candidates; reads references only if told to."""
+
+    def __init__(self, answers: torch.Tensor, reads_references: bool = False):
+        super().__init__()
+        self.answers, self.reads_references = answers, reads_references
+
+    def forward(self, x, mask, references=None):
+        return self.answers * mask, None
+
+
+def test_a_threshold_chosen_on_full_cells_keeps_their_false_alarms_within_the_bound():
+    cells = load_cache(DEMO_CACHE)
+    absent = (cells.mask > 0) & (cells.targets == 0)
+    # the truth, with 40 % of the absent candidates read at 1–5 %, as `full` spectra are read
+    noise = torch.rand(cells.targets.shape, generator=torch.Generator().manual_seed(0))
+    loud = absent & (noise < 0.4)
+    answers = cells.targets + loud * (0.01 + 0.1 * noise)
+    for bound in (0.15, 0.3):
+        out = full_cells_threshold([_Answers(answers)], cells, None, 0.0, bound)
+        assert out["distractor_fpr"] <= bound and out["cells"] == len(cells)
+        called = (answers > out["threshold"]) & absent
+        assert called.sum() / absent.sum() == pytest.approx(out["distractor_fpr"])
+    # a model that reads references needs every host's
+    with pytest.raises(ReferenceError, match="no references for .*zincblende-GaAs"):
+        full_cells_threshold([_Answers(answers, reads_references=True)], cells, {}, 0.0, 0.15)

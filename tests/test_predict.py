@@ -100,6 +100,22 @@ def test_a_shipped_cards_presence_rule_calls_on_the_ensembles_lower_bound(
     )
 
 
+def test_a_card_threshold_chosen_on_full_cells_calls_the_given_candidates(
+    ensemble, gaas_files, tmp_path
+):
+    folder, present, offered = gaas_files
+    args = ("host=GaAs", f"doped={folder / 'doped.txt'}", f"pristine={folder / 'pristine.txt'}")
+    rule = {"spread_weight": 2.0, "threshold": 1e-3, "open_set_threshold": 2e-3}
+    shipped = tmp_path / "shipped"
+    ship(ensemble, {"presence": {**rule, "full_cells_threshold": 4e-3}}, shipped)
+    given = f"candidates=[{','.join(offered)}]"
+    assert run(tmp_path, shipped, *args, given)["threshold"] == 4e-3
+    assert run(tmp_path, shipped, *args, given, "threshold_from=val")["threshold"] == 1e-3
+    assert run(tmp_path, shipped, *args)["threshold"] == 2e-3  # the open set keeps its own
+    with pytest.raises(UserError, match="threshold_from=measured: choose full_cells or val"):
+        run(tmp_path, shipped, *args, given, "threshold_from=measured")
+
+
 def test_a_reference_informed_model_finds_the_hosts_references_by_formula(
     reference_checkpoint, gaas_files, tmp_path
 ):

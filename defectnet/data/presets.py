@@ -76,3 +76,10 @@ def unconverged_samples(preset: str) -> set[str]:
         for r in read_shards(records_dir(preset))
         if r.status == "ok" and not (r.relax or {}).get("converged", True)
     }
+
+
+def converged_dataset(preset: str) -> PDoSDataset:
+    """The preset's data set less the samples whose relaxation did not converge."""
+    ds = preset_dataset(preset)
+    left_out = unconverged_samples(preset)
+    return ds.select([i for i, s in enumerate(ds.meta["sample_ids"]) if s not in left_out])
