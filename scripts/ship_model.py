@@ -7,7 +7,8 @@ Each member keeps only its network weights and the ``defectnet`` entry (a few MB
 model card (``card.json``) records the data set each member learned from (path, settings hash,
 samples, parents, held-out parents), the test figures its run wrote to ``metrics.json`` and,
 from a ``defectnet-evaluate`` run of the same members, the interval widening and the presence
-rule chosen on val, which ``defectnet-predict`` applies.
+rule chosen on val (and on `full` cells where the run was given them), which
+``defectnet-predict`` applies.
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ def evaluation_card(folder: Path, members: list[Path]) -> dict:
     if "presence" not in metrics:
         raise UserError(f"evaluation: {path} records no presence rule; evaluate again.")
     card = {"presence": metrics["presence"]}
+    if "full_cells" in metrics:  # where presence.full_cells_threshold was chosen, and its figures
+        card["presence_full_cells"] = metrics["full_cells"]
     if "interval_scale" in metrics:
         card["interval_scale"] = metrics["interval_scale"]
     return card

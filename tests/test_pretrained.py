@@ -80,6 +80,13 @@ def test_the_card_takes_the_presence_rule_of_an_evaluation_of_the_same_members(e
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
     card = ship_model.evaluation_card(tmp_path, list(reversed(ensemble)))
     assert card == {"presence": rule, "interval_scale": 4.0}
+    # an evaluation given `full` cells: the card says where that threshold was chosen
+    on_full = {"preset": "presence_calibration", "threshold": 0.03, "cells": 31}
+    rule_full = {**rule, "full_cells_threshold": 0.03}
+    metrics |= {"presence": rule_full, "full_cells": on_full}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    card = ship_model.evaluation_card(tmp_path, ensemble)
+    assert card["presence"] == rule_full and card["presence_full_cells"] == on_full
     with pytest.raises(UserError, match="evaluated other checkpoints"):
         ship_model.evaluation_card(tmp_path, ensemble[:1])
     with pytest.raises(UserError, match="no .*metrics.json"):
