@@ -10,11 +10,13 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import MissingConfigException
 from omegaconf import DictConfig
 
 from defectnet.data.cache import PDoSDataset, consolidate, save_cache
 from defectnet.datagen.records import read_shards
 from defectnet.datagen.settings import made_like
+from defectnet.errors import UserError
 
 log = logging.getLogger("defectnet")
 
@@ -22,11 +24,17 @@ log = logging.getLogger("defectnet")
 def _generate_config(preset: str) -> DictConfig:
     """The preset's generation config, inside a running Hydra app or outside any."""
     overrides = [f"generate={preset}"]
-    if GlobalHydra.instance().is_initialized():
-        return compose(config_name="generate", overrides=overrides)
-    conf = str(resources.files("defectnet.conf"))
-    with initialize_config_dir(config_dir=conf, version_base="1.3"):
-        return compose(config_name="generate", overrides=overrides)
+    try:
+        if GlobalHydra.instance().is_initialized():
+            return compose(config_name="generate", overrides=overrides)
+        conf = str(resources.files("defectnet.conf"))
+        with initialize_config_dir(config_dir=conf, version_base="1.3"):
+            return compose(config_name="generate", overrides=overrides)
+    except MissingConfigException:
+        raise UserError(
+            f"'{preset}' is not a generation preset: name one of conf/generate/ "
+            "(e.g. presence_calibration, realism_central)."
+        ) from None
 
 
 def _records_dir(gen: DictConfig) -> Path:
