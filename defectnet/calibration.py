@@ -188,8 +188,9 @@ def full_cells_threshold(
     threshold is chosen on superposed spectra, whose difference signal is cleaner than a `full`
     cell's or a measurement's; on the realism hosts' `full` cells it called 0.23–0.33 of the
     absent candidates present at a 0.15 bound, where a threshold chosen on training hosts'
-    `full` cells called 0.09–0.13 (docs/benchmarks/recipe.md). A model that reads references reads each host's
-    (``references``) with the alloy cell in the dense slot, as defectnet-predict does."""
+    `full` cells called 0.09–0.13 (docs/benchmarks/recipe.md). A model that reads references
+    reads each host's (``references``) with the alloy cell in the dense slot, as
+    defectnet-predict does."""
     hosts = cells.parent_ids
     rows = None
     if any(getattr(net, "reads_references", False) for net in networks):
