@@ -37,7 +37,7 @@ from omegaconf import DictConfig
 from defectnet.atomic import write_json_atomic, write_text_atomic
 from defectnet.cli import CONF_DIR
 from defectnet.data.cache import PDoSDataset, network_input, save_cache
-from defectnet.data.presets import converged_dataset, preset_dataset, unconverged_samples
+from defectnet.data.presets import converged_dataset, preset_dataset
 from defectnet.data.references import (
     FAITHFUL_DENSE,
     NNLS_VARIANTS,
@@ -269,10 +269,9 @@ def main(cfg: DictConfig) -> None:
         raise SystemExit("bench_recipe: no pretraining parent is in every recipe's set yet")
     realism_refs = {name: load_references(r.realism_references) for name, r in recipes.items()}
     covered = set.intersection(*(holding(refs, levels) for refs in realism_refs.values()))
-    full = preset_dataset(cfg.full)
-    unconverged = unconverged_samples(cfg.full)
+    full = converged_dataset(cfg.full)
     twins = {name: preset_dataset(r.twins) for name, r in recipes.items()}
-    cells = {i for i in full.meta["sample_ids"] if i not in unconverged and host_of(i) in covered}
+    cells = {i for i in full.meta["sample_ids"] if host_of(i) in covered}
     twin_cells = cells.intersection(*(set(t.meta["sample_ids"]) for t in twins.values()))
     calibration_cells = converged_dataset(cfg.calibration) if cfg.calibration else None
     results, trained = {}, {}

@@ -173,7 +173,10 @@ def cells_missing(ref: dict, level: str) -> int:
 
 def complete(path: Path, levels) -> bool:
     """Whether a host's references hold (or have given up on) every cell of ``levels``."""
-    return path.exists() and not any(cells_missing(read_json(path), level) for level in levels)
+    if not path.exists():
+        return False
+    ref = read_json(path)
+    return not any(cells_missing(ref, level) for level in levels)
 
 
 def work_left(paths: list[Path], levels) -> tuple[int, int]:
