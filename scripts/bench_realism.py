@@ -49,6 +49,7 @@ from defectnet.data.references import (
     reference_columns,
     reference_matrix,
     reference_overlap,
+    reference_stand_ins,
 )
 from defectnet.elements import DOPANTS
 from defectnet.ensemble import EnsemblePrediction
@@ -87,8 +88,8 @@ def paired(full: PDoSDataset, twin: PDoSDataset, hosts: set[str], left_out: set[
     )
 
 
-def batch_of(ds: PDoSDataset, references: str) -> Batch:
-    refs = host_references(references, ds.parents, ds.grid.n_points)
+def batch_of(ds: PDoSDataset, references: str, stand_ins: dict[str, str]) -> Batch:
+    refs = host_references(references, ds.parents, ds.grid.n_points, stand_ins)
     return Batch(
         torch.stack([ds.pristine, ds.doped], dim=1),
         ds.composition,
@@ -303,6 +304,7 @@ def reference_variants(cfg, methods: Methods, sets: dict, batches: dict, answers
             log.info("%s: no references yet, left out", folder)
             continue
         variant = load_references(folder)
+        stand_ins = reference_stand_ins(cfg.reference_stand_ins)
         parents = sets["full"].parents
         hosts = [parents[k] for k in sets["full"].parent_index.tolist()]
         rows = np.flatnonzero([h in variant for h in hosts])
@@ -311,7 +313,7 @@ def reference_variants(cfg, methods: Methods, sets: dict, batches: dict, answers
         own, methods.references = methods.references, {**methods.references, **variant}
         n_points = sets["full"].grid.n_points
         matrices = torch.stack(
-            [reference_matrix(variant[hosts[i]], n_points, folder) for i in rows]
+            [reference_matrix(variant[hosts[i]], n_points, folder, stand_ins) for i in rows]
         )
         for kind in KINDS:
             batch = Batch(*(t[rows] for t in batches[kind]))
@@ -412,7 +414,8 @@ def main(cfg: DictConfig) -> None:
         raise SystemExit("bench_realism: no cell is in both sets with its host's references yet")
     methods = Methods(cfg, refs, full.parents)
     sets = {"full": full, "superposed": twin}
-    batches = {k: batch_of(ds, cfg.references) for k, ds in sets.items()}
+    stand_ins = reference_stand_ins(cfg.reference_stand_ins)
+    batches = {k: batch_of(ds, cfg.references, stand_ins) for k, ds in sets.items()}
     answers = {k: methods(b) for k, b in batches.items()}
     results = {k: scores(answers[k], batches[k]) for k in KINDS}
     reads = {k: undoped(methods, sets[k], batches[k]) for k in KINDS}

@@ -190,9 +190,14 @@ def references_for_host(spec: str | Path, host: str) -> dict:
     return references[matches[0]]
 
 
-def host_references(folder: str | Path, parents: list[str], n_points: int) -> torch.Tensor:
-    """[P, LEVELS × 56, n_points]: ``reference_matrix`` of each parent, in the order of
-    ``parents``."""
+def host_references(
+    folder: str | Path,
+    parents: list[str],
+    n_points: int,
+    stand_ins: dict[str, str] | None = None,
+) -> torch.Tensor:
+    """[P, LEVELS × 56, n_points]: ``reference_matrix`` of each parent (with ``stand_ins``), in
+    the order of ``parents``."""
     references = load_references(folder)
     missing = sorted(set(parents) - set(references))
     if missing:
@@ -201,4 +206,6 @@ def host_references(folder: str | Path, parents: list[str], n_points: int) -> to
             f"({', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}); run "
             "defectnet-generate stage=references with the data set's preset."
         )
-    return torch.stack([reference_matrix(references[p], n_points, str(folder)) for p in parents])
+    return torch.stack(
+        [reference_matrix(references[p], n_points, str(folder), stand_ins) for p in parents]
+    )
