@@ -25,25 +25,38 @@ from defectnet.model.pretrained import (
 from .conftest import compose_config
 
 
-def pretraining_set():
-    """The shipped pretraining set, its cache made from its records when missing."""
-    data = PDoSDataModule(
-        str(ROOT_DIR / "data" / "pretrain" / "dataset.safetensors"), made_by="pretrain"
-    )
+def learned_from(card: dict, ds):
+    """The samples of ``ds`` whose parents a shipped model's card names (its set's records
+    grow on after it shipped)."""
+    parents = set(card["data_set"]["parent_ids"])
+    return ds.select([i for i, p in enumerate(ds.parent_ids) if p in parents])
+
+
+def pretraining_set(card: dict):
+    """The pretraining set a shipped model learned from (the folder its card names under
+    data/, a preset of the same name), its cache made from its records when missing."""
+    folder = Path(card["data_set"]["path"]).parent.name
+    data = PDoSDataModule(str(ROOT_DIR / "data" / folder / "dataset.safetensors"), made_by=folder)
     data.setup()
-    return data.dataset
+    return learned_from(card, data.dataset)
 
 
 def test_the_pretraining_set_is_made_from_its_records_as_the_shipped_models_saw_it(tmp_path):
     from defectnet.data.presets import cache_from_records
 
-    (tmp_path / "records").symlink_to(ROOT_DIR / "data" / "pretrain" / "records")
-    cache_from_records(tmp_path / "dataset.safetensors", "pretrain")
-    data = PDoSDataModule(str(tmp_path / "dataset.safetensors"))
-    data.setup()
-    for card in (pretrained_card(reads_references=r) for r in (False, True)):
-        assert data.dataset.parents == sorted(card["data_set"]["parent_ids"])
-        assert len(data.dataset) == card["data_set"]["samples"]
+    for reads_references in (False, True):
+        card = pretrained_card(reads_references)
+        folder = Path(card["data_set"]["path"]).parent.name
+        made = tmp_path / folder
+        if not made.is_dir():
+            made.mkdir()
+            (made / "records").symlink_to(ROOT_DIR / "data" / folder / "records")
+            cache_from_records(made / "dataset.safetensors", folder)
+        data = PDoSDataModule(str(made / "dataset.safetensors"))
+        data.setup()
+        ds = learned_from(card, data.dataset)
+        assert ds.parents == sorted(card["data_set"]["parent_ids"])
+        assert len(ds) == card["data_set"]["samples"]
 
 
 def test_shipping_keeps_only_weights_and_the_entry(ensemble, tmp_path):
@@ -103,7 +116,7 @@ def test_the_shipped_model_loads_safely_and_reads_a_known_sample(reads_reference
     assert card["data_set"]["samples"] > 0 and len(card["members"]) == len(members)
     # simulated samples with one clearly dominant dopant, of the parents the model learned from
     # (the committed set has grown past the ones an older model saw)
-    ds = pretraining_set()
+    ds = pretraining_set(card)
     learned = set(card["data_set"]["parent_ids"]) - set(card["members"][0]["data"]["ood_parents"])
     top2 = ds.targets.topk(2, dim=1).values
     seen = torch.tensor([p in learned for p in ds.parent_ids])
@@ -112,7 +125,7 @@ def test_the_shipped_model_loads_safely_and_reads_a_known_sample(reads_reference
     assert all(getattr(n, "reads_references", False) == reads_references for n in networks)
     references = None
     if reads_references:
-        folder = ROOT_DIR / "data" / "pretrain" / "references"
+        folder = ROOT_DIR / "data" / card["members"][0]["data"]["references"]
         references = host_references(folder, ds.parents, ds.grid.n_points)[ds.parent_index[rows]]
     pred = ensemble_predict(networks, ds.inputs()[rows], ds.mask[rows], references)
     offered = ds.mask[rows].numpy() > 0
@@ -130,7 +143,7 @@ def test_predict_without_a_checkpoint_picks_the_shipped_model_for_the_host(tmp_p
     from defectnet.predict import predict
 
     card = pretrained_card(reads_references=True)
-    ds = pretraining_set()
+    ds = pretraining_set(card)
     held_out = card["members"][0]["data"]["ood_parents"]
     formulas = [p.rsplit("-", 1)[-1] for p in ds.parents]
     parent = next(p for p in held_out if formulas.count(p.rsplit("-", 1)[-1]) == 1)
