@@ -38,21 +38,28 @@ class EnsemblePrediction:
         false-positive rate this finds more of the present dopants than the mean does."""
         return self.mean - spread_weight * self.std
 
-    def interval(self, level: float, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-        """Central interval of probability ``level`` from a normal fit to the member spread,
-        widened by ``scale`` (a deep ensemble's spread understates its error; the evaluation
-        measures by how much on the validation split)."""
-        half = normal_quantile(level) * scale * self.std
+    def interval(
+        self, level: float, scale: float = 1.0, floor: float = 0.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Central interval of probability ``level`` from a normal fit to the member spread
+        plus ``floor``, widened by ``scale`` (a deep ensemble's spread understates its error;
+        the evaluation measures by how much on the validation split). The floor keeps an
+        interval around a dopant every member answers alike, e.g. all at zero, which a spread
+        alone would make a point."""
+        half = normal_quantile(level) * scale * (self.std + floor)
         return np.clip(self.mean - half, 0, None), self.mean + half
 
-    def interval_scale(self, target: np.ndarray, mask: np.ndarray, level: float) -> float:
+    def interval_scale(
+        self, target: np.ndarray, mask: np.ndarray, level: float, floor: float = 0.0
+    ) -> float:
         """The smallest widening that puts ``level`` of the present dopants' true
-        concentrations inside the interval (to be chosen on a validation split)."""
+        concentrations inside the interval with ``floor`` (to be chosen on a validation
+        split)."""
         present = (mask > 0) & (target > 0)
         if not present.any():
             return 1.0
         ratio = np.abs(target - self.mean)[present] / (
-            normal_quantile(level) * np.maximum(self.std[present], 1e-12)
+            normal_quantile(level) * np.maximum(self.std[present] + floor, 1e-12)
         )
         return float(max(np.quantile(ratio, level), 1e-6))
 

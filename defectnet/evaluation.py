@@ -239,9 +239,11 @@ def calibrate(ev: Evaluation) -> dict:
             ev.networks, ev.dm, ev.weight, levels, max_fpr, quantile
         )
     out = {"thresholds": thresholds, "open_threshold": open_threshold, "levels": levels}
-    out["scale"] = 1.0
+    out["scale"], out["floor"] = 1.0, float(cfg.interval_floor)
     if len(ev.networks) > 1 and ev.has_val:
-        out["scale"] = ev.answers("val").interval_scale(*ev.truth("val"), float(cfg.interval))
+        out["scale"] = ev.answers("val").interval_scale(
+            *ev.truth("val"), float(cfg.interval), out["floor"]
+        )
     return out
 
 
@@ -287,11 +289,12 @@ def score_split(ev: Evaluation, split: str, cal: dict, results: dict, extra: dic
     if len(ev.networks) > 1:
         ensemble = ev.answers(split)
         raw = coverage(*ensemble.interval(level), target, mask)
-        scaled = coverage(*ensemble.interval(level, cal["scale"]), target, mask)
+        scaled = coverage(*ensemble.interval(level, cal["scale"], cal["floor"]), target, mask)
         extra["calibration"][split] = {
             "interval": level,
             **raw,
             "interval_scale": cal["scale"],
+            "interval_floor": cal["floor"],
             **{f"scaled_{k}": v for k, v in scaled.items()},
         }
     if ev.cfg.get("open_set", True):
@@ -349,7 +352,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "predictions": {},
     }
     if len(ev.networks) > 1 and ev.has_val:
-        extra["interval_scale"] = cal["scale"]
+        extra["interval_scale"], extra["interval_floor"] = cal["scale"], cal["floor"]
     if cfg.presence.get("full_cells"):
         extra["full_cells"] = on_full_cells(ev, thresholds[ev.name])
         extra["presence"]["full_cells_threshold"] = extra["full_cells"]["threshold"]

@@ -294,12 +294,14 @@ def model_card(paths: list[Path]) -> dict:
     return json.loads(card.read_text()) if card.is_file() else {}
 
 
-def interval_scale(cfg: DictConfig, card: dict) -> float:
-    """``interval_scale``, or when null the factor the shipped model's card records (measured
-    on its validation split by defectnet-evaluate), else 1."""
-    if cfg.get("interval_scale") is not None:
-        return float(cfg.interval_scale)
-    return float(card.get("interval_scale", 1.0))
+def interval_widening(cfg: DictConfig, card: dict) -> tuple[float, float]:
+    """``interval_scale`` and ``interval_floor``, each when null the one the shipped model's
+    card records (measured on its validation split by defectnet-evaluate), else 1 and 0."""
+    scale, floor = cfg.get("interval_scale"), cfg.get("interval_floor")
+    return (
+        float(card.get("interval_scale", 1.0) if scale is None else scale),
+        float(card.get("interval_floor", 0.0) if floor is None else floor),
+    )
 
 
 def card_threshold(rule: dict, open_set: bool, source: str = "full_cells") -> float:
@@ -354,7 +356,7 @@ def predict(cfg: DictConfig) -> dict:
     mask = torch.tensor(candidate_vector(names))[None]
     references, reference_host = host_signatures(networks, cfg, grid, names)
     result = ensemble_predict(networks, x, mask, references)
-    low, high = result.interval(float(cfg.interval), interval_scale(cfg, card))
+    low, high = result.interval(float(cfg.interval), *interval_widening(cfg, card))
     score = result.presence(spread_weight)
     limits = detection_limits(
         networks,

@@ -73,11 +73,12 @@ def log_summary(cfg, metrics: dict, table: str, name: str, out_dir: Path) -> Non
     for split, c in metrics["calibration"].items():
         log.info(
             "%s: %.0f %% intervals hold %.0f %% of candidates, %.0f %% of present dopants; "
-            "widened ×%.2f (chosen on val): %.0f %% / %.0f %%",
+            "spread + %g widened ×%.2f (chosen on val): %.0f %% / %.0f %%",
             split,
             100 * c["interval"],
             100 * c["coverage_candidates"],
             100 * c["coverage_present"],
+            c.get("interval_floor", 0.0),
             c["interval_scale"],
             100 * c["scaled_coverage_candidates"],
             100 * c["scaled_coverage_present"],

@@ -169,7 +169,9 @@ class Methods:
                 answer.mean,
                 answer.presence(rule["spread_weight"]),
                 card_threshold(rule, open_set=False),
-                answer.interval(self.cfg.interval, scale) if scale else None,
+                answer.interval(self.cfg.interval, scale, card.get("interval_floor", 0.0))
+                if scale
+                else None,
             )
         net, threshold = self.member
         pred = net(x, mask, refs)[0].numpy()

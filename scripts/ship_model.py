@@ -84,8 +84,9 @@ def evaluation_card(folder: Path, members: list[Path]) -> dict:
     card = {"presence": metrics["presence"]}
     if "full_cells" in metrics:  # where presence.full_cells_threshold was chosen, and its figures
         card["presence_full_cells"] = metrics["full_cells"]
-    if "interval_scale" in metrics:
-        card["interval_scale"] = metrics["interval_scale"]
+    for key in ("interval_scale", "interval_floor"):
+        if key in metrics:
+            card[key] = metrics[key]
     return card
 
 
