@@ -4,10 +4,13 @@ the host's references and its structure files, so a newcomer predicts on a spect
 never saw and compares with the truth.
 
     python scripts/make_examples.py [sample=<parent id>/<index>] [set=realism_clamped|realism]
+        [references=<folder of the realism hosts' references>]
 
 The shipped example is a cell of ``realism_clamped`` (the realism cells as first made,
 relaxed in the pristine lattice); ``set=realism`` takes one of the cells relaxed at zero
-pressure.
+pressure. The host's references are those made as ``generate=references`` makes them, with
+its alloy cell (``data/realism_references_alloy``), as the shipped reference-informed model
+reads them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from defectnet.datagen.records import read_shards
 from defectnet.spectra import EnergyGrid
 
 ROOT = Path(__file__).resolve().parents[1]
+REFERENCES = "data/realism_references_alloy/references"
 
 
 def main(argv: list[str]) -> None:
@@ -54,7 +58,7 @@ def main(argv: list[str]) -> None:
     write(out / "doped.extxyz", atoms_from_dict(record.structure))
     shutil.copy(ROOT / f"data/realism/structures/{host}.cif", out / "pristine.cif")
     (out / "references").mkdir(exist_ok=True)
-    reference = ROOT / f"data/realism_references/references/{host}.json"
+    reference = ROOT / args.get("references", REFERENCES) / f"{host}.json"
     shutil.copy(reference, out / "references" / reference.name)
     truth = {
         "sample": wanted,
