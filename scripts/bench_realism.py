@@ -57,7 +57,7 @@ from defectnet.evaluation import nnls_unmix
 from defectnet.metrics import best_threshold, coverage, split_metrics
 from defectnet.model.checkpoint import load_network
 from defectnet.model.pretrained import REFERENCE_MODEL, card_in, members_in, pretrained_dir
-from defectnet.predict import card_threshold
+from defectnet.predict import card_threshold, interval_widening
 
 log = logging.getLogger("bench_realism")
 KINDS = ("full", "superposed")
@@ -164,13 +164,13 @@ class Methods:
                 np.stack([net(x, mask, refs)[0].numpy() for net in nets])
             )
             rule = card["presence"]
-            scale = card.get("interval_scale")  # none for a model of one member
             out[name] = Answer(
                 answer.mean,
                 answer.presence(rule["spread_weight"]),
                 card_threshold(rule, open_set=False),
-                answer.interval(self.cfg.interval, scale, card.get("interval_floor", 0.0))
-                if scale
+                # as defectnet-predict widens it; none for a model of one member
+                answer.interval(self.cfg.interval, *interval_widening(self.cfg, card))
+                if "interval_scale" in card
                 else None,
             )
         net, threshold = self.member
@@ -296,17 +296,19 @@ COLUMNS = (
 )
 
 
-def reference_variants(cfg, methods: Methods, sets: dict, batches: dict, answers: dict) -> list:
+def reference_variants(
+    cfg, methods: Methods, sets: dict, batches: dict, answers: dict, stand_ins: dict[str, str]
+) -> list:
     """The methods that read references (NNLS and the reference-informed ensemble) given each of
-    ``cfg.reference_variants`` in place of the benchmark's references, beside the same methods
-    with the benchmark's, on the cells of the hosts each variant covers so far."""
+    ``cfg.reference_variants`` (with ``stand_ins``) in place of the benchmark's references,
+    beside the same methods with the benchmark's, on the cells of the hosts each variant covers
+    so far."""
     out = []
     for name, folder in (cfg.get("reference_variants") or {}).items():
         if not Path(folder).is_dir():
             log.info("%s: no references yet, left out", folder)
             continue
         variant = load_references(folder)
-        stand_ins = reference_stand_ins(cfg.reference_stand_ins)
         parents = sets["full"].parents
         hosts = [parents[k] for k in sets["full"].parent_index.tolist()]
         rows = np.flatnonzero([h in variant for h in hosts])
@@ -458,7 +460,7 @@ def main(cfg: DictConfig) -> None:
         "twins": difference.markdown(diff_shared) if diff_shared else "",
         "twin_hosts": difference.host_table(rows, twins),
     }
-    variants = reference_variants(cfg, methods, sets, batches, answers)
+    variants = reference_variants(cfg, methods, sets, batches, answers, stand_ins)
     tables["references"] = variant_table(variants) if variants else ""
     log.info(
         "%s\n\n%s\n\nby total dopant fraction:\n%s\n\nper host, full spectra, RMSE (R²):"

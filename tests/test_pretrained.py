@@ -32,10 +32,16 @@ def learned_from(card: dict, ds):
     return ds.select([i for i, p in enumerate(ds.parent_ids) if p in parents])
 
 
+def set_folder(card: dict) -> str:
+    """The folder under data/ of the set a shipped model learned from (its card's path), also
+    the name of the generation preset that made it."""
+    return Path(card["data_set"]["path"]).parent.name
+
+
 def pretraining_set(card: dict):
-    """The pretraining set a shipped model learned from (the folder its card names under
-    data/, a preset of the same name), its cache made from its records when missing."""
-    folder = Path(card["data_set"]["path"]).parent.name
+    """The pretraining set a shipped model learned from, its cache made from its records when
+    missing."""
+    folder = set_folder(card)
     data = PDoSDataModule(str(ROOT_DIR / "data" / folder / "dataset.safetensors"), made_by=folder)
     data.setup()
     return learned_from(card, data.dataset)
@@ -46,7 +52,7 @@ def test_the_pretraining_set_is_made_from_its_records_as_the_shipped_models_saw_
 
     for reads_references in (False, True):
         card = pretrained_card(reads_references)
-        folder = Path(card["data_set"]["path"]).parent.name
+        folder = set_folder(card)
         made = tmp_path / folder
         if not made.is_dir():
             made.mkdir()
